@@ -1,0 +1,260 @@
+"""``PersonaClient``: routes each request to its provider's lane and owns every task and session."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
+from types import MappingProxyType, TracebackType
+
+import anyio
+import anyio.abc
+
+from ._exceptions import InvalidRequestError, OutcomeUnknownError, PersonaError
+from ._lane import DEFAULT_RETRY_BUDGET, Deliver, Lane, LaneStats, _Job
+from ._models import Persona, PersonaRequest
+from ._providers import Provider
+from ._retry import (
+    DEFAULT_BACKOFF_INITIAL,
+    DEFAULT_BACKOFF_MAX,
+    DEFAULT_DEADLINE,
+    DEFAULT_MAX_MAINTENANCE_WAIT,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_RETRY_AFTER_MAX,
+    RetryPolicy,
+)
+from ._stream import OutcomeStream, _StreamState
+from ._transport import SessionPool
+
+__all__ = ["PersonaClient"]
+
+#: create_many's default read-ahead, per unit of total concurrency.
+_PENDING_PER_SLOT = 4
+
+
+class PersonaClient:
+    """Creates personas through one or more providers, each a lane with its own limits.
+
+    Share one client across a whole application: every ``create_persona`` and ``create_many``
+    draws on the same per-lane rate limit and concurrency cap::
+
+        async with PersonaClient([CrunProvider(api_key=...)]) as client:
+            persona = await client.create_persona(
+                PersonaRequest("task_1", "clip_1", "Neon Siren", "Smoky late-night R&B")
+            )
+
+    Retries: 429 cools the lane and is retried within ``deadline``; 455 pauses the lane and
+    waits up to ``max_maintenance_wait``; 500 and transport failures are retried up to
+    ``max_retries`` times with exponential backoff and full jitter, but a request that may
+    already have created a persona is resent only where the provider detects duplicates.
+    """
+
+    def __init__(
+        self,
+        providers: Sequence[Provider],
+        *,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        backoff_initial: float = DEFAULT_BACKOFF_INITIAL,
+        backoff_max: float = DEFAULT_BACKOFF_MAX,
+        retry_after_max: float = DEFAULT_RETRY_AFTER_MAX,
+        deadline: float = DEFAULT_DEADLINE,
+        max_maintenance_wait: float = DEFAULT_MAX_MAINTENANCE_WAIT,
+        retry_budget: int = DEFAULT_RETRY_BUDGET,
+    ) -> None:
+        if not providers:
+            raise ValueError("PersonaClient needs at least one provider")
+        names = [p.name for p in providers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"lane names must be unique, got {names}; pass name= to tell apart")
+        policy = RetryPolicy(
+            max_retries=max_retries,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            retry_after_max=retry_after_max,
+            deadline=deadline,
+            max_maintenance_wait=max_maintenance_wait,
+        )
+        self._pool = SessionPool()
+        self._lanes = {
+            p.name: Lane(p, self._pool, policy, retry_budget=retry_budget) for p in providers
+        }
+        self._tg: anyio.abc.TaskGroup | None = None  # lives in _runner, for the client's life
+        self._runner: asyncio.Task[None] | None = None
+        self._started: asyncio.Event | None = None
+        self._stop: asyncio.Event | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"PersonaClient(lanes={list(self._lanes)}, closed={self._closed})"
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> PersonaClient:
+        await self._ensure_started()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _ensure_started(self) -> anyio.abc.TaskGroup:
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        if self._tg is None:
+            if self._runner is None:
+                self._started, self._stop = asyncio.Event(), asyncio.Event()
+                # One task owns the task group, so aclose() may come from any task and no
+                # worker or feeder outlives the client.
+                self._runner = asyncio.get_running_loop().create_task(self._run())
+            assert self._started is not None
+            await self._started.wait()
+        assert self._tg is not None
+        return self._tg
+
+    async def _run(self) -> None:
+        assert self._started is not None
+        assert self._stop is not None
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            self._started.set()
+            await self._stop.wait()
+            tg.cancel_scope.cancel()
+
+    async def aclose(self) -> None:
+        """Stop every lane and close every session. Idempotent.
+
+        Requests still queued fail with ``PersonaError``; requests in flight fail with
+        ``OutcomeUnknownError`` (they were sent and may have succeeded).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._runner is not None:
+            assert self._stop is not None
+            self._stop.set()
+            await asyncio.shield(self._runner)
+        self._tg = None
+        for lane in self._lanes.values():
+            lane.fail_pending(_closing_error)
+        await self._pool.aclose()
+
+    # -- one request ---------------------------------------------------------------------------
+
+    def _lane_for(self, request: PersonaRequest) -> Lane:
+        if not isinstance(request, PersonaRequest):
+            raise InvalidRequestError(
+                f"expected a PersonaRequest, got {type(request).__name__}", field="request"
+            )
+        name = request.provider
+        if name is None and len(self._lanes) == 1:
+            lane = next(iter(self._lanes.values()))
+        else:
+            found = self._lanes.get(name) if name is not None else None
+            if found is None:
+                rule = "is required when the client has several lanes" if name is None else (
+                    f"{name!r} is not one of the client's lanes"
+                )
+                raise InvalidRequestError(
+                    f"provider {rule}: {', '.join(self._lanes)}",
+                    field="provider",
+                    task_id=request.task_id,
+                    audio_id=request.audio_id,
+                    attempts=0,
+                )
+            lane = found
+        lane.provider.validate(request)
+        return lane
+
+    async def create_persona(self, request: PersonaRequest) -> Persona:
+        """Create one persona; raise a ``PersonaError`` subclass if it was not created.
+
+        A request that breaks a rule raises ``InvalidRequestError`` before anything is sent.
+        If the caller is cancelled before the request is sent, it is never sent.
+        """
+        lane = self._lane_for(request)
+        tg = await self._ensure_started()
+        future: asyncio.Future[Persona] = asyncio.get_running_loop().create_future()
+        job = lane.submit(request, _settle(future), tg)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            job.abandoned = True
+            raise
+
+    # -- many requests -------------------------------------------------------------------------
+
+    def create_many(
+        self,
+        requests: Iterable[PersonaRequest] | AsyncIterable[PersonaRequest],
+        *,
+        ordered: bool = False,
+        max_pending: int | None = None,
+    ) -> OutcomeStream:
+        """Yield an ``Outcome`` per request, pulling ``requests`` lazily.
+
+        Completion order by default; input order with ``ordered=True``. At most
+        ``max_pending`` requests (default: four per unit of the lanes' total concurrency) are
+        pulled but not yet yielded, however long the input. Per-request failures are outcomes,
+        never exceptions; an exception raised by ``requests`` itself is re-raised.
+        """
+        if max_pending is None:
+            total = sum(lane.provider.max_concurrency for lane in self._lanes.values())
+            max_pending = total * _PENDING_PER_SLOT
+        if max_pending < 1:
+            raise ValueError("max_pending must be >= 1")
+        async def start(state: _StreamState) -> None:
+            tg = await self._ensure_started()
+            tg.start_soon(state.feed, requests, _SubmitMany(self, tg))
+
+        return OutcomeStream(max_pending=max_pending, ordered=ordered, start=start)
+
+    # -- observability -------------------------------------------------------------------------
+
+    def stats(self) -> Mapping[str, LaneStats]:
+        """A frozen snapshot per lane, keyed by lane name."""
+        return MappingProxyType({name: lane.stats() for name, lane in self._lanes.items()})
+
+
+class _SubmitMany:
+    """create_many's way into the lanes: invalid requests become outcomes at once."""
+
+    __slots__ = ("_client", "_tg")
+
+    def __init__(self, client: PersonaClient, tg: anyio.abc.TaskGroup) -> None:
+        self._client = client
+        self._tg = tg
+
+    def __call__(self, request: PersonaRequest, deliver: Deliver, seq: int) -> _Job | None:
+        try:
+            lane = self._client._lane_for(request)
+        except InvalidRequestError as err:
+            deliver(_Job(request, b"", deliver, seq), None, err)
+            return None
+        return lane.submit(request, deliver, self._tg, seq)
+
+
+def _settle(future: asyncio.Future[Persona]) -> Deliver:
+    def deliver(job: _Job, persona: Persona | None, error: PersonaError | None) -> None:
+        if future.done():  # the caller was cancelled; the result has nowhere to go
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            assert persona is not None
+            future.set_result(persona)
+
+    return deliver
+
+
+def _closing_error(job: _Job) -> PersonaError:
+    if job.attempts and math.isfinite(job.deadline):
+        return OutcomeUnknownError(
+            "the client was closed while the request was in flight; a persona may exist",
+            request=job.request,
+        )
+    return PersonaError("the client was closed before the request was sent")
+

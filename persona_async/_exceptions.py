@@ -1,0 +1,262 @@
+"""Every error the SDK raises, and the table that maps provider codes to them.
+
+The tree::
+
+    PersonaError                        code=None unless the provider sent one
+    ├── AuthenticationError             401  the key is missing or wrong
+    ├── InsufficientCreditsError        402  (and the family's 429 "credits" message)
+    ├── NotFoundError                   404
+    ├── PersonaExistsError              409  this audio already has a persona
+    ├── ValidationError                 422  the provider rejected the request
+    │   └── InvalidRequestError              rejected *before* sending (also a ValueError)
+    ├── RateLimitError                  429  (and the family's legacy 405/430)
+    ├── MusicAccessError                451  the provider could not fetch the audio
+    ├── MaintenanceError                455
+    ├── ServerError                     500
+    ├── GenerationFailedError           501
+    ├── FeatureDisabledError            505
+    ├── MalformedResponseError               a reply that is not the documented envelope
+    ├── ProviderConnectionError              also an OSError
+    ├── ProviderTimeoutError                 also a TimeoutError
+    └── OutcomeUnknownError                  the request may or may not have made a persona
+
+Every error carries ``code``, ``http_status``, ``provider``, ``message``, ``retryable``,
+``task_id``, ``audio_id`` and ``attempts``, never an API key, and survives ``pickle``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+__all__ = [
+    "CODE_TO_EXCEPTION",
+    "AuthenticationError",
+    "FeatureDisabledError",
+    "GenerationFailedError",
+    "InsufficientCreditsError",
+    "InvalidRequestError",
+    "MaintenanceError",
+    "MalformedResponseError",
+    "MusicAccessError",
+    "NotFoundError",
+    "OutcomeUnknownError",
+    "PersonaError",
+    "PersonaExistsError",
+    "ProviderConnectionError",
+    "ProviderTimeoutError",
+    "RateLimitError",
+    "ServerError",
+    "ValidationError",
+]
+
+
+class PersonaError(Exception):
+    """Root of every error this package raises.
+
+    ``retryable`` says whether the same request could succeed if sent again; whether the SDK
+    *does* resend it also depends on whether the first attempt may already have made a persona
+    (see ``OutcomeUnknownError``).
+    """
+
+    code: int | None
+    #: The code this class stands for in ``CODE_TO_EXCEPTION`` (None for client-side errors).
+    default_code: ClassVar[int | None] = None
+    default_retryable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        http_status: int | None = None,
+        provider: str | None = None,
+        task_id: str | None = None,
+        audio_id: str | None = None,
+        retryable: bool | None = None,
+        attempts: int = 1,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = self.default_code if code is None else code
+        self.http_status = http_status
+        self.provider = provider
+        self.task_id = task_id
+        self.audio_id = audio_id
+        self.retryable = self.default_retryable if retryable is None else retryable
+        self.attempts = attempts
+
+    def __str__(self) -> str:
+        where = f"[{self.provider}] " if self.provider else ""
+        code = f"{self.code} " if self.code is not None else ""
+        ids = ", ".join(
+            f"{name}={value!r}"
+            for name, value in (("task_id", self.task_id), ("audio_id", self.audio_id))
+            if value is not None
+        )
+        return f"{where}{code}{self.message}" + (f" ({ids})" if ids else "")
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.message!r}, code={self.code!r}, "
+            f"http_status={self.http_status!r}, provider={self.provider!r})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception pickles as cls(*args); our keyword-only fields travel in the state dict.
+        return (type(self), (self.message,), self.__dict__)
+
+    def for_request(self, task_id: str | None, audio_id: str | None) -> PersonaError:
+        """A copy of this error for another request of the same lane (used when a lane stops)."""
+        clone = type(self).__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.args = self.args
+        clone.task_id, clone.audio_id, clone.attempts = task_id, audio_id, 0
+        return clone
+
+
+class AuthenticationError(PersonaError):
+    """401: the API key is missing, wrong or revoked. The lane stops."""
+
+    default_code = 401
+
+
+class InsufficientCreditsError(PersonaError):
+    """402: the account has no credits left. The lane stops."""
+
+    default_code = 402
+
+
+class NotFoundError(PersonaError):
+    """404: the resource or endpoint does not exist (often a wrong ``base_url``)."""
+
+    default_code = 404
+
+
+class PersonaExistsError(PersonaError):
+    """409: this audio id already has a persona (the sunoapi.org family allows one per audio).
+
+    ``after_ambiguous_attempt`` is True when an earlier attempt of *this* call was sent and then
+    lost (timeout, reset): that attempt may be the one that created the persona.
+    """
+
+    default_code = 409
+
+    def __init__(self, message: str, *, after_ambiguous_attempt: bool = False, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.after_ambiguous_attempt = after_ambiguous_attempt
+
+
+class ValidationError(PersonaError):
+    """422: the provider rejected the parameters; often "task not found / not ready"."""
+
+    default_code: ClassVar[int | None] = 422
+
+
+class InvalidRequestError(ValidationError, ValueError):
+    """The request broke a documented rule and was **not sent**. ``field`` names the field."""
+
+    default_code: ClassVar[int | None] = None
+
+    def __init__(self, message: str, *, field: str | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.field = field
+
+
+class RateLimitError(PersonaError):
+    """429 (or the family's legacy 405/430): too many requests. ``retry_after`` in seconds."""
+
+    default_code = 429
+    default_retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class MusicAccessError(PersonaError):
+    """451: the provider could not fetch the source audio; retrying the same audio won't help."""
+
+    default_code = 451
+
+
+class MaintenanceError(PersonaError):
+    """455: the provider is down for maintenance."""
+
+    default_code = 455
+    default_retryable = True
+
+
+class ServerError(PersonaError):
+    """500: the provider failed unexpectedly."""
+
+    default_code = 500
+    default_retryable = True
+
+
+class GenerationFailedError(PersonaError):
+    """501: the provider tried and failed to generate the persona."""
+
+    default_code = 501
+
+
+class FeatureDisabledError(PersonaError):
+    """505: the provider has switched this feature off."""
+
+    default_code = 505
+
+
+class _MaybeSent(PersonaError):
+    # `sent` is True when the request may have reached the provider before the failure, so a
+    # persona may exist; a failure with sent=False is always safe to retry.
+    def __init__(self, message: str, *, sent: bool = True, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.sent = sent
+
+
+class MalformedResponseError(_MaybeSent):
+    """The reply was not the documented envelope: HTML gateway pages, empty or truncated bodies,
+    JSON of the wrong shape, oversized bodies, redirects. ``excerpt`` is a short, safe prefix."""
+
+    def __init__(self, message: str, *, excerpt: str = "", **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.excerpt = excerpt
+
+
+class ProviderConnectionError(_MaybeSent, OSError):
+    """The connection failed. ``sent`` tells whether the request may have reached the provider."""
+
+
+class ProviderTimeoutError(_MaybeSent, TimeoutError):
+    """No reply in time. ``sent`` tells whether the request may have reached the provider."""
+
+
+class OutcomeUnknownError(PersonaError):
+    """The request was sent and then lost; a persona may or may not exist. Not retried by
+    default for providers without duplicate detection (crun). ``request`` is what was sent;
+    ``__cause__`` is the transport error."""
+
+    def __init__(self, message: str, *, request: Any = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.request = request
+
+
+def _table(*classes: type[PersonaError]) -> Mapping[int, type[PersonaError]]:
+    return MappingProxyType({cls.default_code: cls for cls in classes if cls.default_code})
+
+
+#: Provider code -> exception class, for every code crun and the sunoapi.org family document.
+CODE_TO_EXCEPTION: Mapping[int, type[PersonaError]] = _table(
+    AuthenticationError,
+    InsufficientCreditsError,
+    NotFoundError,
+    PersonaExistsError,
+    ValidationError,
+    RateLimitError,
+    MusicAccessError,
+    MaintenanceError,
+    ServerError,
+    GenerationFailedError,
+    FeatureDisabledError,
+)

@@ -1,0 +1,247 @@
+"""What every provider states: where it lives, how it authenticates, its rules and its wire.
+
+A provider is configuration plus two pure functions (``encode`` and ``decode``); it does no I/O.
+Subclasses declare their differences as class variables, so a new provider is one small file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from urllib.parse import urlsplit
+
+from .._exceptions import InvalidRequestError
+from .._models import PersonaRequest
+
+if TYPE_CHECKING:
+    from .._ratelimit import SharedLimiter
+
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_MAX_CONCURRENCY",
+    "DEFAULT_RATE_LIMIT",
+    "DEFAULT_RATE_PERIOD",
+    "DEFAULT_TIMEOUT",
+    "Provider",
+    "Reply",
+]
+
+#: Published by sunoapi.org and kie.ai (20 per 10 s); crun and apikley publish none, so the
+#: same conservative figure is the default everywhere. Pass ``rate_limit=None`` for no limit.
+DEFAULT_RATE_LIMIT = 20
+DEFAULT_RATE_PERIOD = 10.0
+DEFAULT_MAX_CONCURRENCY = 16
+#: Seconds for one attempt, from connecting to the last byte of the reply.
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_CONNECT_TIMEOUT = 10.0
+
+
+class Reply(NamedTuple):
+    """A decoded envelope. ``persona_id`` is set only when ``code`` is 200."""
+
+    code: int
+    message: str
+    persona_id: str | None = None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_base_url(base_url: str, owner: str) -> str:
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    if parts.scheme not in ("https", "http") or not host:
+        raise ValueError(f"{owner}: base_url must be an http(s) URL with a host")
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise ValueError(f"{owner}: plain http:// is only allowed for loopback hosts; use https://")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        # Credentials or tokens in a URL end up in logs; the key belongs in its header.
+        raise ValueError(f"{owner}: base_url must not carry credentials, a query or a fragment")
+    return base_url.rstrip("/")
+
+
+class Provider:
+    """Base of every provider. Keyword-only configuration, defaults visible in the signature.
+
+    ``name`` is the lane name (defaults to ``kind``), so two accounts at one provider can coexist
+    as two lanes. ``rate_limit`` requests at most start in any ``rate_period`` seconds.
+    ``retry_ambiguous`` lets the SDK resend a request whose first attempt may have succeeded;
+    it only matters for providers without duplicate detection. ``limiter`` shares the rate
+    limit with other processes using the same key (see ``persona_async.redis``).
+    """
+
+    #: Short identifier used in config files and as the default lane name.
+    kind: ClassVar[str]
+    #: Environment variable the key is read from when ``api_key`` is not given.
+    api_key_env: ClassVar[str]
+    default_base_url: ClassVar[str]
+    path: ClassVar[str]
+    #: True when a repeated create is answered with 409 instead of a second persona.
+    detects_duplicates: ClassVar[bool] = False
+    #: Longest allowed value per request field (documented limits only).
+    max_lengths: ClassVar[Mapping[str, int]] = MappingProxyType({})
+    #: Allowed ``vocal_end - vocal_start`` in seconds, with the defaults used when one is omitted.
+    vocal_window: ClassVar[tuple[float, float] | None] = None
+    vocal_defaults: ClassVar[tuple[float, float]] = (0.0, 30.0)
+    #: False when the provider documents none of vocal_start, vocal_end and style.
+    accepts_optional_fields: ClassVar[bool] = True
+
+    __slots__ = (
+        "_api_key",
+        "base_url",
+        "connect_timeout",
+        "limiter",
+        "max_concurrency",
+        "name",
+        "rate_limit",
+        "rate_period",
+        "retry_ambiguous",
+        "timeout",
+        "url",
+    )
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        name: str | None = None,
+        rate_limit: int | None = DEFAULT_RATE_LIMIT,
+        rate_period: float = DEFAULT_RATE_PERIOD,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        retry_ambiguous: bool = False,
+        limiter: SharedLimiter | None = None,
+    ) -> None:
+        owner = type(self).__name__
+        key = api_key if api_key is not None else os.environ.get(self.api_key_env, "")
+        if not key:
+            raise ValueError(f"{owner}: no API key; pass api_key= or set {self.api_key_env}")
+        if any(c in key for c in "\r\n"):
+            raise ValueError(f"{owner}: the API key contains a line break")
+        if rate_limit is not None and (rate_limit < 1 or not rate_period > 0):
+            raise ValueError(f"{owner}: rate_limit must be >= 1 and rate_period > 0")
+        if max_concurrency < 1 or not timeout > 0 or not connect_timeout > 0:
+            raise ValueError(f"{owner}: max_concurrency must be >= 1 and timeouts > 0")
+        self._api_key = key  # never in a repr, log line, URL or error
+        self.base_url = _check_base_url(base_url or self.default_base_url, owner)
+        self.url = self.base_url + self.path
+        self.name = name or self.kind
+        self.rate_limit = rate_limit
+        self.rate_period = float(rate_period)
+        self.max_concurrency = max_concurrency
+        self.timeout = float(timeout)
+        self.connect_timeout = float(connect_timeout)
+        self.retry_ambiguous = retry_ambiguous
+        self.limiter = limiter  # shared across processes; None: this process's own window
+
+    def __repr__(self) -> str:
+        rate = f"{self.rate_limit}/{self.rate_period:g}s" if self.rate_limit else "unlimited"
+        return (
+            f"{type(self).__name__}(name={self.name!r}, base_url={self.base_url!r}, "
+            f"rate={rate}, max_concurrency={self.max_concurrency}, api_key='***')"
+        )
+
+    def __reduce__(self) -> Any:
+        raise TypeError(f"{type(self).__name__} holds an API key and is not picklable")
+
+    @property
+    def key_fingerprint(self) -> str:
+        """A stable, non-reversible id of the key: for sharing state without the key itself."""
+        import hashlib
+
+        digest = hashlib.sha256(f"{self.kind}\0{self._api_key}".encode()).hexdigest()
+        return digest[:24]
+
+    # -- the wire: subclasses implement -------------------------------------------------------
+
+    def auth_headers(self) -> dict[str, str]:
+        """The headers that carry the key; sent only to ``base_url``."""
+        raise NotImplementedError
+
+    def encode(self, request: PersonaRequest) -> bytes:
+        """The JSON body for ``request`` (already validated)."""
+        raise NotImplementedError
+
+    def decode(self, body: bytes) -> Reply:
+        """Parse a reply envelope; raise msgspec's ``ValidationError``/``DecodeError`` if bad."""
+        raise NotImplementedError
+
+    def classify(self, code: int, message: str) -> int:
+        """The table code a reply stands for; providers with code quirks override this."""
+        return code
+
+    def redact(self, text: str) -> str:
+        """``text`` with this provider's key blanked out (for messages echoed by providers)."""
+        return text.replace(self._api_key, "***") if self._api_key in text else text
+
+    # -- rules checked before sending ---------------------------------------------------------
+
+    def validate(self, request: PersonaRequest) -> None:
+        """Raise ``InvalidRequestError`` naming the field and the rule, or return."""
+
+        def fail(field: str, rule: str) -> InvalidRequestError:
+            return InvalidRequestError(
+                f"{field} {rule}",
+                field=field,
+                provider=self.name,
+                task_id=request.task_id if isinstance(request.task_id, str) else None,
+                audio_id=request.audio_id if isinstance(request.audio_id, str) else None,
+                attempts=0,
+            )
+
+        for field in ("task_id", "audio_id", "name", "description"):
+            value = getattr(request, field)
+            if not isinstance(value, str):
+                raise fail(field, f"must be a string, got {type(value).__name__}")
+            if not value.strip():
+                raise fail(field, "must not be empty")
+        extras = {
+            f: getattr(request, f)
+            for f in ("vocal_start", "vocal_end", "style")
+            if getattr(request, f) is not None
+        }
+        if extras and not self.accepts_optional_fields:
+            raise fail(
+                next(iter(extras)),
+                f"is not supported by {type(self).__name__} (its API documents no "
+                "vocal_start, vocal_end or style); remove it rather than have it dropped",
+            )
+        if "style" in extras and not isinstance(request.style, str):
+            raise fail("style", f"must be a string, got {type(request.style).__name__}")
+        for field, limit in self.max_lengths.items():
+            value = getattr(request, field)
+            if isinstance(value, str) and len(value) > limit:
+                raise fail(field, f"must be at most {limit} characters, got {len(value)}")
+        for field in ("vocal_start", "vocal_end"):
+            value = getattr(request, field)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise fail(field, f"must be a number of seconds, got {type(value).__name__}")
+            if not math.isfinite(value) or value < 0:
+                raise fail(field, f"must be a finite number >= 0, got {value!r}")
+        start, end = request.vocal_start, request.vocal_end
+        if start is not None and end is not None and not end > start:
+            raise fail("vocal_end", f"must be greater than vocal_start ({end!r} <= {start!r})")
+        if self.vocal_window is not None and (start is not None or end is not None):
+            lo, hi = self.vocal_window
+            start = self.vocal_defaults[0] if start is None else start
+            end = self.vocal_defaults[1] if end is None else end
+            if not lo <= end - start <= hi:
+                raise fail(
+                    "vocal_end",
+                    f"minus vocal_start must be between {lo:g} and {hi:g} seconds, "
+                    f"got {end - start:g}",
+                )

@@ -1,0 +1,17 @@
+"""sunoapi.org: the family's reference host."""
+
+from __future__ import annotations
+
+from ._family import SunoApiFamilyProvider
+
+__all__ = ["SunoApiProvider"]
+
+
+class SunoApiProvider(SunoApiFamilyProvider):
+    """sunoapi.org (api.sunoapi.org). Publishes "20 requests every 10 seconds"."""
+
+    kind = "sunoapi"
+    api_key_env = "SUNOAPI_API_KEY"
+    default_base_url = "https://api.sunoapi.org"
+
+    __slots__ = ()

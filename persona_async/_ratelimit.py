@@ -1,0 +1,147 @@
+"""Admission by rate: never more than ``limit`` starts in any sliding window of ``period``.
+
+Providers count requests per window and reject the excess (kie: 20 per 10 s, then 429). A leaky
+bucket such as ``aiolimiter.AsyncLimiter(N, T)`` starts empty and can let about 2N through in one
+window, so the guarantee is kept here with a log of the last ``limit`` start times instead: a
+start is allowed when the ``limit``-th most recent one is older than the window. That is exact,
+lets a burst of ``limit`` through at once (a web handler does not wait for nothing), and sustains
+the full rate when work is waiting.
+
+On a 429 the *effective* limit is halved and then grows back by a tenth of the configured limit
+per quiet window (AIMD), so a provider whose real limit is lower than configured is not hammered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from ._providers import Provider
+
+__all__ = ["DEFAULT_WINDOW_MARGIN", "LaneLimiter", "SharedLimiter", "SlidingWindowLimiter"]
+
+
+class LaneLimiter(Protocol):
+    """What a lane needs from its rate limiter; ``SlidingWindowLimiter`` is the local one.
+
+    ``acquire`` may raise a ``PersonaError`` (a shared limiter whose store is down): the
+    request then fails without being sent.
+    """
+
+    @property
+    def effective_rate(self) -> float: ...
+
+    async def acquire(self) -> None: ...
+
+    def throttled(self) -> None: ...
+
+    def succeeded(self) -> None: ...
+
+    async def hold(self, state: Literal["cooling", "paused"], seconds: float) -> None:
+        """The lane saw a 429 (cooling) or a 455 (paused): tell whoever shares the budget."""
+        ...
+
+
+class SharedLimiter(Protocol):
+    """A limiter shared across processes (``Provider(limiter=...)``): one per lane."""
+
+    def for_lane(self, provider: Provider) -> LaneLimiter: ...
+
+#: The window is widened by this fraction of the period: requests reach the provider a little
+#: after they start here, and network jitter must not make two windows overlap at its end.
+DEFAULT_WINDOW_MARGIN = 0.02
+_DECREASE_FACTOR = 0.5
+_INCREASE_FRACTION = 0.1
+
+
+class SlidingWindowLimiter:
+    """At most ``limit`` acquisitions in any ``period`` seconds; waiters are served FIFO.
+
+    Example::
+
+        limiter = SlidingWindowLimiter(20, 10.0)
+        await limiter.acquire()   # returns at once for the first 20, then paces
+        ...                       # start the request right away
+
+    ``clock`` and ``sleep`` can be replaced to run on virtual time in tests.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_effective",
+        "_last_change",
+        "_lock",
+        "_sleep",
+        "_span",
+        "_starts",
+        "limit",
+        "period",
+    )
+
+    def __init__(
+        self,
+        limit: int,
+        period: float,
+        *,
+        margin: float = DEFAULT_WINDOW_MARGIN,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        if limit < 1 or not period > 0 or margin < 0:
+            raise ValueError("limit must be >= 1, period > 0 and margin >= 0")
+        self.limit = limit
+        self.period = period
+        self._span = period * (1 + margin)  # the window actually enforced
+        self._effective = limit  # lowered by throttled(), raised back by succeeded()
+        self._starts: deque[float] = deque(maxlen=limit)  # the most recent start times
+        self._last_change = -math.inf  # clock time of the last change to _effective
+        self._lock = asyncio.Lock()  # FIFO: one waiter at a time looks at the clock
+        self._clock = clock
+        self._sleep = sleep
+
+    @property
+    def effective_limit(self) -> int:
+        """Starts allowed per window right now (below ``limit`` after a 429)."""
+        return self._effective
+
+    @property
+    def effective_rate(self) -> float:
+        """Starts per second allowed right now."""
+        return self._effective / self.period
+
+    def delay(self) -> float:
+        """Seconds until one more start is allowed (0.0 when it is allowed now)."""
+        if len(self._starts) < self._effective:
+            return 0.0
+        return max(0.0, self._starts[-self._effective] + self._span - self._clock())
+
+    async def acquire(self) -> None:
+        """Wait for a start in the window, record it, return; the caller starts at once."""
+        async with self._lock:
+            while (wait := self.delay()) > 0:
+                await self._sleep(wait)
+            self._starts.append(self._clock())
+
+    async def hold(self, state: Literal["cooling", "paused"], seconds: float) -> None:
+        """Nothing to share: the lane that owns this limiter already knows."""
+
+    def throttled(self) -> None:
+        """The provider said 429: halve the effective limit (at most once per window)."""
+        now = self._clock()
+        if now - self._last_change >= self.period or self._effective == self.limit:
+            self._effective = max(1, int(self._effective * _DECREASE_FACTOR))
+            self._last_change = now
+
+    def succeeded(self) -> None:
+        """A request went through: after a quiet window, win back a tenth of the limit."""
+        if self._effective < self.limit:
+            now = self._clock()
+            if now - self._last_change >= self.period:
+                step = max(1, round(self.limit * _INCREASE_FRACTION))
+                self._effective = min(self.limit, self._effective + step)
+                self._last_change = now

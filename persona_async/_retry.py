@@ -1,0 +1,82 @@
+"""When to resend, and how long to wait first: the policy as one frozen value."""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import random
+import time
+from dataclasses import dataclass
+
+__all__ = [
+    "DEFAULT_BACKOFF_INITIAL",
+    "DEFAULT_BACKOFF_MAX",
+    "DEFAULT_DEADLINE",
+    "DEFAULT_MAX_MAINTENANCE_WAIT",
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_RETRY_AFTER_MAX",
+    "RetryPolicy",
+    "parse_retry_after",
+]
+
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_BACKOFF_INITIAL = 0.5
+DEFAULT_BACKOFF_MAX = 30.0
+#: A provider's Retry-After is honoured up to this many seconds.
+DEFAULT_RETRY_AFTER_MAX = 120.0
+#: Total seconds one request may take, every attempt and wait included.
+DEFAULT_DEADLINE = 300.0
+#: How long a request waits for a provider in maintenance (455) before it fails.
+DEFAULT_MAX_MAINTENANCE_WAIT = 600.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """How one request is retried. Retries go back to the lane's queue with a not-before time."""
+
+    max_retries: int = DEFAULT_MAX_RETRIES
+    backoff_initial: float = DEFAULT_BACKOFF_INITIAL
+    backoff_max: float = DEFAULT_BACKOFF_MAX
+    retry_after_max: float = DEFAULT_RETRY_AFTER_MAX
+    deadline: float = DEFAULT_DEADLINE
+    max_maintenance_wait: float = DEFAULT_MAX_MAINTENANCE_WAIT
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        for name in ("backoff_initial", "backoff_max", "retry_after_max"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if not self.deadline > 0 or not self.max_maintenance_wait > 0:
+            raise ValueError("deadline and max_maintenance_wait must be > 0")
+
+    def backoff(self, retry: int) -> float:
+        """Seconds before retry number ``retry`` (1-based): exponential with full jitter."""
+        ceiling = min(self.backoff_max, self.backoff_initial * 2 ** (retry - 1))
+        return random.uniform(0, ceiling)
+
+    def wait_for(self, retry: int, retry_after: float | None) -> float:
+        """The provider's Retry-After when it gave one (capped), else the backoff."""
+        if retry_after is not None:
+            return min(retry_after, self.retry_after_max)
+        return self.backoff(retry)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP-date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)

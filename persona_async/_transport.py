@@ -1,0 +1,172 @@
+"""The session pool: one long-lived aiohttp session per lane, and the only place aiohttp is touched.
+
+Every aiohttp exception is translated here, by one ordered table, into a ``PersonaError`` that
+says whether the request may have reached the provider (``sent``): a connect failure is always
+safe to retry, a reset after sending is not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import warnings
+from typing import NamedTuple
+
+import aiohttp
+
+from ._exceptions import (
+    MalformedResponseError,
+    PersonaError,
+    ProviderConnectionError,
+    ProviderTimeoutError,
+    _MaybeSent,
+)
+from ._providers import Provider
+from ._version import __version__
+
+__all__ = ["MAX_BODY_BYTES", "USER_AGENT", "RawResponse", "SessionPool"]
+
+logger = logging.getLogger("persona_async")
+
+USER_AGENT = f"persona-async/{__version__}"
+#: A persona reply is a few hundred bytes; anything past this is not the documented envelope.
+MAX_BODY_BYTES = 256 * 1024
+#: Shorter than any common server idle timeout, so a pooled connection is not reused just as
+#: the server drops it (which would turn a harmless stale socket into an ambiguous create).
+KEEPALIVE_TIMEOUT = 10.0
+
+# (aiohttp exception, our class, may the request have been sent?, retryable?)
+# First match wins: subclasses come before their bases.
+_EXCEPTION_TABLE: tuple[tuple[type[BaseException], type[_MaybeSent], bool, bool], ...] = (
+    (aiohttp.ClientConnectorCertificateError, ProviderConnectionError, False, False),
+    (aiohttp.ClientConnectorSSLError, ProviderConnectionError, False, False),
+    (aiohttp.ConnectionTimeoutError, ProviderTimeoutError, False, True),
+    (aiohttp.ClientConnectorError, ProviderConnectionError, False, True),
+    (aiohttp.SocketTimeoutError, ProviderTimeoutError, True, True),
+    (aiohttp.ServerTimeoutError, ProviderTimeoutError, True, True),
+    (asyncio.TimeoutError, ProviderTimeoutError, True, True),
+    (aiohttp.ServerDisconnectedError, ProviderConnectionError, True, True),
+    (aiohttp.ClientPayloadError, ProviderConnectionError, True, True),
+    (aiohttp.ClientResponseError, MalformedResponseError, True, False),
+    (aiohttp.ClientError, ProviderConnectionError, True, True),
+    (OSError, ProviderConnectionError, True, True),
+)
+
+
+def _translate(exc: BaseException, provider: Provider) -> PersonaError:
+    for foreign, ours, sent, retryable in _EXCEPTION_TABLE:
+        if isinstance(exc, foreign):
+            what = type(exc).__name__
+            detail = provider.redact(str(exc))[:200]
+            when = "after the request was sent" if sent else "before the request was sent"
+            return ours(
+                f"{what} {when}" + (f": {detail}" if detail else ""),
+                sent=sent,
+                retryable=retryable,
+                provider=provider.name,
+            )
+    raise exc
+
+
+class RawResponse(NamedTuple):
+    status: int
+    body: bytes
+    retry_after: str | None
+    location: str | None
+    content_type: str
+
+
+class SessionPool:
+    """Owns one ``aiohttp.ClientSession`` per lane, created lazily inside the running loop.
+
+    Each session's connector is sized to the lane's ``max_concurrency`` with keep-alive on.
+    Redirects are never followed, TLS is always verified, the key rides only in the lane's own
+    default headers. ``aclose()`` is idempotent.
+    """
+
+    __slots__ = ("_closed", "_sessions")
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, aiohttp.ClientSession] = {}  # lane name -> its session
+        self._closed = False
+
+    def _session(self, provider: Provider) -> aiohttp.ClientSession:
+        session = self._sessions.get(provider.name)
+        if session is None:
+            if self._closed:
+                raise RuntimeError("the client is closed")
+            connector = aiohttp.TCPConnector(
+                limit=provider.max_concurrency,
+                limit_per_host=0,
+                keepalive_timeout=KEEPALIVE_TIMEOUT,
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                headers={
+                    "User-Agent": USER_AGENT,
+                    "Content-Type": "application/json",
+                    "Accept": "application/json",
+                    **provider.auth_headers(),
+                },
+                # Per-attempt timeouts come from post(); no cookies: nothing here needs them.
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,
+            )
+            self._sessions[provider.name] = session
+        return session
+
+    async def post(self, provider: Provider, body: bytes, timeout: float) -> RawResponse:
+        """POST ``body`` to the provider; raise a translated ``PersonaError`` on transport failure.
+
+        ``timeout`` bounds the whole attempt; the connect phase is bounded separately so that a
+        connect timeout (nothing sent) can be told apart from a reply timeout (maybe created).
+        """
+        session = self._session(provider)
+        client_timeout = aiohttp.ClientTimeout(
+            total=timeout, connect=min(provider.connect_timeout, timeout), sock_read=timeout
+        )
+        try:
+            async with session.post(
+                provider.url, data=body, allow_redirects=False, timeout=client_timeout
+            ) as resp:
+                if resp.content_length is not None and resp.content_length > MAX_BODY_BYTES:
+                    raise MalformedResponseError(
+                        f"reply of {resp.content_length} bytes exceeds {MAX_BODY_BYTES}",
+                        http_status=resp.status,
+                        provider=provider.name,
+                    )
+                payload = await resp.content.read(MAX_BODY_BYTES + 1)
+                while len(payload) <= MAX_BODY_BYTES and not resp.content.at_eof():
+                    payload += await resp.content.read(MAX_BODY_BYTES + 1 - len(payload))
+                if len(payload) > MAX_BODY_BYTES:
+                    raise MalformedResponseError(
+                        f"reply exceeds {MAX_BODY_BYTES} bytes",
+                        http_status=resp.status,
+                        provider=provider.name,
+                    )
+                return RawResponse(
+                    resp.status,
+                    payload,
+                    resp.headers.get("Retry-After"),
+                    resp.headers.get("Location"),
+                    resp.content_type,
+                )
+        except PersonaError:
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise _translate(exc, provider) from exc
+
+    async def aclose(self) -> None:
+        self._closed = True
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
+
+    def __del__(self, _warn: type[Warning] = ResourceWarning) -> None:
+        if self._sessions:
+            warnings.warn(
+                "persona_async client was not closed; use 'async with PersonaClient(...)' "
+                "or 'await client.aclose()'",
+                _warn,
+                stacklevel=1,
+            )

@@ -1,0 +1,109 @@
+"""Run a :class:`~persona_async.testing.FakeProvider` in its own process.
+
+::
+
+    python -m persona_async.testing --rate-limit 20 --rate-period 10 --fault-rate 0.01 --seed 1
+
+Once listening it prints exactly one line, ``READY http://127.0.0.1:PORT``, to stdout and
+flushes it, so a parent process can read the base URL; it then serves until SIGTERM or SIGINT
+and exits with status 0. ``GET /_fake/stats`` on that URL reports what it saw and
+``POST /_fake/reset`` clears it. Individual requests are not kept (nobody outside the process
+could read them), so memory stays flat however long a benchmark runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Sequence
+
+from ._fake import DEFAULT_API_KEY, DEFAULT_RATE_PERIOD, FakeProvider
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m persona_async.testing",
+        description="Serve a fake crun + sunoapi.org-family persona provider on loopback.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
+    parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one")
+    parser.add_argument(
+        "--rate-limit", type=int, default=None, metavar="N", help="requests per key per window"
+    )
+    parser.add_argument(
+        "--rate-period",
+        type=float,
+        default=DEFAULT_RATE_PERIOD,
+        metavar="T",
+        help="rate window in seconds",
+    )
+    parser.add_argument(
+        "--rate-limit-http", action="store_true", help="send rate-limit rejections as HTTP 429"
+    )
+    parser.add_argument(
+        "--retry-after", type=float, default=None, metavar="S", help="Retry-After seconds on 429"
+    )
+    parser.add_argument(
+        "--latency", type=float, default=0.0, metavar="S", help="delay every answer this long"
+    )
+    parser.add_argument(
+        "--api-key",
+        dest="api_keys",
+        action="extend",
+        nargs="+",
+        metavar="K",
+        help=f"accepted API key(s); default {DEFAULT_API_KEY!r}",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed for random faults")
+    parser.add_argument(
+        "--fault-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="chance per request of a random fault (429, 500, 502 HTML, reset after create)",
+    )
+    return parser
+
+
+async def _serve(fake: FakeProvider) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        # Not available on Windows; Ctrl-C then ends the run through KeyboardInterrupt.
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    async with fake:
+        print(f"READY {fake.url}", flush=True)
+        await stop.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, serve until signalled, and return the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        fake = FakeProvider(
+            api_keys=args.api_keys or (DEFAULT_API_KEY,),
+            host=args.host,
+            port=args.port,
+            rate_limit=args.rate_limit,
+            rate_period=args.rate_period,
+            rate_limit_http=args.rate_limit_http,
+            retry_after=args.retry_after,
+            latency=args.latency,
+            fault_rate=args.fault_rate,
+            seed=args.seed,
+            record_requests=False,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(fake))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
