@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
 
 import anyio
 import anyio.abc
 
-from ._exceptions import InvalidRequestError, OutcomeUnknownError, PersonaError
-from ._lane import DEFAULT_RETRY_BUDGET, Deliver, Lane, LaneStats, _Job
+from ._exceptions import InvalidRequestError, PersonaError
+from ._lane import DEFAULT_RETRY_BUDGET, Deliver, Lane, LaneStats, OnSend, _Job
 from ._models import Persona, PersonaRequest
 from ._providers import Provider
 from ._retry import (
@@ -139,7 +138,7 @@ class PersonaClient:
             await asyncio.shield(self._runner)
         self._tg = None
         for lane in self._lanes.values():
-            lane.fail_pending(_closing_error)
+            lane.fail_pending()
         await self._pool.aclose()
 
     # -- one request ---------------------------------------------------------------------------
@@ -193,6 +192,7 @@ class PersonaClient:
         *,
         ordered: bool = False,
         max_pending: int | None = None,
+        on_send: OnSend | None = None,
     ) -> OutcomeStream:
         """Yield an ``Outcome`` per request, pulling ``requests`` lazily.
 
@@ -200,6 +200,10 @@ class PersonaClient:
         ``max_pending`` requests (default: four per unit of the lanes' total concurrency) are
         pulled but not yet yielded, however long the input. Per-request failures are outcomes,
         never exceptions; an exception raised by ``requests`` itself is re-raised.
+
+        ``on_send(request)``, when given, is called synchronously right before a request's first
+        attempt goes out (never for a request that is not sent): a journal written there knows
+        which requests may have reached the provider. If it raises, that request is not sent.
         """
         if max_pending is None:
             total = sum(lane.provider.max_concurrency for lane in self._lanes.values())
@@ -208,7 +212,7 @@ class PersonaClient:
             raise ValueError("max_pending must be >= 1")
         async def start(state: _StreamState) -> None:
             tg = await self._ensure_started()
-            tg.start_soon(state.feed, requests, _SubmitMany(self, tg))
+            tg.start_soon(state.feed, requests, _SubmitMany(self, tg, on_send))
 
         return OutcomeStream(max_pending=max_pending, ordered=ordered, start=start)
 
@@ -222,11 +226,14 @@ class PersonaClient:
 class _SubmitMany:
     """create_many's way into the lanes: invalid requests become outcomes at once."""
 
-    __slots__ = ("_client", "_tg")
+    __slots__ = ("_client", "_on_send", "_tg")
 
-    def __init__(self, client: PersonaClient, tg: anyio.abc.TaskGroup) -> None:
+    def __init__(
+        self, client: PersonaClient, tg: anyio.abc.TaskGroup, on_send: OnSend | None
+    ) -> None:
         self._client = client
         self._tg = tg
+        self._on_send = on_send
 
     def __call__(self, request: PersonaRequest, deliver: Deliver, seq: int) -> _Job | None:
         try:
@@ -234,7 +241,7 @@ class _SubmitMany:
         except InvalidRequestError as err:
             deliver(_Job(request, b"", deliver, seq), None, err)
             return None
-        return lane.submit(request, deliver, self._tg, seq)
+        return lane.submit(request, deliver, self._tg, seq, self._on_send)
 
 
 def _settle(future: asyncio.Future[Persona]) -> Deliver:
@@ -248,13 +255,3 @@ def _settle(future: asyncio.Future[Persona]) -> Deliver:
             future.set_result(persona)
 
     return deliver
-
-
-def _closing_error(job: _Job) -> PersonaError:
-    if job.attempts and math.isfinite(job.deadline):
-        return OutcomeUnknownError(
-            "the client was closed while the request was in flight; a persona may exist",
-            request=job.request,
-        )
-    return PersonaError("the client was closed before the request was sent")
-

@@ -56,6 +56,7 @@ logger = logging.getLogger("persona_async")
 DEFAULT_RETRY_BUDGET = 10
 
 Deliver = Callable[["_Job", "Persona | None", "PersonaError | None"], None]
+OnSend = Callable[[PersonaRequest], None]
 
 
 class LaneState(str, enum.Enum):
@@ -91,13 +92,22 @@ class _Job:
         "deadline",
         "deliver",
         "failures",
+        "on_send",
         "request",
         "since_maintenance",
         "tag",
     )
 
-    def __init__(self, request: PersonaRequest, body: bytes, deliver: Deliver, tag: object) -> None:
+    def __init__(
+        self,
+        request: PersonaRequest,
+        body: bytes,
+        deliver: Deliver,
+        tag: object,
+        on_send: OnSend | None = None,
+    ) -> None:
         self.request = request
+        self.on_send = on_send  # called once, right before the first attempt goes out
         self.body = body  # encoded once, resent as is
         self.deliver = deliver
         self.tag = tag  # the caller's bookkeeping (create_many's sequence number)
@@ -157,10 +167,15 @@ class Lane:
     # -- entry ---------------------------------------------------------------------------------
 
     def submit(
-        self, request: PersonaRequest, deliver: Deliver, tg: anyio.abc.TaskGroup, tag: object = None
+        self,
+        request: PersonaRequest,
+        deliver: Deliver,
+        tg: anyio.abc.TaskGroup,
+        tag: object = None,
+        on_send: OnSend | None = None,
     ) -> _Job:
         """Queue a validated request; ``deliver`` is called exactly once with its result."""
-        job = _Job(request, self.provider.encode(request), deliver, tag)
+        job = _Job(request, self.provider.encode(request), deliver, tag, on_send)
         if self._stop_error is not None:
             self._finish(job, None, self._stop_error.for_request(request.task_id, request.audio_id))
             return job
@@ -187,15 +202,26 @@ class Lane:
             effective_rate=self._limiter.effective_rate if self._limiter else None,
         )
 
-    def fail_pending(self, make_error: Callable[[_Job], PersonaError]) -> None:
-        """Fail every job not yet finished (the client is closing)."""
-        jobs = [*self._ready, *(entry[2] for entry in self._delayed), *self._in_flight]
+    def fail_pending(self) -> None:
+        """Fail every job not yet finished: the client is closing and its workers are gone."""
+        waiting = [*self._ready, *(entry[2] for entry in self._delayed)]
+        in_flight = list(self._in_flight)
         self._ready.clear()
         self._delayed.clear()
         self._in_flight.clear()
-        for job in jobs:
+        for job in in_flight:
+            unknown = OutcomeUnknownError(
+                "the client was closed while the request was in flight; a persona may exist",
+                request=job.request,
+                provider=self.provider.name,
+            )
+            self._finish(job, None, unknown)
+        for job in waiting:
             if not job.abandoned:
-                self._finish(job, None, make_error(job))
+                closed = PersonaError(
+                    "the client was closed before the request was sent", provider=self.provider.name
+                )
+                self._finish(job, None, closed)
 
     # -- workers -------------------------------------------------------------------------------
 
@@ -305,6 +331,9 @@ class Lane:
             # and restarts after a maintenance wait.
             job.deadline = now + self._policy.deadline
         timeout = min(provider.timeout, job.deadline - now)
+        if job.on_send is not None:
+            on_send, job.on_send = job.on_send, None
+            on_send(job.request)  # e.g. the CLI's journal: "pending" is on disk before we send
         job.attempts += 1
         self._sent += 1
         try:
@@ -441,18 +470,23 @@ class Lane:
         return since + self._policy.max_maintenance_wait
 
     def _expire_maintenance_waits(self, now: float) -> None:
-        for job in [j for j in self._ready if j.since_maintenance is not None]:
-            if now >= self._maintenance_deadline(job):
-                self._ready.remove(job)
-                self._finish(
-                    job,
-                    None,
-                    MaintenanceError(
-                        f"provider still in maintenance after "
-                        f"{self._policy.max_maintenance_wait:g}s",
-                        provider=self.provider.name,
-                    ),
-                )
+        expired = []
+        for job in self._ready:
+            if job.since_maintenance is None:
+                job.since_maintenance = now  # its wait for the maintenance starts now
+            elif now >= self._maintenance_deadline(job):
+                expired.append(job)
+        for job in expired:
+            self._ready.remove(job)
+            self._finish(
+                job,
+                None,
+                MaintenanceError(
+                    f"provider still in maintenance after "
+                    f"{self._policy.max_maintenance_wait:g}s",
+                    provider=self.provider.name,
+                ),
+            )
 
     def _stop(self, err: PersonaError) -> None:
         if self._stop_error is None:
@@ -472,6 +506,10 @@ class Lane:
 
     def _set_state(self, state: LaneState, why: str) -> None:
         if state is not self.state:
+            if self.state is LaneState.PAUSED:
+                # A later maintenance window gets a fresh allowance of waiting.
+                for job in [*self._ready, *(entry[2] for entry in self._delayed)]:
+                    job.since_maintenance = None
             self.state = state
             logger.log(
                 logging.WARNING if state is not LaneState.RUNNING else logging.INFO,

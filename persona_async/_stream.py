@@ -87,8 +87,14 @@ class _StreamState:
                             break
                         self._submit(request, submit)
                 else:
-                    for request in requests:
-                        await self._slots.acquire()
+                    sync_iterator = iter(requests)
+                    while True:
+                        await self._slots.acquire()  # before pulling: nothing pulled waits
+                        try:
+                            request = next(sync_iterator)
+                        except StopIteration:
+                            self._slots.release()
+                            break
                         self._submit(request, submit)
             except Exception as exc:  # the caller's iterable failed: tell the consumer
                 self._error = exc
