@@ -30,6 +30,7 @@ from ._exceptions import (
     ProviderConnectionError,
     ProviderTimeoutError,
     RateLimitError,
+    RedisUnavailableError,
     ServerError,
     ValidationError,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "ProviderConnectionError",
     "ProviderTimeoutError",
     "RateLimitError",
+    "RedisUnavailableError",
     "ServerError",
     "SunoApiProvider",
     "ValidationError",

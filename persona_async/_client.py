@@ -140,6 +140,8 @@ class PersonaClient:
         for lane in self._lanes.values():
             lane.fail_pending()
         await self._pool.aclose()
+        for lane in self._lanes.values():
+            await lane.aclose()
 
     # -- one request ---------------------------------------------------------------------------
 
@@ -199,7 +201,8 @@ class PersonaClient:
         Completion order by default; input order with ``ordered=True``. At most
         ``max_pending`` requests (default: four per unit of the lanes' total concurrency) are
         pulled but not yet yielded, however long the input. Per-request failures are outcomes,
-        never exceptions; an exception raised by ``requests`` itself is re-raised.
+        never exceptions; an exception raised by ``requests`` itself is re-raised once the
+        requests pulled before it have yielded their outcomes.
 
         ``on_send(request)``, when given, is called synchronously right before a request's first
         attempt goes out (never for a request that is not sent): a journal written there knows

@@ -19,19 +19,12 @@ from ._exceptions import (
 )
 from ._providers import Provider
 from ._retry import parse_retry_after
-from ._transport import RawResponse
+from ._transport import RawResponse, excerpt
 
 __all__ = ["interpret"]
 
-_EXCERPT_CHARS = 160
 # Gateway pages in front of a provider: the provider may be fine a moment later.
 _TRANSIENT_HTTP = frozenset({500, 502, 503, 504})
-
-
-def _excerpt(provider: Provider, body: bytes) -> str:
-    text = body[: _EXCERPT_CHARS * 2].decode("utf-8", "replace")
-    text = " ".join(provider.redact(text).split())
-    return text[:_EXCERPT_CHARS] + ("..." if len(body) > _EXCERPT_CHARS else "")
 
 
 def interpret(provider: Provider, raw: RawResponse) -> str:
@@ -62,7 +55,7 @@ def interpret(provider: Provider, raw: RawResponse) -> str:
             f"HTTP {status} {raw.content_type or 'no content type'}: {what} ({exc})",
             http_status=status,
             provider=provider.name,
-            excerpt=_excerpt(provider, raw.body),
+            excerpt=excerpt(provider, raw.body),
             retryable=status in _TRANSIENT_HTTP,
         ) from exc
     if reply.code == 200:
@@ -73,7 +66,7 @@ def interpret(provider: Provider, raw: RawResponse) -> str:
                 f"HTTP {status}: code 200 without a persona id",
                 http_status=status,
                 provider=provider.name,
-                excerpt=_excerpt(provider, raw.body),
+                excerpt=excerpt(provider, raw.body),
             )
     # The provider's own number stays on the error; the class says what it means.
     code = reply.code if reply.code != 200 else status

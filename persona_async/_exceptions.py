@@ -18,7 +18,8 @@ The tree::
     ├── MalformedResponseError               a reply that is not the documented envelope
     ├── ProviderConnectionError              also an OSError
     ├── ProviderTimeoutError                 also a TimeoutError
-    └── OutcomeUnknownError                  the request may or may not have made a persona
+    ├── OutcomeUnknownError                  the request may or may not have made a persona
+    └── RedisUnavailableError                a shared limiter's Redis is down: nothing was sent
 
 Every error carries ``code``, ``http_status``, ``provider``, ``message``, ``retryable``,
 ``task_id``, ``audio_id`` and ``attempts``, never an API key, and survives ``pickle``.
@@ -47,6 +48,7 @@ __all__ = [
     "ProviderConnectionError",
     "ProviderTimeoutError",
     "RateLimitError",
+    "RedisUnavailableError",
     "ServerError",
     "ValidationError",
 ]
@@ -240,6 +242,19 @@ class OutcomeUnknownError(PersonaError):
     def __init__(self, message: str, *, request: Any = None, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.request = request
+
+
+class RedisUnavailableError(PersonaError):
+    """The Redis behind a shared rate limiter (``persona_async.redis``) could not be used, so
+    the request was **not sent**: the lane fails closed rather than drop its rate guarantee.
+    ``url`` names the server with any password replaced by ``***``. Retryable once Redis is
+    back."""
+
+    default_retryable = True
+
+    def __init__(self, message: str, *, url: str = "", **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.url = url
 
 
 def _table(*classes: type[PersonaError]) -> Mapping[int, type[PersonaError]]:

@@ -92,7 +92,9 @@ class _Job:
         "deadline",
         "deliver",
         "failures",
+        "last_error",
         "on_send",
+        "on_wire",
         "request",
         "since_maintenance",
         "tag",
@@ -108,6 +110,7 @@ class _Job:
     ) -> None:
         self.request = request
         self.on_send = on_send  # called once, right before the first attempt goes out
+        self.last_error: PersonaError | None = None  # why the job is waiting to be retried
         self.body = body  # encoded once, resent as is
         self.deliver = deliver
         self.tag = tag  # the caller's bookkeeping (create_many's sequence number)
@@ -116,6 +119,7 @@ class _Job:
         self.deadline = 0.0  # set at the first attempt
         self.ambiguous = False  # an earlier attempt was sent and lost: it may have succeeded
         self.abandoned = False  # the caller went away: never send it again
+        self.on_wire = False  # an attempt is between the POST and its answer
         self.since_maintenance: float | None = None  # when this job first met a 455
 
 
@@ -157,6 +161,7 @@ class Lane:
         self._probe_interval = 0.0
         self._probing = False
         self._stop_error: PersonaError | None = None
+        self._last_455: MaintenanceError | None = None  # what the provider last said in a 455
         # statistics
         self._sent = 0
         self._succeeded = 0
@@ -202,6 +207,11 @@ class Lane:
             effective_rate=self._limiter.effective_rate if self._limiter else None,
         )
 
+    async def aclose(self) -> None:
+        """Release what the rate limiter holds (a shared limiter's connections)."""
+        if self._limiter is not None:
+            await self._limiter.aclose()
+
     def fail_pending(self) -> None:
         """Fail every job not yet finished: the client is closing and its workers are gone."""
         waiting = [*self._ready, *(entry[2] for entry in self._delayed)]
@@ -235,10 +245,17 @@ class Lane:
                 # A bug must cost one request, not the lane: the other jobs go on.
                 logger.exception("lane %s: unexpected error", self.provider.name)
                 self._finish(job, None, PersonaError(f"internal error: {exc!r}"))
+            except BaseException:
+                # Cancelled: the client is closing and fail_pending() must still answer this
+                # job's caller. Sent, it stays in flight (outcome unknown); else it is queued.
+                if not job.on_wire:
+                    self._in_flight.discard(job)
+                    self._ready.appendleft(job)
+                raise
             finally:
                 if probe:
                     self._probing = False
-                self._in_flight.discard(job)
+            self._in_flight.discard(job)
 
     async def _take(self) -> tuple[_Job, bool]:
         """The next job allowed to go now, waiting out cooldowns and maintenance.
@@ -325,29 +342,47 @@ class Lane:
                 self._ready.appendleft(job)
                 self._wake_one()
             return
+        if (self.state is LaneState.PAUSED and not probe) or (
+            self.state is LaneState.COOLING and self._clock() < self._cooldown_until
+        ):
+            # A 429 or 455 came back while this job waited for the limiter: it waits in the
+            # queue with the others (the limiter slot is lost; the window stays safe).
+            self._ready.appendleft(job)
+            self._wake_one()
+            return
         now = self._clock()
         if not job.deadline:
             # The deadline runs from the first attempt (queueing is not the network's time)
             # and restarts after a maintenance wait.
             job.deadline = now + self._policy.deadline
         timeout = min(provider.timeout, job.deadline - now)
+        if timeout < self._min_attempt_time():
+            # The retry came due too late: report what the provider last said.
+            self._finish(
+                job,
+                None,
+                job.last_error
+                or ProviderTimeoutError(
+                    "the request's deadline passed before it could be sent",
+                    sent=False,
+                    retryable=False,
+                    provider=provider.name,
+                ),
+            )
+            return
         if job.on_send is not None:
             on_send, job.on_send = job.on_send, None
             on_send(job.request)  # e.g. the CLI's journal: "pending" is on disk before we send
         job.attempts += 1
         self._sent += 1
+        job.on_wire = True
         try:
-            if timeout <= 0:
-                raise ProviderTimeoutError(
-                    "the request's deadline passed before it could be sent",
-                    sent=False,
-                    retryable=False,
-                    provider=provider.name,
-                )
             persona_id = interpret(provider, await self._pool.post(provider, job.body, timeout))
         except PersonaError as err:
+            job.on_wire = False
             await self._on_error(job, err, probe)
         else:
+            job.on_wire = False
             self._on_success(job, persona_id)
 
     def _on_success(self, job: _Job, persona_id: str) -> None:
@@ -375,6 +410,7 @@ class Lane:
                 await self._limiter.hold("cooling", self._cooldown_until - now)
             await self._retry_or_fail(job, err, max(self._cooldown_until, now), counts=False)
         elif isinstance(err, MaintenanceError):
+            self._last_455 = err
             self._pause(now, probe)
             if self._limiter is not None:
                 await self._limiter.hold("paused", self._next_probe - now)
@@ -430,13 +466,19 @@ class Lane:
             allowed = job.failures <= self._policy.max_retries and self._retry_budget.has_capacity()
         else:
             allowed = True
-        if not allowed or not_before >= job.deadline:
+        if not allowed or job.deadline - not_before < self._min_attempt_time():
             self._finish(job, None, err)
             return
         if counts:
             await self._retry_budget.acquire()  # has_capacity() said yes: no wait
         self._retries += 1
+        job.last_error = err
         self._requeue(job, not_before)
+
+    def _min_attempt_time(self) -> float:
+        # A retry squeezed in just before the deadline would time out after the provider got
+        # it, creating the very ambiguity retries must avoid: give it a fair chance or none.
+        return min(self.provider.timeout, self._policy.deadline) / 4
 
     # -- lane-wide feedback --------------------------------------------------------------------
 
@@ -476,14 +518,18 @@ class Lane:
                 job.since_maintenance = now  # its wait for the maintenance starts now
             elif now >= self._maintenance_deadline(job):
                 expired.append(job)
+        said = self._last_455
         for job in expired:
             self._ready.remove(job)
             self._finish(
                 job,
                 None,
                 MaintenanceError(
-                    f"provider still in maintenance after "
+                    (f"{said.message}; " if said else "") + f"provider still in maintenance after "
                     f"{self._policy.max_maintenance_wait:g}s",
+                    # The provider's own code and status, as for any other error.
+                    code=said.code if said else None,
+                    http_status=said.http_status if said else None,
                     provider=self.provider.name,
                 ),
             )

@@ -46,6 +46,10 @@ class LaneLimiter(Protocol):
         """The lane saw a 429 (cooling) or a 455 (paused): tell whoever shares the budget."""
         ...
 
+    async def aclose(self) -> None:
+        """The client is closing: release what ``acquire`` opened (a shared store's connections)."""
+        ...
+
 
 class SharedLimiter(Protocol):
     """A limiter shared across processes (``Provider(limiter=...)``): one per lane."""
@@ -129,6 +133,9 @@ class SlidingWindowLimiter:
 
     async def hold(self, state: Literal["cooling", "paused"], seconds: float) -> None:
         """Nothing to share: the lane that owns this limiter already knows."""
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
 
     def throttled(self) -> None:
         """The provider said 429: halve the effective limit (at most once per window)."""

@@ -80,6 +80,8 @@ class _StreamState:
                     iterator = aiter(requests)
                     while True:
                         await self._slots.acquire()
+                        if self._closed:  # closed while we waited: pull nothing more
+                            break
                         try:
                             request = await anext(iterator)
                         except StopAsyncIteration:
@@ -90,6 +92,8 @@ class _StreamState:
                     sync_iterator = iter(requests)
                     while True:
                         await self._slots.acquire()  # before pulling: nothing pulled waits
+                        if self._closed:
+                            break
                         try:
                             request = next(sync_iterator)
                         except StopIteration:
@@ -139,7 +143,9 @@ class _StreamState:
 
     async def next(self) -> Outcome:
         while not self._ready:
-            if self._error is not None:
+            if self._error is not None and not self._jobs:
+                # Raised only once every request pulled before the failure has its outcome
+                # out: those may have been sent, and may have made personas.
                 error, self._error = self._error, None
                 self.close()
                 raise error

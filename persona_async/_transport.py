@@ -24,7 +24,7 @@ from ._exceptions import (
 from ._providers import Provider
 from ._version import __version__
 
-__all__ = ["MAX_BODY_BYTES", "USER_AGENT", "RawResponse", "SessionPool"]
+__all__ = ["EXCERPT_CHARS", "MAX_BODY_BYTES", "USER_AGENT", "RawResponse", "SessionPool", "excerpt"]
 
 logger = logging.getLogger("persona_async")
 
@@ -34,6 +34,8 @@ MAX_BODY_BYTES = 256 * 1024
 #: Shorter than any common server idle timeout, so a pooled connection is not reused just as
 #: the server drops it (which would turn a harmless stale socket into an ambiguous create).
 KEEPALIVE_TIMEOUT = 10.0
+#: Characters of a bad reply kept on ``MalformedResponseError``: enough to recognise it.
+EXCERPT_CHARS = 160
 
 # (aiohttp exception, our class, may the request have been sent?, retryable?)
 # First match wins: subclasses come before their bases.
@@ -53,7 +55,21 @@ _EXCEPTION_TABLE: tuple[tuple[type[BaseException], type[_MaybeSent], bool, bool]
 )
 
 
+def _scrub(exc: BaseException, provider: Provider) -> None:
+    # aiohttp keeps the request's headers, key included, on response errors (in request_info
+    # and args, both shown by repr); mask them before the error is chained to ours.
+    if isinstance(exc, aiohttp.ClientResponseError):
+        info = exc.request_info
+        headers = info.headers.copy()
+        for name in provider.auth_headers():
+            if name in headers:
+                headers[name] = "***"
+        exc.request_info = info._replace(headers=type(info.headers)(headers))
+        exc.args = (exc.request_info, exc.history)
+
+
 def _translate(exc: BaseException, provider: Provider) -> PersonaError:
+    _scrub(exc, provider)
     for foreign, ours, sent, retryable in _EXCEPTION_TABLE:
         if isinstance(exc, foreign):
             what = type(exc).__name__
@@ -66,6 +82,13 @@ def _translate(exc: BaseException, provider: Provider) -> PersonaError:
                 provider=provider.name,
             )
     raise exc
+
+
+def excerpt(provider: Provider, body: bytes) -> str:
+    """A short, whitespace-collapsed prefix of ``body`` with the provider's key blanked out."""
+    # Redact before cutting: a key straddling the cut would leave its prefix behind.
+    text = " ".join(provider.redact(body.decode("utf-8", "replace")).split())
+    return text[:EXCERPT_CHARS] + ("..." if len(text) > EXCERPT_CHARS else "")
 
 
 class RawResponse(NamedTuple):
@@ -130,10 +153,12 @@ class SessionPool:
                 provider.url, data=body, allow_redirects=False, timeout=client_timeout
             ) as resp:
                 if resp.content_length is not None and resp.content_length > MAX_BODY_BYTES:
+                    head = await resp.content.read(EXCERPT_CHARS * 8)
                     raise MalformedResponseError(
                         f"reply of {resp.content_length} bytes exceeds {MAX_BODY_BYTES}",
                         http_status=resp.status,
                         provider=provider.name,
+                        excerpt=excerpt(provider, head),
                     )
                 payload = await resp.content.read(MAX_BODY_BYTES + 1)
                 while len(payload) <= MAX_BODY_BYTES and not resp.content.at_eof():
@@ -143,6 +168,7 @@ class SessionPool:
                         f"reply exceeds {MAX_BODY_BYTES} bytes",
                         http_status=resp.status,
                         provider=provider.name,
+                        excerpt=excerpt(provider, payload),
                     )
                 return RawResponse(
                     resp.status,

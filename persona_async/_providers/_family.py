@@ -45,7 +45,7 @@ _decode_data = msgspec.json.Decoder(_Data).decode
 # The family's older shared schema (still on some status pages) numbers things differently:
 # 405 and 430 are rate limits, and 429 may mean "insufficient credits". Read code and message.
 _LEGACY_RATE_CODES = frozenset({405, 430})
-_CREDIT_WORDS = ("credit", "balance", "insufficient", "quota")
+_CREDIT_WORDS = ("credit", "balance", "insufficient")
 
 
 class SunoApiFamilyProvider(Provider):
