@@ -19,10 +19,12 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio
+from _cli_support import KEYS, cli_env, config_text, items, read_journal, run_cli, write_jsonl
 
 from persona_async import (
     CrunProvider,
@@ -70,9 +72,10 @@ class RedisServer:
         self._proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=1
-            ) as sock:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock,
+            ):
                 sock.sendall(b"PING\r\n")
                 if sock.recv(64):  # +PONG, or -NOAUTH with a password: either way it is up
                     return
@@ -462,6 +465,59 @@ async def test_redis_back_after_a_restart_is_used_again(redis_server: RedisServe
 
 
 # -- the worker: `python tests/test_redis.py CONFIG_JSON` --------------------------------------
+
+
+async def test_cli_lane_with_a_redis_limiter_keeps_the_window_and_hides_the_password(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    async with FakeProvider(api_keys=(KEYS["kie"],), rate_limit=5, rate_period=0.5) as fake:
+        text = config_text(fake.url, rate_limit=5, rate_period=0.5, lanes=("kie",))
+        text = text.replace("max_concurrency", f'limiter = "{redis_server.url}"\nmax_concurrency')
+        (tmp_path / "persona.toml").write_text(text)
+        write_jsonl(tmp_path / "in.jsonl", items(15, lanes=("kie",)))
+        result = await run_cli(
+            "batch",
+            str(tmp_path / "in.jsonl"),
+            "--config",
+            str(tmp_path / "persona.toml"),
+            "--out",
+            str(tmp_path / "out.jsonl"),
+            "--no-progress",
+            env=cli_env(),
+        )
+        assert result.returncode == 0, result.stderr
+        assert fake.window_violations == 0
+        assert fake.request_count == 15
+    records = read_journal(tmp_path / "out.jsonl")
+    assert sum(r["status"] == "created" for r in records) == 15
+    everything = result.stdout + result.stderr + (tmp_path / "out.jsonl").read_bytes()
+    assert PASSWORD.encode() not in everything
+    # The lane's budget lives in Redis, keyed by a fingerprint of the key, never the key.
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    try:
+        names = [name.decode() for name in await client.keys("*")]
+    finally:
+        await client.aclose()
+    assert any("window" in name for name in names)
+    assert not any(KEYS["kie"] in name for name in names)
+
+
+async def test_cli_refuses_a_limiter_that_is_not_a_redis_url(tmp_path: Path) -> None:
+    text = config_text("http://127.0.0.1:9", lanes=("kie",))
+    text = text.replace("max_concurrency", 'limiter = "http://127.0.0.1:6379"\nmax_concurrency')
+    (tmp_path / "persona.toml").write_text(text)
+    write_jsonl(tmp_path / "in.jsonl", items(1, lanes=("kie",)))
+    result = await run_cli(
+        "batch",
+        str(tmp_path / "in.jsonl"),
+        "--config",
+        str(tmp_path / "persona.toml"),
+        "--out",
+        str(tmp_path / "out.jsonl"),
+        env=cli_env(),
+    )
+    assert result.returncode == 2
+    assert b"[providers.kie] limiter" in result.stderr
 
 
 async def _work(config: dict[str, Any]) -> None:

@@ -1,0 +1,348 @@
+"""The batch input: JSONL or CSV, streamed line by line, each line an ``Item`` or an ``Invalid``.
+
+A line's fields are ``provider``, ``task_id``, ``audio_id``, ``name``, ``description``, optional
+``vocal_start``, ``vocal_end``, ``style`` and ``id``. An item's identity is its ``id`` when given,
+else ``(provider, task_id, audio_id)``; ``identity_key`` turns either into a 16-byte digest, the
+only thing the journal keeps in memory per item. A line that is not a valid request (bad JSON,
+a missing or mistyped field, a provider rule broken, an unknown provider) is an ``Invalid`` naming
+the line and the field; reading goes on.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import math
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import IO, Any, Literal
+
+import msgspec
+
+from .._exceptions import InvalidRequestError
+from .._models import PersonaRequest
+from .._providers import Provider
+
+__all__ = [
+    "Input",
+    "InputError",
+    "Invalid",
+    "Item",
+    "identity_key",
+    "open_input",
+]
+
+Format = Literal["jsonl", "csv"]
+
+_TEXT = ("task_id", "audio_id", "name", "description")
+_FIELDS = ("provider", *_TEXT, "vocal_start", "vocal_end", "style", "id")
+_EXTENSIONS: Mapping[str, Format] = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".csv": "csv",
+}
+_COUNT_CHUNK = 1 << 20
+
+_decode_json = msgspec.json.Decoder().decode
+
+
+class InputError(Exception):
+    """The input as a whole is unusable (missing file, unknown format, bad CSV header): exit 2."""
+
+
+def identity_key(
+    id: str | None, provider: str | None, task_id: str | None, audio_id: str | None
+) -> bytes:
+    """The 16-byte digest of an item's identity, stable across runs and machines."""
+    text = f"id\0{id}" if id is not None else f"k\0{provider}\0{task_id}\0{audio_id}"
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+@dataclass(slots=True)
+class Item:
+    """A valid line: the request to send and who it is."""
+
+    line: int
+    id: str | None
+    request: PersonaRequest
+    key: bytes
+    #: An earlier run sent this item and recorded no outcome (set by the batch on resume).
+    sent_before: bool = False
+    #: Its ``pending`` record is in the journal: from here on it may reach the provider.
+    sent: bool = False
+
+    @property
+    def lane(self) -> str:
+        assert self.request.provider is not None  # filled in by the reader
+        return self.request.provider
+
+
+@dataclass(slots=True)
+class Invalid:
+    """A line that cannot be sent; ``field`` is None when the line is not an object at all."""
+
+    line: int
+    field: str | None
+    message: str
+    id: str | None = None
+    provider: str | None = None
+    task_id: str | None = None
+    audio_id: str | None = None
+
+    @property
+    def key(self) -> bytes | None:
+        """The identity, when the line has one (a duplicate, a broken rule)."""
+        if self.id is None and None in (self.provider, self.task_id, self.audio_id):
+            return None
+        return identity_key(self.id, self.provider, self.task_id, self.audio_id)
+
+
+class Input:
+    """An opened input: iterate for ``Item``/``Invalid`` in line order; ``close()`` when done."""
+
+    def __init__(
+        self,
+        name: str,
+        file: IO[bytes],
+        fmt: Format,
+        lanes: Mapping[str, Provider],
+        *,
+        owns_file: bool,
+    ) -> None:
+        self.name = name
+        self._file = file
+        self._format = fmt
+        self._lanes = lanes
+        self._owns_file = owns_file
+        # CSV only: the column names, the row reader, and the lines that were not UTF-8.
+        self._header: list[str] = []
+        self._reader = csv.reader(self._lines())
+        self._bad_utf8: set[int] = set()
+        self._line = 0  # physical lines the CSV reader has taken so far
+        if fmt == "csv":
+            self._read_header()
+
+    def close(self) -> None:
+        if self._owns_file:
+            self._file.close()
+
+    def count(self) -> int | None:
+        """Items in the file, by a cheap count of its lines (None for stdin)."""
+        if self.name == "-":
+            return None
+        lines, last = 0, b"\n"
+        try:
+            with open(self.name, "rb") as again:
+                while chunk := again.read(_COUNT_CHUNK):
+                    lines += chunk.count(b"\n")
+                    last = chunk[-1:]
+        except OSError:
+            return None
+        lines += last != b"\n"
+        return max(0, lines - (1 if self._format == "csv" else 0))
+
+    def __iter__(self) -> Iterator[Item | Invalid]:
+        if self._format == "csv":
+            yield from self._csv()
+        else:
+            yield from self._jsonl()
+
+    # -- JSONL ---------------------------------------------------------------------------------
+
+    def _jsonl(self) -> Iterator[Item | Invalid]:
+        for number, raw in enumerate(self._file, start=1):
+            if not raw.strip():
+                continue
+            try:
+                value = _decode_json(raw)
+            except msgspec.DecodeError as exc:
+                yield Invalid(number, None, f"not valid JSON: {exc}")
+                continue
+            if not isinstance(value, dict):
+                yield Invalid(number, None, f"not a JSON object (got {_kind(value)})")
+                continue
+            yield self._entry(number, value)
+
+    # -- CSV -----------------------------------------------------------------------------------
+
+    def _lines(self) -> Iterator[str]:
+        decoder = codecs.getincrementaldecoder("utf-8-sig")()
+        for raw in self._file:
+            self._line += 1
+            try:
+                yield decoder.decode(raw)
+            except UnicodeDecodeError:
+                self._bad_utf8.add(self._line)
+                decoder.reset()
+                yield raw.decode("utf-8", "replace")
+
+    def _read_header(self) -> None:
+        try:
+            header = next(self._reader)
+        except StopIteration:
+            raise InputError(f"{self.name}: empty CSV file (a header line is needed)") from None
+        except csv.Error as exc:
+            raise InputError(f"{self.name}: line 1: not a valid CSV header: {exc}") from None
+        names = [name.strip() for name in header]
+        unknown = [name for name in names if name not in _FIELDS]
+        if unknown:
+            raise InputError(
+                f"{self.name}: unknown column {unknown[0]!r} in the header; "
+                f"allowed: {', '.join(_FIELDS)}"
+            )
+        missing = [name for name in _TEXT if name not in names]
+        if missing:
+            raise InputError(f"{self.name}: the header has no {missing[0]!r} column")
+        if len(set(names)) != len(names):
+            raise InputError(f"{self.name}: a column appears twice in the header")
+        self._header = names
+
+    def _csv(self) -> Iterator[Item | Invalid]:
+        header = self._header
+        while True:
+            start = self._line + 1
+            try:
+                row = next(self._reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield Invalid(start, None, f"not valid CSV: {exc}")
+                continue
+            if not any(cell.strip() for cell in row):
+                continue
+            if any(n in self._bad_utf8 for n in range(start, self._line + 1)):
+                yield Invalid(start, None, "not valid UTF-8")
+                continue
+            if len(row) != len(header):
+                yield Invalid(start, None, f"has {len(row)} fields, the header has {len(header)}")
+                continue
+            fields: dict[str, Any] = {}
+            problem: Invalid | None = None
+            for name, cell in zip(header, row, strict=True):
+                if name in _TEXT:
+                    fields[name] = cell
+                elif cell.strip() == "":
+                    continue  # an empty optional cell is an absent field
+                elif name in ("vocal_start", "vocal_end"):
+                    try:
+                        fields[name] = float(cell)
+                    except ValueError:
+                        problem = Invalid(start, name, f"{name} must be a number of seconds")
+                else:
+                    fields[name] = cell
+            yield problem if problem is not None else self._entry(start, fields)
+
+    # -- both ----------------------------------------------------------------------------------
+
+    def _entry(self, line: int, fields: dict[str, Any]) -> Item | Invalid:
+        def ident(name: str) -> str | None:
+            value = fields.get(name)
+            return value if isinstance(value, str) else None
+
+        def invalid(field: str, message: str) -> Invalid:
+            return Invalid(
+                line,
+                field,
+                message,
+                id=_id_of(fields.get("id")),
+                provider=ident("provider"),
+                task_id=ident("task_id"),
+                audio_id=ident("audio_id"),
+            )
+
+        for name in fields:
+            if name not in _FIELDS:
+                return invalid(name, f"unknown field {name!r}; allowed: {', '.join(_FIELDS)}")
+        raw_id = fields.get("id")
+        if raw_id is not None and not _id_of(raw_id):
+            return invalid("id", "id must be a non-empty string or an integer")
+        provider = fields.get("provider")
+        if provider is None:
+            if len(self._lanes) != 1:
+                return invalid("provider", f"provider is required: one of {self._lane_names()}")
+            provider = next(iter(self._lanes))
+            fields["provider"] = provider
+        if not isinstance(provider, str):
+            return invalid("provider", f"provider must be a string, got {_kind(provider)}")
+        lane = self._lanes.get(provider)
+        if lane is None:
+            return invalid(
+                "provider", f"provider {provider!r} is not in the config: {self._lane_names()}"
+            )
+        for name in _TEXT:
+            if name not in fields or fields[name] is None:
+                return invalid(name, f"{name} is missing")
+            if not isinstance(fields[name], str):
+                return invalid(name, f"{name} must be a string, got {_kind(fields[name])}")
+        for name in ("vocal_start", "vocal_end"):
+            value = fields.get(name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, type(None))):
+                return invalid(name, f"{name} must be a number of seconds, got {_kind(value)}")
+            if isinstance(value, float) and not math.isfinite(value):
+                return invalid(name, f"{name} must be a finite number")
+        style = fields.get("style")
+        if style is not None and not isinstance(style, str):
+            return invalid("style", f"style must be a string, got {_kind(style)}")
+        request = PersonaRequest(
+            fields["task_id"],
+            fields["audio_id"],
+            fields["name"],
+            fields["description"],
+            provider=provider,
+            vocal_start=fields.get("vocal_start"),
+            vocal_end=fields.get("vocal_end"),
+            style=style,
+        )
+        try:
+            lane.validate(request)
+        except InvalidRequestError as err:
+            return invalid(err.field or "request", err.message)
+        item_id = _id_of(raw_id)
+        key = identity_key(item_id, provider, request.task_id, request.audio_id)
+        return Item(line, item_id, request, key)
+
+    def _lane_names(self) -> str:
+        return ", ".join(self._lanes)
+
+
+def open_input(name: str, lanes: Mapping[str, Provider], fmt: Format | None = None) -> Input:
+    """Open ``name`` (``-`` for JSONL on stdin); the format comes from the extension or ``fmt``."""
+    if name == "-":
+        return Input("-", sys.stdin.buffer, fmt or "jsonl", lanes, owns_file=False)
+    if fmt is None:
+        fmt = _EXTENSIONS.get(os.path.splitext(name)[1].lower())
+        if fmt is None:
+            raise InputError(
+                f"{name}: cannot tell the format from the extension; use .jsonl or .csv, "
+                "or pass --format"
+            )
+    try:
+        file = open(name, "rb")  # noqa: SIM115 - Input owns it and closes it
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read the input: {exc.strerror or exc}") from None
+    try:
+        return Input(name, file, fmt, lanes, owns_file=True)
+    except BaseException:
+        file.close()
+        raise
+
+
+def _id_of(value: object) -> str | None:
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _kind(value: object) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "a number"
+    return names.get(type(value), type(value).__name__)

@@ -1,0 +1,239 @@
+"""``persona-async``: the command line (``batch``, ``validate``, ``demo``) and its exit codes.
+
+Exit codes: 0 every item ``created`` or ``exists``; 1 any ``failed`` or ``invalid`` (``validate``:
+any invalid line); 2 usage and config errors; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from .._version import __version__
+from ._batch import DEFAULT_GRACE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Batch, Gate
+from ._config import ConfigError, load_config
+from ._demo import DEFAULT_COUNT, run_demo
+from ._input import Format, InputError, Invalid, open_input
+from ._journal import Journal, JournalError, State
+from ._progress import progress_wanted
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+# validate builds providers only for their rules: this placeholder is never sent anywhere.
+_VALIDATE_ONLY_KEY = "validate-only"
+
+
+class UsageError(Exception):
+    """The command line names something unusable: exit 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="persona-async",
+        description="Create Suno personas in bulk through crun and the sunoapi.org family.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    batch = commands.add_parser(
+        "batch",
+        help="send every line of INPUT, journaling each result (resumable)",
+        description="Create a persona per line of INPUT. Running the same command again with "
+        "the same --out continues the job; a completed create is never sent twice.",
+    )
+    batch.add_argument("input", metavar="INPUT", help="JSONL or CSV file; - reads JSONL on stdin")
+    batch.add_argument("--config", required=True, help="the TOML config with the providers")
+    batch.add_argument("--out", required=True, help="the journal (JSONL), created or resumed")
+    batch.add_argument("--format", choices=("jsonl", "csv"), help="override the extension")
+    batch.add_argument(
+        "--resend-unknown",
+        action="store_true",
+        help="send again items whose outcome is unknown on providers without duplicate "
+        "detection (crun); check the provider's dashboard first: this may make a second persona",
+    )
+    batch.add_argument(
+        "--grace",
+        type=_seconds,
+        default=DEFAULT_GRACE,
+        metavar="SECONDS",
+        help=f"after Ctrl-C, wait this long for requests in flight (default {DEFAULT_GRACE:g})",
+    )
+    batch.add_argument("--no-progress", action="store_true", help="no live progress line")
+    batch.add_argument("-v", "--verbose", action="store_true", help="log lane state changes")
+    batch.set_defaults(run=_batch)
+
+    validate = commands.add_parser(
+        "validate",
+        help="check every line of INPUT; send nothing",
+        description="Check every line of INPUT against the config's providers and their rules. "
+        "Sends nothing and needs no API key. Exit 1 if any line is invalid.",
+    )
+    validate.add_argument("input", metavar="INPUT", help="JSONL or CSV file; - reads stdin")
+    validate.add_argument("--config", required=True, help="the TOML config with the providers")
+    validate.add_argument("--format", choices=("jsonl", "csv"), help="override the extension")
+    validate.set_defaults(run=_validate)
+
+    demo = commands.add_parser(
+        "demo",
+        help="a batch against the embedded fake provider (no key, no network)",
+        description="Run a batch across two providers against the embedded fake provider on "
+        "loopback, with rate limits, 429s, a maintenance window and connection resets.",
+    )
+    demo.add_argument(
+        "--count", type=_positive, default=DEFAULT_COUNT, help=f"personas (default {DEFAULT_COUNT})"
+    )
+    demo.add_argument("--out", help="keep the journal here (a new file)")
+    demo.add_argument("--no-progress", action="store_true", help="no live progress line")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    _logging(getattr(args, "verbose", False))
+    try:
+        code: int = args.run(args)
+    except KeyboardInterrupt:  # before the run's own signal handling, or where there is none
+        print("persona-async: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ConfigError, InputError, JournalError, UsageError) as exc:
+        print(f"persona-async: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return code
+
+
+def _batch(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    gate = Gate(config.shared_limiters())
+    providers = config.providers(config.api_keys(), limiter=gate)
+    if args.input != "-" and _same_file(args.input, args.out):
+        raise UsageError(f"--out {args.out} is the input file; name a separate journal")
+    entries = open_input(args.input, {p.name: p for p in providers}, _format(args))
+    try:
+        journal = Journal.open(args.out)
+        try:
+            _say_resume(journal)
+            batch = Batch(
+                providers=providers,
+                client_options=config.client,
+                entries=entries,
+                journal=journal,
+                gate=gate,
+                resend_unknown=args.resend_unknown,
+                grace=args.grace,
+                progress=progress_wanted(args.no_progress, sys.stdout),
+            )
+            try:
+                return asyncio.run(batch.run())
+            except OSError as exc:  # the input or the journal failed mid-run
+                print(f"persona-async: error: {exc}", file=sys.stderr)
+                return EXIT_FAILED
+        finally:
+            journal.close()
+    finally:
+        entries.close()
+
+
+def _say_resume(journal: Journal) -> None:
+    if journal.repaired:
+        print(
+            f"persona-async: {journal.path}: cut {journal.repaired} byte(s) of a torn last line "
+            "(the previous run was killed mid-write); the records before it are intact",
+            file=sys.stderr,
+        )
+    resume = journal.resume
+    if not resume.records:
+        return
+    states = resume.summary()
+    settled = states[State.DONE] + states[State.FAILED]
+    print(
+        f"persona-async: resuming {journal.path}: {resume.records} records, {settled} item(s) "
+        f"settled, {states[State.PENDING]} in flight when the last run stopped, "
+        f"{states[State.RETRY] + states[State.RETRY_SENT]} to retry, "
+        f"{states[State.UNKNOWN]} with an unknown outcome",
+        file=sys.stderr,
+    )
+
+
+def _validate(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    providers = config.providers({lane.name: _VALIDATE_ONLY_KEY for lane in config.lanes})
+    entries = open_input(args.input, {p.name: p for p in providers}, _format(args))
+    valid = invalid = 0
+    seen: set[bytes] = set()
+    try:
+        for entry in entries:
+            if not isinstance(entry, Invalid):
+                if entry.key not in seen:
+                    seen.add(entry.key)
+                    valid += 1
+                    continue
+                entry = Invalid(
+                    entry.line,
+                    "id" if entry.id is not None else "audio_id",
+                    "duplicate: an earlier line has the same identity; it would be sent once",
+                )
+            invalid += 1
+            where = f"{entries.name}:{entry.line}"
+            field = f" {entry.field}:" if entry.field else ""
+            print(f"{where}:{field} {entry.message}")
+    finally:
+        entries.close()
+    print(f"{valid} valid item(s), {invalid} invalid line(s)")
+    return EXIT_FAILED if invalid else EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if args.out is not None and os.path.exists(args.out):
+        raise UsageError(f"--out {args.out} exists; the demo writes a new journal")
+    progress = progress_wanted(args.no_progress, sys.stdout)
+    return asyncio.run(run_demo(args.count, out=args.out, progress=progress))
+
+
+def _format(args: argparse.Namespace) -> Format | None:
+    fmt: Format | None = args.format
+    return fmt
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _logging(verbose: bool) -> None:
+    logger = logging.getLogger("persona_async")
+    if verbose:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    else:
+        # Lane state changes are in the progress line and the summary; without this, Python's
+        # last-resort handler would print each warning over the progress line.
+        logger.addHandler(logging.NullHandler())
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError("must be a number of seconds >= 0")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value

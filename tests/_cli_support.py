@@ -1,0 +1,108 @@
+"""Shared by the CLI tests: run ``python -m persona_async`` as a real subprocess against a
+``FakeProvider`` on loopback, and read what it left in its journal."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+# Distinctive, so a leak into a journal or a terminal is easy to find.
+KEYS = {"crun": "sk-crun-4f9a-MUST-NOT-LEAK", "kie": "sk-kie-77b1-MUST-NOT-LEAK"}
+ENV_NAMES = {"crun": "CLI_TEST_CRUN_KEY", "kie": "CLI_TEST_KIE_KEY"}
+FINAL = frozenset({"created", "exists", "failed", "invalid"})
+
+
+def config_text(
+    url: str,
+    *,
+    rate_limit: int = 1000,
+    rate_period: float = 1.0,
+    max_concurrency: int = 8,
+    lanes: Sequence[str] = ("crun", "kie"),
+    client: Mapping[str, float | int] | None = None,
+) -> str:
+    """A config with a crun lane and a kie lane at ``url``, and compressed retry timings."""
+    tables = []
+    for lane in lanes:
+        tables.append(
+            f'[providers.{lane}]\nkind = "{lane}"\napi_key_env = "{ENV_NAMES[lane]}"\n'
+            f'base_url = "{url}"\nrate_limit = {rate_limit}\nrate_period = {rate_period}\n'
+            f"max_concurrency = {max_concurrency}\n"
+        )
+    settings = {
+        "backoff_initial": 0.005,
+        "backoff_max": 0.05,
+        "retry_after_max": 0.1,
+        "retry_budget": 100000,
+        "deadline": 30.0,
+        **(client or {}),
+    }
+    tables.append("[client]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()))
+    return "\n".join(tables)
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env.update({ENV_NAMES[lane]: key for lane, key in KEYS.items()})
+    env.update(extra)
+    return env
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "persona_async", *args]
+
+
+async def run_cli(
+    *args: str, stdin: bytes | None = None, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run the CLI to completion without blocking the event loop the fake provider runs on."""
+    with anyio.fail_after(60):
+        return await anyio.run_process(
+            command(*args), input=stdin, check=False, env=dict(env or cli_env())
+        )
+
+
+def items(count: int, *, lanes: Sequence[str] = ("crun", "kie"), prefix: str = "") -> list[dict]:
+    """``count`` valid input lines, alternating between ``lanes``, each with its own audio id."""
+    return [
+        {
+            "provider": lanes[n % len(lanes)],
+            "task_id": f"{prefix}task-{n}",
+            "audio_id": f"{prefix}clip-{n}",
+            "name": f"Persona {n}",
+            "description": "Smoky late-night R&B",
+        }
+        for n in range(count)
+    ]
+
+
+def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def read_journal(path: Path) -> list[dict[str, Any]]:
+    """Every record; fails if any line is not a whole JSON object."""
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b"", "the journal must end with a newline"
+    return [json.loads(line) for line in lines[:-1]]
+
+
+def last_records(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], dict]:
+    """The last record per (provider, task_id, audio_id), invalid records left out."""
+    last: dict[tuple[str, str, str], dict] = {}
+    for record in records:
+        if record["status"] != "invalid":
+            last[(record["provider"], record["task_id"], record["audio_id"])] = dict(record)
+    return last
+
+
+def identity(row: Mapping[str, Any]) -> tuple[str, str, str]:
+    return (row["provider"], row["task_id"], row["audio_id"])
