@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._base import Provider, Reply
+from ._base import Provider, Reply, Wire
 from .apibox import ApiBoxProvider
 from .apikley import ApikleyProvider
 from .crun import CrunProvider
@@ -18,6 +18,7 @@ __all__ = [
     "Provider",
     "Reply",
     "SunoApiProvider",
+    "Wire",
 ]
 
 PROVIDER_KINDS: dict[str, type[Provider]] = {

@@ -14,6 +14,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 from urllib.parse import urlsplit
 
+import msgspec
+
 from .._exceptions import InvalidRequestError
 from .._models import PersonaRequest
 
@@ -28,6 +30,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "Provider",
     "Reply",
+    "Wire",
 ]
 
 #: Published by sunoapi.org and kie.ai (20 per 10 s); crun and apikley publish none, so the
@@ -46,6 +49,45 @@ class Reply(NamedTuple):
     code: int
     message: str
     persona_id: str | None = None
+
+
+class Wire:
+    """A provider's wire format, from three msgspec Structs; encoder and decoders built once.
+
+    ``body`` has the request's field names as attributes (``task_id``, ``audio_id``, ``name``,
+    ``description``, ``vocal_start``, ``vocal_end``, ``style``), renamed on the wire as the
+    provider spells them; ``envelope`` has ``code``, ``message`` and ``data`` (a
+    ``msgspec.Raw``, decoded only on success so an error reply with an odd ``data`` is still
+    read); ``data`` has ``persona_id``.
+    """
+
+    __slots__ = ("_body", "_decode_data", "_decode_envelope", "_encode")
+
+    def __init__(self, *, body: type[Any], envelope: type[Any], data: type[Any]) -> None:
+        self._body = body
+        self._encode = msgspec.json.Encoder().encode
+        self._decode_envelope = msgspec.json.Decoder(envelope).decode
+        self._decode_data = msgspec.json.Decoder(data).decode
+
+    def encode(self, request: PersonaRequest) -> bytes:
+        return self._encode(
+            self._body(
+                task_id=request.task_id,
+                audio_id=request.audio_id,
+                name=request.name,
+                description=request.description,
+                vocal_start=request.vocal_start,
+                vocal_end=request.vocal_end,
+                style=request.style,
+            )
+        )
+
+    def decode(self, body: bytes) -> Reply:
+        envelope = self._decode_envelope(body)
+        message: str = envelope.message or ""
+        if envelope.code != 200:
+            return Reply(envelope.code, message)
+        return Reply(200, message, self._decode_data(envelope.data).persona_id)
 
 
 def _is_loopback(host: str) -> bool:
@@ -86,6 +128,7 @@ class Provider:
     api_key_env: ClassVar[str]
     default_base_url: ClassVar[str]
     path: ClassVar[str]
+    wire: ClassVar[Wire]
     #: True when a repeated create is answered with 409 instead of a second persona.
     detects_duplicates: ClassVar[bool] = False
     #: Longest allowed value per request field (documented limits only).
@@ -172,11 +215,11 @@ class Provider:
 
     def encode(self, request: PersonaRequest) -> bytes:
         """The JSON body for ``request`` (already validated)."""
-        raise NotImplementedError
+        return self.wire.encode(request)
 
     def decode(self, body: bytes) -> Reply:
         """Parse a reply envelope; raise msgspec's ``ValidationError``/``DecodeError`` if bad."""
-        raise NotImplementedError
+        return self.wire.decode(body)
 
     def classify(self, code: int, message: str) -> int:
         """The table code a reply stands for; providers with code quirks override this."""
