@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import heapq
 import logging
 import time
@@ -331,9 +332,10 @@ class Lane:
 
     async def _attempt(self, job: _Job, probe: bool) -> None:
         provider = self.provider
+        stamp = None
         if self._limiter is not None:
             try:
-                await self._limiter.acquire()
+                stamp = await self._limiter.acquire()
             except PersonaError as err:  # a shared limiter's store is down: fail closed
                 self._finish(job, None, err)
                 return
@@ -376,8 +378,10 @@ class Lane:
         job.attempts += 1
         self._sent += 1
         job.on_wire = True
+        on_sent = None if self._limiter is None else functools.partial(self._limiter.sent, stamp)
         try:
-            persona_id = interpret(provider, await self._pool.post(provider, job.body, timeout))
+            raw = await self._pool.post(provider, job.body, timeout, on_sent)
+            persona_id = interpret(provider, raw)
         except PersonaError as err:
             job.on_wire = False
             await self._on_error(job, err, probe)

@@ -14,9 +14,9 @@ per quiet window (AIMD), so a provider whose real limit is lower than configured
 from __future__ import annotations
 
 import asyncio
+import bisect
 import math
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -36,7 +36,13 @@ class LaneLimiter(Protocol):
     @property
     def effective_rate(self) -> float: ...
 
-    async def acquire(self) -> None: ...
+    async def acquire(self) -> float | None:
+        """Wait for a start; return a stamp to hand to ``sent`` (or None)."""
+        ...
+
+    def sent(self, stamp: float | None) -> None:
+        """The request admitted with ``stamp`` has just been written to the socket."""
+        ...
 
     def throttled(self) -> None: ...
 
@@ -102,7 +108,7 @@ class SlidingWindowLimiter:
         self.period = period
         self._span = period * (1 + margin)  # the window actually enforced
         self._effective = limit  # lowered by throttled(), raised back by succeeded()
-        self._starts: deque[float] = deque(maxlen=limit)  # the most recent start times
+        self._starts: list[float] = []  # the most recent start times, sorted, at most `limit`
         self._last_change = -math.inf  # clock time of the last change to _effective
         self._lock = asyncio.Lock()  # FIFO: one waiter at a time looks at the clock
         self._clock = clock
@@ -124,12 +130,34 @@ class SlidingWindowLimiter:
             return 0.0
         return max(0.0, self._starts[-self._effective] + self._span - self._clock())
 
-    async def acquire(self) -> None:
-        """Wait for a start in the window, record it, return; the caller starts at once."""
+    async def acquire(self) -> float:
+        """Wait for a start in the window, record it and return its stamp; start at once."""
         async with self._lock:
             while (wait := self.delay()) > 0:
                 await self._sleep(wait)
-            self._starts.append(self._clock())
+            stamp = self._clock()
+            self._record(stamp)
+            return stamp
+
+    def sent(self, stamp: float | None) -> None:
+        """Move the start admitted at ``stamp`` to now, when the request really left.
+
+        A request that first has to open a connection (a TLS handshake to a distant host) leaves
+        later than it was admitted; the provider counts it from its arrival. Counting it from
+        when it was written keeps two windows from overlapping at the provider, whatever the
+        connection setup cost; the window margin is then left for network jitter alone.
+        """
+        if stamp is None:
+            return
+        index = bisect.bisect_left(self._starts, stamp)
+        if index < len(self._starts) and self._starts[index] == stamp:
+            del self._starts[index]
+        self._record(self._clock())
+
+    def _record(self, stamp: float) -> None:
+        bisect.insort(self._starts, stamp)
+        if len(self._starts) > self.limit:
+            del self._starts[0]
 
     async def hold(self, state: Literal["cooling", "paused"], seconds: float) -> None:
         """Nothing to share: the lane that owns this limiter already knows."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import warnings
+from collections.abc import Callable
+from types import SimpleNamespace
 from typing import NamedTuple
 
 import aiohttp
@@ -91,6 +93,21 @@ def excerpt(provider: Provider, body: bytes) -> str:
     return text[:EXCERPT_CHARS] + ("..." if len(text) > EXCERPT_CHARS else "")
 
 
+async def _headers_sent(
+    session: aiohttp.ClientSession,
+    context: SimpleNamespace,
+    params: aiohttp.TraceRequestHeadersSentParams,
+) -> None:
+    on_sent = context.trace_request_ctx
+    if on_sent is not None:
+        on_sent()
+
+
+_SENT_TRACE = aiohttp.TraceConfig()
+_SENT_TRACE.on_request_headers_sent.append(_headers_sent)
+_SENT_TRACE.freeze()
+
+
 class RawResponse(NamedTuple):
     status: int
     body: bytes
@@ -134,15 +151,25 @@ class SessionPool:
                 # Per-attempt timeouts come from post(); no cookies: nothing here needs them.
                 cookie_jar=aiohttp.DummyCookieJar(),
                 trust_env=False,
+                # Only rate-limited lanes pay for tracing: their windows count from the send.
+                trace_configs=[_SENT_TRACE] if provider.rate_limit or provider.limiter else None,
             )
             self._sessions[provider.name] = session
         return session
 
-    async def post(self, provider: Provider, body: bytes, timeout: float) -> RawResponse:
+    async def post(
+        self,
+        provider: Provider,
+        body: bytes,
+        timeout: float,
+        on_sent: Callable[[], None] | None = None,
+    ) -> RawResponse:
         """POST ``body`` to the provider; raise a translated ``PersonaError`` on transport failure.
 
         ``timeout`` bounds the whole attempt; the connect phase is bounded separately so that a
         connect timeout (nothing sent) can be told apart from a reply timeout (maybe created).
+        ``on_sent`` is called when the request's headers have been written to the socket (only
+        on sessions of rate-limited lanes, which are traced for it).
         """
         session = self._session(provider)
         client_timeout = aiohttp.ClientTimeout(
@@ -150,7 +177,11 @@ class SessionPool:
         )
         try:
             async with session.post(
-                provider.url, data=body, allow_redirects=False, timeout=client_timeout
+                provider.url,
+                data=body,
+                allow_redirects=False,
+                timeout=client_timeout,
+                trace_request_ctx=on_sent,
             ) as resp:
                 if resp.content_length is not None and resp.content_length > MAX_BODY_BYTES:
                     head = await resp.content.read(EXCERPT_CHARS * 8)

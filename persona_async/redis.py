@@ -307,28 +307,33 @@ class _RedisLane:
             return float("inf")
         return self._eff / self._provider.rate_period
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> float | None:
         async with self._lock:
             while True:
                 if self._down is not None and time.monotonic() < self._retry_at:
-                    await self._without_redis(self._down.for_request(None, None))
-                    return
+                    return await self._without_redis(self._down.for_request(None, None))
                 self._seq += 1
                 try:
                     admitted, wait_us = await self._call("acquire", f"{self._token}:{self._seq}")
                 except RedisUnavailableError as err:
-                    await self._without_redis(err)
-                    return
+                    return await self._without_redis(err)
                 if admitted:
-                    return
+                    return None
                 await asyncio.sleep(wait_us / 1e6)
 
-    async def _without_redis(self, err: PersonaError) -> None:
+    def sent(self, stamp: float | None) -> None:
+        # The shared log is stamped on Redis's clock at admission; moving an entry would cost
+        # a round trip per request, so the window margin covers the time to send.
+        if stamp is not None and self._local is not None:
+            self._local.sent(stamp)
+
+    async def _without_redis(self, err: PersonaError) -> float | None:
         """Redis is out: fail closed, or (``fallback="local"``) take a start locally."""
         if self._owner.fallback is None:
             raise err
         if self._local is not None:
-            await self._local.acquire()
+            return await self._local.acquire()
+        return None
 
     async def hold(self, state: Literal["cooling", "paused"], seconds: float) -> None:
         if seconds <= 0 or (self._down is not None and time.monotonic() < self._retry_at):

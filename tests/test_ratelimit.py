@@ -313,3 +313,33 @@ def test_acquire_with_an_injected_clock_paces_by_sleeping_on_it() -> None:
 def test_nonsense_configuration_is_refused(limit: int, period: float, margin: float) -> None:
     with pytest.raises(ValueError, match="limit must be"):
         SlidingWindowLimiter(limit, period, margin=margin)
+
+
+def test_a_start_counts_from_when_it_was_sent_not_when_it_was_admitted() -> None:
+    """A request that waits (say, for a TLS handshake) after admission reaches the provider
+    late; its window is moved to its send time, so the next window cannot overlap it there."""
+
+    async def main() -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        limiter = virtual_limiter(1, 10.0)
+        first = await limiter.acquire()
+        await asyncio.sleep(3.0)  # its connection takes 3 s to open
+        limiter.sent(first)
+        sent_at = loop.time()
+        await limiter.acquire()  # the next start waits for the first one's *send* + 10 s
+        return sent_at, loop.time()
+
+    sent_at, second = run_virtual(main)
+    assert sent_at == pytest.approx(3.0)
+    assert second == pytest.approx(3.0 + 10.0 * 1.02)
+
+
+def test_sent_for_an_unknown_stamp_still_records_a_start() -> None:
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        limiter = virtual_limiter(1, 10.0)
+        limiter.sent(-123.0)  # nothing admitted at that time: counted now, to be safe
+        await limiter.acquire()
+        return loop.time()
+
+    assert run_virtual(main) >= 10.0

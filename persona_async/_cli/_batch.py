@@ -126,10 +126,14 @@ class _GatedLimiter:
     def effective_rate(self) -> float:
         return self._inner.effective_rate
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> float | None:
         self._check()
-        await self._inner.acquire()
+        stamp = await self._inner.acquire()
         self._check()  # the wait for the window may have been long
+        return stamp
+
+    def sent(self, stamp: float | None) -> None:
+        self._inner.sent(stamp)
 
     def _check(self) -> None:
         if self._gate.closed:
