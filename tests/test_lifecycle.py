@@ -1,0 +1,37 @@
+"""The client's lifetime: sessions left open are reported, closing is idempotent."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from persona_async import CrunProvider, PersonaClient, PersonaRequest
+from persona_async._transport import SessionPool
+from persona_async.testing import FakeProvider
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_sessions_left_open_warn_when_the_pool_is_collected() -> None:
+    async with FakeProvider() as fake:
+        provider = CrunProvider(api_key=fake.api_key, base_url=fake.url, rate_limit=None)
+        pool = SessionPool()
+        await pool.post(provider, provider.encode(PersonaRequest("t", "a", "n", "d")), 5.0)
+        session = pool._sessions[provider.name]  # kept, so this test can close it afterwards
+        with pytest.warns(ResourceWarning, match="persona_async client was not closed"):
+            del pool
+            gc.collect()
+        await session.close()
+
+
+async def test_a_closed_client_opens_nothing_and_closing_twice_is_fine() -> None:
+    async with FakeProvider() as fake:
+        provider = CrunProvider(api_key=fake.api_key, base_url=fake.url, rate_limit=None)
+        client = PersonaClient([provider])
+        await client.create_persona(PersonaRequest("t", "a", "n", "d"))
+        await client.aclose()
+        await client.aclose()
+        with pytest.raises(RuntimeError, match="closed"):
+            await client.create_persona(PersonaRequest("t", "b", "n", "d"))
+        assert fake.request_count == 1
