@@ -82,6 +82,7 @@ class PersonaClient:
         self._started: asyncio.Event | None = None
         self._stop: asyncio.Event | None = None
         self._closed = False
+        self._close_done: asyncio.Event | None = None  # set once aclose() has finished
 
     def __repr__(self) -> str:
         return f"PersonaClient(lanes={list(self._lanes)}, closed={self._closed})"
@@ -127,21 +128,29 @@ class PersonaClient:
         """Stop every lane and close every session. Idempotent.
 
         Requests still queued fail with ``PersonaError``; requests in flight fail with
-        ``OutcomeUnknownError`` (they were sent and may have succeeded).
+        ``OutcomeUnknownError`` (they were sent and may have succeeded). Closing finishes even
+        if the caller is cancelled meanwhile, and a second call returns once it has.
         """
         if self._closed:
+            if self._close_done is not None:
+                await self._close_done.wait()
             return
         self._closed = True
-        if self._runner is not None:
-            assert self._stop is not None
-            self._stop.set()
-            await asyncio.shield(self._runner)
-        self._tg = None
-        for lane in self._lanes.values():
-            lane.fail_pending()
-        await self._pool.aclose()
-        for lane in self._lanes.values():
-            await lane.aclose()
+        self._close_done = asyncio.Event()
+        try:
+            with anyio.CancelScope(shield=True):
+                if self._runner is not None:
+                    assert self._stop is not None
+                    self._stop.set()
+                    await self._runner
+                self._tg = None
+                for lane in self._lanes.values():
+                    lane.fail_pending()
+                await self._pool.aclose()
+                for lane in self._lanes.values():
+                    await lane.aclose()
+        finally:
+            self._close_done.set()
 
     # -- one request ---------------------------------------------------------------------------
 

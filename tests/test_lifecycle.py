@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 from persona_async import CrunProvider, PersonaClient, PersonaRequest
@@ -32,3 +33,16 @@ async def test_a_closed_client_opens_nothing_and_closing_twice_is_fine() -> None
         with pytest.raises(RuntimeError, match="closed"):
             await client.create_persona(PersonaRequest("t", "b", "n", "d"))
         assert fake.request_count == 1
+
+
+async def test_closing_finishes_even_when_the_closer_is_cancelled() -> None:
+    async with FakeProvider() as fake:
+        provider = CrunProvider(api_key=fake.api_key, base_url=fake.url, rate_limit=None)
+        client = PersonaClient([provider])
+        await client.create_persona(PersonaRequest("t", "a", "n", "d"))
+        session = client._pool._sessions[provider.name]  # to see that it really gets closed
+        with anyio.CancelScope() as scope:
+            scope.cancel()  # the task closing the client is cancelled as it starts closing
+            await client.aclose()
+        await client.aclose()  # returns once the first close has finished
+        assert session.closed

@@ -193,7 +193,9 @@ class Batch:
         self._aborted = False
         self._tg: anyio.abc.TaskGroup | None = None
         self._abort_scope: anyio.CancelScope | None = None
-        self._grace_timer: asyncio.TimerHandle | None = None
+        # Set by the first signal; a task in the run's task group then times the grace period
+        # (a loop callback cannot start tasks: it runs outside any task).
+        self._stop_requested = asyncio.Event()
         self._stats: Mapping[str, LaneStats] = {}
         self._client: PersonaClient | None = None
         self._progress: Progress | None = None
@@ -214,6 +216,7 @@ class Batch:
                 async with anyio.create_task_group() as tg:
                     self._tg = tg
                     tg.start_soon(self._tick)
+                    tg.start_soon(self._watch_grace)
                     with anyio.CancelScope() as self._abort_scope:
                         stream = client.create_many(self._requests(), on_send=self._on_send)
                         async with stream:
@@ -224,8 +227,6 @@ class Batch:
         finally:
             for signum in installed:
                 loop.remove_signal_handler(signum)
-            if self._grace_timer is not None:
-                self._grace_timer.cancel()
             if self._progress is not None:
                 self._progress.clear()
             self._journal.close()
@@ -451,11 +452,13 @@ class Batch:
             "Press Ctrl-C again to abort now.",
             self._err,
         )
-        self._grace_timer = loop.call_later(self._grace, self._grace_over)
+        self._stop_requested.set()
 
-    def _grace_over(self) -> None:
-        if self._tg is not None and not self._aborted:
-            self._tg.start_soon(self._close_early)
+    async def _watch_grace(self) -> None:
+        await self._stop_requested.wait()
+        await anyio.sleep(self._grace)
+        if not self._aborted:
+            await self._close_early()
 
     async def _close_early(self) -> None:
         in_flight = sum(1 for item in self._pulled.values() if item.sent)
