@@ -11,12 +11,12 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
+from _support import most_in_any_window
 
 from persona_async import (
     AuthenticationError,
@@ -56,16 +56,6 @@ def crun(fake: FakeProvider, name: str = "crun", **options: Any) -> CrunProvider
 
 async def collect(client: PersonaClient, requests: Any, **options: Any) -> list[Outcome]:
     return [outcome async for outcome in client.create_many(requests, **options)]
-
-
-def most_in_any_window(times: Sequence[float], period: float) -> int:
-    ordered = sorted(times)
-    most, first = 0, 0
-    for last, t in enumerate(ordered):
-        while t - ordered[first] >= period:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
 
 
 #: The fake judges windows at arrival, after loopback and event-loop delays that on a loaded

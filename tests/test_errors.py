@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import pickle
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from _support import free_port as closed_port
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -107,12 +107,6 @@ async def raised(provider: Provider, req: PersonaRequest | None = None, **kw: An
     return info.value
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeProvider]:
-    async with FakeProvider() as server:
-        yield server
-
-
 @asynccontextmanager
 async def serve(
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
@@ -123,13 +117,6 @@ async def serve(
     app.router.add_post(FAMILY_PATH, handler)
     async with TestServer(app, host="127.0.0.1") as server:
         yield str(server.make_url("")).rstrip("/")
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 # -- the table ---------------------------------------------------------------------------------

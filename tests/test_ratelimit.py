@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import aiolimiter
 import pytest
+from _support import most_in_any_window
 
 from persona_async._ratelimit import SlidingWindowLimiter
 
@@ -61,17 +62,6 @@ def run_virtual(main: Callable[[], Awaitable[T]]) -> T:
 def virtual_limiter(limit: int, period: float) -> SlidingWindowLimiter:
     loop = asyncio.get_running_loop()
     return SlidingWindowLimiter(limit, period, clock=loop.time, sleep=asyncio.sleep)
-
-
-def most_in_any_window(starts: Sequence[float], period: float) -> int:
-    """The largest number of starts inside any half-open window ``[t, t + period)``."""
-    ordered = sorted(starts)
-    most, first = 0, 0
-    for last, start in enumerate(ordered):
-        while start - ordered[first] >= period:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
 
 
 async def acquire_all(limiter: SlidingWindowLimiter, arrivals: Sequence[float]) -> list[float]:

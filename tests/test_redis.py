@@ -18,13 +18,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio
 from _cli_support import KEYS, cli_env, config_text, items, read_journal, run_cli, write_jsonl
+from _support import free_port as _free_port
 
 from persona_async import (
     CrunProvider,
@@ -40,12 +41,6 @@ pytestmark = pytest.mark.anyio
 
 API_KEY = "test-key"  # the fake's default key
 PASSWORD = "s3cret"  # the Redis password that must never show
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:
@@ -102,12 +97,6 @@ def redis_server() -> Iterator[RedisServer]:
     server.start()
     yield server
     server.kill()
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeProvider]:
-    async with FakeProvider() as provider:
-        yield provider
 
 
 def _requests(n: int, prefix: str) -> list[PersonaRequest]:

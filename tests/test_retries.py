@@ -4,12 +4,11 @@ how a create whose first attempt may have succeeded is handled (never a silent d
 from __future__ import annotations
 
 import email.utils
-import socket
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from _support import free_port as closed_port
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -76,19 +75,6 @@ def gap(fake: FakeProvider) -> float:
     """Seconds between the first and the second request the fake received."""
     first, second = fake.requests[:2]
     return second.arrived - first.arrived
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeProvider]:
-    async with FakeProvider() as server:
-        yield server
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 # -- what is retried ---------------------------------------------------------------------------

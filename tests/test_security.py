@@ -7,13 +7,13 @@ import asyncio
 import copy
 import logging
 import pickle
-import socket
 import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from _support import free_port as closed_port
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -64,6 +64,7 @@ def assert_error_keeps_the_key_out(err: BaseException) -> None:
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeProvider]:
+    # This module's own fake accepts two keys, to check each goes only where it belongs.
     async with FakeProvider(api_keys=[KEY, OTHER_KEY]) as server:
         yield server
 
@@ -86,13 +87,6 @@ async def error_from(provider: Provider, **kw: Any) -> PersonaError:
         with pytest.raises(PersonaError) as info:
             await c.create_persona(request())
     return info.value
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def test_leak_check_finds_the_key_and_its_pieces() -> None:

@@ -4,10 +4,10 @@ and the rule, and nothing reaches the provider. Broken configuration fails at co
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from _support import make
 
 from persona_async import (
     ApiBoxProvider,
@@ -25,16 +25,6 @@ from persona_async.testing import FakeProvider
 pytestmark = pytest.mark.anyio
 
 WINDOWED = [SunoApiProvider, KieProvider, ApiBoxProvider]
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeProvider]:
-    async with FakeProvider() as server:
-        yield server
-
-
-def make(cls: type[Provider], fake: FakeProvider, **kw: Any) -> Provider:
-    return cls(api_key=fake.api_key, base_url=fake.url, rate_limit=None, **kw)
 
 
 def request(**changes: Any) -> PersonaRequest:

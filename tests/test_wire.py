@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
-
 import msgspec
 import pytest
+from _support import make
 
 from persona_async import (
     ApiBoxProvider,
@@ -31,16 +29,6 @@ pytestmark = pytest.mark.anyio
 CRUN_PATH = "/api/v1/client/job/suno-persona-generate"
 FAMILY_PATH = "/api/v1/generate/generate-persona"
 FAMILY = [SunoApiProvider, KieProvider, ApiBoxProvider]
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeProvider]:
-    async with FakeProvider() as server:
-        yield server
-
-
-def make(cls: type[Provider], fake: FakeProvider, **kw: Any) -> Provider:
-    return cls(api_key=fake.api_key, base_url=fake.url, rate_limit=None, **kw)
 
 
 FULL = PersonaRequest(
