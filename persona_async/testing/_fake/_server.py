@@ -24,51 +24,31 @@ import socket
 import struct
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from http import HTTPStatus
 from types import TracebackType
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import msgspec
 from aiohttp import web
 
-CRUN_PATH: Final = "/api/v1/client/job/suno-persona-generate"
-FAMILY_PATH: Final = "/api/v1/generate/generate-persona"
-DEFAULT_API_KEY: Final = "test-key"
-DEFAULT_RATE_PERIOD: Final = 10.0
+from ._contract import _Contract
+from ._faults import _PASS_THROUGH, DEFAULT_FAULT_MIX, Fault, _Injection
+from ._wire import (
+    _MESSAGES,
+    DEFAULT_API_KEY,
+    DEFAULT_RATE_PERIOD,
+    Kind,
+    RequestRecord,
+    _decode,
+    _encode,
+    _envelope,
+    _nginx_page,
+    _Outcome,
+    _retry_after_headers,
+)
+from .crun import CRUN, CRUN_PATH
+from .family import FAMILY, FAMILY_PATH
 
-Kind = Literal["crun", "family", "other"]
-FaultKind = Literal[
-    "envelope",
-    "http",
-    "html",
-    "truncated",
-    "empty",
-    "body",
-    "reset_before",
-    "reset_after",
-    "slow",
-    "redirect",
-]
-
-# Messages used when a fault or rejection does not name its own; worded like the providers'.
-_MESSAGES: Final[Mapping[int, str]] = {
-    200: "success",
-    401: "unauthorized: invalid or missing api key",
-    402: "insufficient credits",
-    404: "not found",
-    405: "rate limited",
-    408: "request timeout",
-    409: "Persona already exists for this music",
-    422: "validation error",
-    429: "rate limited",
-    430: "call frequency too high",
-    451: "failed to fetch the music data",
-    455: "maintenance",
-    500: "internal server error",
-    501: "generation failed",
-    505: "feature disabled",
-}
+_CONTRACTS: Final[Mapping[str, _Contract]] = {CRUN_PATH: CRUN, FAMILY_PATH: FAMILY}
 
 _SECRET_HEADERS: Final = frozenset({"authorization", "x-api-key", "proxy-authorization"})
 _REDACTED: Final = "***"
@@ -77,282 +57,6 @@ _REDACTED: Final = "***"
 _SHUTDOWN_TIMEOUT: Final = 1.0
 # SO_LINGER on, zero timeout: close() then sends RST instead of FIN, a true connection reset.
 _LINGER_RESET: Final = struct.pack("ii", 1, 0)
-
-_encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder().decode
-
-
-def _message_for(code: int) -> str:
-    message = _MESSAGES.get(code)
-    if message is not None:
-        return message
-    try:
-        return HTTPStatus(code).phrase.lower()
-    except ValueError:
-        return "error"
-
-
-@dataclass(frozen=True, slots=True)
-class Fault:
-    """One way for a request to go wrong, built with one of the class-method constructors.
-
-    A fault is consumed by one request (see :meth:`FakeProvider.inject`). Unless stated
-    otherwise a fault replaces normal handling entirely: nothing is created, nothing enters
-    the rate window. ``slow`` and ``reset_after`` are the exceptions: the request is handled
-    normally (it may create a persona) and only the answer is delayed or never sent.
-
-    Compare faults by value; construct them directly only through the class methods.
-    """
-
-    kind: FaultKind
-    #: HTTP status of the reply.
-    status: int = 200
-    #: Envelope ``code``; ``None`` when the reply carries no envelope.
-    code: int | None = None
-    #: Envelope message (``message`` for crun, ``msg`` for the family).
-    message: str = ""
-    #: Seconds for a ``Retry-After`` header, or ``None`` to send none.
-    retry_after: float | None = None
-    #: Exact body of a ``body`` fault.
-    raw: bytes = b""
-    content_type: str = "application/json"
-    #: Extra delay of a ``slow`` fault.
-    seconds: float = 0.0
-    #: ``Location`` of a ``redirect`` fault.
-    location: str = ""
-
-    @classmethod
-    def envelope(
-        cls, code: int, message: str | None = None, retry_after: float | None = None
-    ) -> Fault:
-        """HTTP 200 with an error envelope ``code`` (the family's documented style)."""
-        text = _message_for(code) if message is None else message
-        return cls("envelope", code=code, message=text, retry_after=retry_after)
-
-    @classmethod
-    def http(
-        cls,
-        status: int,
-        code: int | None = None,
-        message: str | None = None,
-        retry_after: float | None = None,
-    ) -> Fault:
-        """A real HTTP ``status`` with a JSON envelope whose code is ``code`` (or ``status``)."""
-        envelope_code = status if code is None else code
-        text = _message_for(envelope_code) if message is None else message
-        return cls("http", status=status, code=envelope_code, message=text, retry_after=retry_after)
-
-    @classmethod
-    def html(cls, status: int = 502) -> Fault:
-        """An nginx-style HTML error page (``text/html``), as a gateway in front would send."""
-        return cls("html", status=status, content_type="text/html")
-
-    @classmethod
-    def truncated(cls) -> Fault:
-        """HTTP 200 ``application/json`` whose JSON stops mid-object. Nothing is created."""
-        return cls("truncated")
-
-    @classmethod
-    def empty(cls) -> Fault:
-        """HTTP 200 ``application/json`` with an empty body. Nothing is created."""
-        return cls("empty")
-
-    @classmethod
-    def body(cls, raw: bytes, status: int = 200, content_type: str = "application/json") -> Fault:
-        """Exactly ``raw`` as the body: wrong-shape JSON, a huge body, anything."""
-        return cls("body", status=status, raw=bytes(raw), content_type=content_type)
-
-    @classmethod
-    def reset_before(cls) -> Fault:
-        """Reset the connection (RST) without creating anything or replying."""
-        return cls("reset_before")
-
-    @classmethod
-    def reset_after(cls) -> Fault:
-        """Handle the request normally (a persona may be created) then reset, never replying.
-
-        This is the ambiguous outcome a client must not blindly retry: the creation counts in
-        :attr:`FakeProvider.creations` and in the family's one-persona-per-audio rule.
-        """
-        return cls("reset_after")
-
-    @classmethod
-    def slow(cls, seconds: float) -> Fault:
-        """Wait ``seconds`` (on top of any latency) then handle the request normally."""
-        if seconds < 0:
-            raise ValueError("seconds must be >= 0")
-        return cls("slow", seconds=seconds)
-
-    @classmethod
-    def redirect(cls, location: str) -> Fault:
-        """HTTP 307 to ``location``, which keeps the method and body if followed."""
-        return cls("redirect", status=307, location=location)
-
-
-# Faults that let the request through normal handling instead of replacing it.
-_PASS_THROUGH: Final = frozenset({"slow", "reset_after"})
-
-#: The random mix behind ``fault_rate``: drawn uniformly, one per faulted request.
-DEFAULT_FAULT_MIX: Final[tuple[Fault, ...]] = (
-    Fault.envelope(429, "rate limited"),
-    Fault.http(500),
-    Fault.html(502),
-    Fault.reset_after(),
-)
-
-
-@dataclass(slots=True)
-class RequestRecord:
-    """What the fake received on one request, and what it answered.
-
-    Records are appended on arrival, before any fault or latency, so ``response_code`` and
-    ``http_status`` stay ``None`` until the answer is sent, and forever for a reset.
-    """
-
-    method: str
-    path: str
-    #: ``"crun"`` or ``"family"`` for a POST to that contract's path, else ``"other"``.
-    kind: Kind
-    query_string: str
-    #: All request headers, with ``Authorization``/``X-Api-Key``/``Proxy-Authorization``
-    #: values replaced by ``"***"``.
-    headers: dict[str, str]
-    #: The key from the header this contract reads it from (``x-api-key`` for crun, the
-    #: ``Bearer`` token for the family; for ``other``, the Bearer token else ``x-api-key``).
-    #: Left out of ``repr()`` so a failing assertion does not print a key.
-    api_key: str | None = field(repr=False)
-    body: bytes
-    #: The body parsed as a JSON object, or ``None`` if it is not one.
-    json: dict[str, Any] | None
-    #: :func:`time.monotonic` at arrival (the clock asyncio's ``loop.time()`` uses).
-    arrived: float
-    #: Envelope code sent, else the HTTP status for replies without an envelope.
-    response_code: int | None = None
-    http_status: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Contract:
-    """The wire facts of one provider contract that the fake's handling depends on."""
-
-    kind: Kind
-    message_key: str
-    persona_id_key: str
-    task: str
-    audio: str
-    name: str
-    description: str
-    vocal_start: str
-    vocal_end: str
-    style: str
-    max_lengths: Mapping[str, int]
-    missing_task_message: str
-    one_per_audio: bool
-    #: The success reply repeats the persona's name and description next to its id.
-    echoes_details: bool
-
-    def validate(self, body: Mapping[str, Any]) -> str | None:
-        """Return the 422 message for the first invalid field, or ``None`` if valid."""
-        for name in (self.task, self.audio, self.name, self.description):
-            value = body.get(name)
-            if value is None:
-                return f"{name} is required"
-            if not isinstance(value, str) or not value:
-                return f"{name} must be a non-empty string"
-        for name in (self.vocal_start, self.vocal_end):
-            value = body.get(name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float) or value < 0
-            ):
-                return f"{name} must be a number >= 0"
-        style = body.get(self.style)
-        if style is not None and not isinstance(style, str):
-            return f"{self.style} must be a string"
-        for name, limit in self.max_lengths.items():
-            value = body.get(name)
-            if isinstance(value, str) and len(value) > limit:
-                return f"{name} must be at most {limit} characters"
-        return None
-
-    def success_data(self, persona_id: str, body: Mapping[str, Any]) -> dict[str, str]:
-        data = {self.persona_id_key: persona_id}
-        if self.echoes_details:
-            data["name"] = body[self.name]
-            data["description"] = body[self.description]
-        return data
-
-
-_CONTRACTS: Final[Mapping[str, _Contract]] = {
-    CRUN_PATH: _Contract(
-        kind="crun",
-        message_key="message",
-        persona_id_key="persona_id",
-        task="task_id",
-        audio="suno_id",
-        name="name",
-        description="description",
-        vocal_start="vocal_start",
-        vocal_end="vocal_end",
-        style="style",
-        # Only crun documents length limits; the family documents none.
-        max_lengths={"name": 100, "description": 1000, "style": 1000},
-        missing_task_message="task_id not found",
-        one_per_audio=False,
-        echoes_details=False,
-    ),
-    FAMILY_PATH: _Contract(
-        kind="family",
-        message_key="msg",
-        persona_id_key="personaId",
-        task="taskId",
-        audio="audioId",
-        name="name",
-        description="description",
-        vocal_start="vocalStart",
-        vocal_end="vocalEnd",
-        style="style",
-        max_lengths={},
-        missing_task_message="record status is not success",
-        one_per_audio=True,
-        echoes_details=True,
-    ),
-}
-
-
-class _Injection:
-    """A queued fault with how many more requests it applies to."""
-
-    __slots__ = ("fault", "kind", "remaining")
-
-    def __init__(self, fault: Fault, remaining: int, kind: str | None) -> None:
-        self.fault = fault
-        self.remaining = remaining
-        self.kind = kind
-
-
-# (HTTP status, envelope code, body, extra headers)
-_Outcome = tuple[int, int, bytes, Mapping[str, str] | None]
-
-
-def _envelope(message_key: str, code: int, message: str, data: Any = None) -> bytes:
-    return _encode({"code": code, message_key: message, "data": data})
-
-
-def _retry_after_headers(seconds: float | None) -> dict[str, str] | None:
-    # HTTP wants whole seconds, but tests need sub-second waits; "%g" keeps "2" as "2".
-    return None if seconds is None else {"Retry-After": f"{seconds:g}"}
-
-
-def _nginx_page(status: int) -> bytes:
-    try:
-        title = f"{status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        title = str(status)
-    return (
-        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
-        f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n"
-        "</body>\r\n</html>\r\n"
-    ).encode()
 
 
 def _api_key(kind: Kind, headers: Mapping[str, str]) -> str | None:

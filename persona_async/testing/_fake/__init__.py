@@ -1,0 +1,18 @@
+"""The fake provider, one file per contract: ``crun``, ``family``; the server in ``_server``."""
+
+from ._faults import DEFAULT_FAULT_MIX, Fault
+from ._server import FakeProvider
+from ._wire import DEFAULT_API_KEY, DEFAULT_RATE_PERIOD, RequestRecord
+from .crun import CRUN_PATH
+from .family import FAMILY_PATH
+
+__all__ = [
+    "CRUN_PATH",
+    "DEFAULT_API_KEY",
+    "DEFAULT_FAULT_MIX",
+    "DEFAULT_RATE_PERIOD",
+    "FAMILY_PATH",
+    "FakeProvider",
+    "Fault",
+    "RequestRecord",
+]
