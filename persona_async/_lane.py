@@ -4,7 +4,8 @@ Every request for a provider, from ``create_persona`` or ``create_many``, become
 its lane. ``max_concurrency`` workers take jobs FIFO, pass the rate limiter, send, and decide:
 
 * success: the job is done; a paused or cooling lane is running again;
-* 429: the whole lane cools down (Retry-After when given, else backoff) and its rate is cut;
+* 429: the rate limiter learns from it (once per congestion event: see ``_ratelimit``) and the
+  lane cools down until the window that produced it has passed, or for the Retry-After given;
 * 455: the lane pauses and one job probes at growing intervals; waiting jobs neither fail nor
   spin until ``max_maintenance_wait``;
 * 401/402: the lane stops; queued jobs fail at once and nothing more is sent;
@@ -44,7 +45,7 @@ from ._exceptions import (
 )
 from ._models import Persona, PersonaRequest
 from ._providers import Provider
-from ._ratelimit import LaneLimiter, SlidingWindowLimiter
+from ._ratelimit import LaneLimiter, SlidingWindowLimiter, Start, advice
 from ._retry import RetryPolicy
 from ._transport import SessionPool
 
@@ -81,7 +82,23 @@ class LaneStats:
     failed: Mapping[str, int]
     retries: int
     throttled: int
+    #: Starts per second the lane allows right now; None: no limit configured or learned.
     effective_rate: float | None
+    #: Starts per ``rate_period`` the lane runs at now: the configured ``rate_limit``, or less
+    #: when the provider's 429s taught it less; None: no limit configured or learned yet.
+    limit: int | None = None
+    rate_limit: int | None = None
+    rate_period: float = 0.0
+    #: What the provider sustained once the lane settled below ``rate_limit`` (or learned a
+    #: limit with none configured); None otherwise. ``advice`` puts it in words.
+    learned_limit: int | None = None
+
+    @property
+    def advice(self) -> str | None:
+        """ "crun: configured 40 per 1 s, provider sustained about 10 per 1 s: set ..." or None."""
+        if self.learned_limit is None:
+            return None
+        return advice(self.name, self.rate_limit, self.learned_limit, self.rate_period)
 
 
 class _Job:
@@ -98,6 +115,7 @@ class _Job:
         "on_wire",
         "request",
         "since_maintenance",
+        "start",
         "tag",
     )
 
@@ -122,6 +140,7 @@ class _Job:
         self.abandoned = False  # the caller went away: never send it again
         self.on_wire = False  # an attempt is between the POST and its answer
         self.since_maintenance: float | None = None  # when this job first met a 455
+        self.start: Start | None = None  # the rate limiter's record of the last attempt
 
 
 class Lane:
@@ -140,13 +159,13 @@ class Lane:
         self._pool = pool
         self._policy = policy
         self._clock = clock
-        self._limiter: LaneLimiter | None = None
-        if provider.limiter is not None:
-            self._limiter = provider.limiter.for_lane(provider)
-        elif provider.rate_limit:
-            self._limiter = SlidingWindowLimiter(
-                provider.rate_limit, provider.rate_period, clock=clock
-            )
+        # Every lane has one, limit or not: an unlimited lane learns a limit from its 429s.
+        self._limiter: LaneLimiter = (
+            provider.limiter.for_lane(provider)
+            if provider.limiter is not None
+            else SlidingWindowLimiter(provider.rate_limit, provider.rate_period, clock=clock)
+        )
+        self._advised: int | None = None  # the learned limit last told to the log
         # A leaky bucket is the right shape for a retry budget: bursts allowed, long-run capped.
         self._retry_budget = aiolimiter.AsyncLimiter(retry_budget, provider.rate_period)
         self._ready: deque[_Job] = deque()  # FIFO of jobs that may go now
@@ -157,7 +176,6 @@ class Lane:
         self._workers_started = False
         self.state = LaneState.RUNNING
         self._cooldown_until = 0.0
-        self._consecutive_429 = 0
         self._next_probe = 0.0
         self._probe_interval = 0.0
         self._probing = False
@@ -194,6 +212,7 @@ class Lane:
         return job
 
     def stats(self) -> LaneStats:
+        limit = self._limiter.limit
         return LaneStats(
             name=self.provider.name,
             kind=self.provider.kind,
@@ -205,13 +224,16 @@ class Lane:
             failed=MappingProxyType(dict(self._failed)),
             retries=self._retries,
             throttled=self._throttled,
-            effective_rate=self._limiter.effective_rate if self._limiter else None,
+            effective_rate=None if limit is None else limit / self.provider.rate_period,
+            limit=limit,
+            rate_limit=self.provider.rate_limit,
+            rate_period=self.provider.rate_period,
+            learned_limit=self._limiter.learned,
         )
 
     async def aclose(self) -> None:
         """Release what the rate limiter holds (a shared limiter's connections)."""
-        if self._limiter is not None:
-            await self._limiter.aclose()
+        await self._limiter.aclose()
 
     def fail_pending(self) -> None:
         """Fail every job not yet finished: the client is closing and its workers are gone."""
@@ -332,13 +354,12 @@ class Lane:
 
     async def _attempt(self, job: _Job, probe: bool) -> None:
         provider = self.provider
-        stamp = None
-        if self._limiter is not None:
-            try:
-                stamp = await self._limiter.acquire()
-            except PersonaError as err:  # a shared limiter's store is down: fail closed
-                self._finish(job, None, err)
-                return
+        limiter = self._limiter
+        try:
+            start = await limiter.acquire()
+        except PersonaError as err:  # a shared limiter's store is down: fail closed
+            self._finish(job, None, err)
+            return
         if job.abandoned or self._stop_error is not None:
             if not job.abandoned:
                 self._ready.appendleft(job)
@@ -378,7 +399,9 @@ class Lane:
         job.attempts += 1
         self._sent += 1
         job.on_wire = True
-        on_sent = None if self._limiter is None else functools.partial(self._limiter.sent, stamp)
+        job.start = start
+        # Only a limit needs the exact moment the request left (it costs a trace per request).
+        on_sent = None if limiter.limit is None else functools.partial(limiter.sent, start)
         try:
             raw = await self._pool.post(provider, job.body, timeout, on_sent)
             persona_id = interpret(provider, raw)
@@ -390,9 +413,15 @@ class Lane:
             self._on_success(job, persona_id)
 
     def _on_success(self, job: _Job, persona_id: str) -> None:
-        self._consecutive_429 = 0
-        if self._limiter is not None:
-            self._limiter.succeeded()
+        assert job.start is not None
+        self._limiter.succeeded(job.start)
+        learned = self._limiter.learned
+        if learned is not None and learned != self._advised:
+            self._advised = learned
+            said = advice(
+                self.provider.name, self.provider.rate_limit, learned, self.provider.rate_period
+            )
+            logger.warning("lane %s: %s", self.provider.name, said)
         if self.state is LaneState.PAUSED:
             self._set_state(LaneState.RUNNING, "maintenance over")
         request = job.request
@@ -409,15 +438,12 @@ class Lane:
     async def _on_error(self, job: _Job, err: PersonaError, probe: bool) -> None:
         now = self._clock()
         if isinstance(err, RateLimitError):
-            self._throttle(err, now)
-            if self._limiter is not None:
-                await self._limiter.hold("cooling", self._cooldown_until - now)
+            await self._throttle(job, err, now)
             await self._retry_or_fail(job, err, max(self._cooldown_until, now), counts=False)
         elif isinstance(err, MaintenanceError):
             self._last_455 = err
             self._pause(now, probe)
-            if self._limiter is not None:
-                await self._limiter.hold("paused", self._next_probe - now)
+            await self._limiter.hold("paused", self._next_probe - now)
             if job.since_maintenance is None:
                 job.since_maintenance = now
             if now - job.since_maintenance >= self._policy.max_maintenance_wait:
@@ -486,20 +512,20 @@ class Lane:
 
     # -- lane-wide feedback --------------------------------------------------------------------
 
-    def _throttle(self, err: RateLimitError, now: float) -> None:
+    async def _throttle(self, job: _Job, err: RateLimitError, now: float) -> None:
         self._throttled += 1
-        self._consecutive_429 += 1
-        if self._limiter is not None:
-            self._limiter.throttled()
+        assert job.start is not None
+        # The limiter decides whether this 429 is news and how long until the window it came
+        # from has passed; a Retry-After, when given, still rules.
+        wait = await self._limiter.throttled(job.start)
         if err.retry_after is not None:
-            wait = min(err.retry_after, self._policy.retry_after_max)
-        else:
-            wait = self._policy.backoff(self._consecutive_429)
-            wait = max(wait, self._policy.backoff_initial)
+            told = min(err.retry_after, self._policy.retry_after_max)
+            await self._limiter.hold("cooling", told)
+            wait = max(wait, told)
         until = now + wait
         if until > self._cooldown_until:
             self._cooldown_until = until
-        if self.state is LaneState.RUNNING:
+        if self.state is LaneState.RUNNING and wait > 0:
             self._set_state(LaneState.COOLING, f"429 from provider, cooling {wait:.2f}s")
 
     def _pause(self, now: float, probe: bool) -> None:

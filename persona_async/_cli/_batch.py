@@ -49,7 +49,7 @@ from .._exceptions import (
 from .._lane import LaneState, LaneStats
 from .._models import Outcome, PersonaRequest
 from .._providers import Provider
-from .._ratelimit import LaneLimiter, SharedLimiter, SlidingWindowLimiter
+from .._ratelimit import LaneLimiter, SharedLimiter, SlidingWindowLimiter, Start
 from ._input import Input, Invalid, Item
 from ._journal import ErrorInfo, Journal, State
 from ._progress import Progress
@@ -123,17 +123,21 @@ class _GatedLimiter:
         self._lane = lane
 
     @property
-    def effective_rate(self) -> float:
-        return self._inner.effective_rate
+    def limit(self) -> int | None:
+        return self._inner.limit
 
-    async def acquire(self) -> float | None:
+    @property
+    def learned(self) -> int | None:
+        return self._inner.learned
+
+    async def acquire(self) -> Start:
         self._check()
         stamp = await self._inner.acquire()
         self._check()  # the wait for the window may have been long
         return stamp
 
-    def sent(self, stamp: float | None) -> None:
-        self._inner.sent(stamp)
+    def sent(self, start: Start) -> None:
+        self._inner.sent(start)
 
     def _check(self) -> None:
         if self._gate.closed:
@@ -143,11 +147,11 @@ class _GatedLimiter:
                 retryable=True,
             )
 
-    def throttled(self) -> None:
-        self._inner.throttled()
+    async def throttled(self, start: Start) -> float:
+        return await self._inner.throttled(start)
 
-    def succeeded(self) -> None:
-        self._inner.succeeded()
+    def succeeded(self, start: Start) -> None:
+        self._inner.succeeded(start)
 
     async def hold(self, state: Literal["cooling", "paused"], seconds: float) -> None:
         await self._inner.hold(state, seconds)
