@@ -201,3 +201,34 @@ async def test_a_bad_deadline_is_refused_by_name_before_anything_is_sent(
         with pytest.raises(ValueError, match="deadline must be > 0"):
             c.create_many([req(2)], deadline=bad)
     assert fake.request_count == 0
+
+
+# -- the defaults: a handler's 30 s, a stream's hour ---------------------------------------------
+# Observed through a 429's Retry-After: a cooldown the deadline cannot cover fails the call at
+# once, one it can cover is waited out. With the 60 s provider timeout an attempt needs 7.5 s
+# of a 30 s deadline, so 25 s is too long for create_persona and 20 s is not.
+
+
+async def test_create_persona_defaults_to_a_web_handlers_30_seconds(fake: FakeProvider) -> None:
+    fake.inject(Fault.http(429, retry_after=25))
+    async with client(crun(fake), retry_after_max=120.0) as c:
+        err, elapsed = await timed_failure(c, req(1))
+        assert type(err) is RateLimitError
+        assert elapsed < 0.5
+        fake.inject(Fault.http(429, retry_after=20))
+        with anyio.move_on_after(0.5) as waiting:
+            await c.create_persona(req(2))  # waits out the 20 s cooldown
+    assert waiting.cancelled_caught
+
+
+async def test_create_many_defaults_to_waiting_out_what_a_handler_would_not(
+    fake: FakeProvider,
+) -> None:
+    fake.inject(Fault.http(429, retry_after=25))
+    async with client(crun(fake), retry_after_max=120.0) as c:
+        stream = c.create_many([req(1)])
+        with anyio.move_on_after(0.5) as waiting:
+            await stream.__anext__()
+        stream.close()
+    assert waiting.cancelled_caught
+    assert fake.request_count == 1
