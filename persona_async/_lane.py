@@ -6,7 +6,7 @@ its lane. ``max_concurrency`` workers take jobs FIFO, pass the rate limiter, sen
 * success: the job is done; a paused or cooling lane is running again;
 * 429: the whole lane cools down (Retry-After when given, else backoff) and its rate is cut;
 * 455: the lane pauses and one job probes at growing intervals; waiting jobs neither fail nor
-  spin until ``max_maintenance_wait``;
+  spin until ``max_maintenance_wait`` or their deadline;
 * 401/402: the lane stops; queued jobs fail at once and nothing more is sent;
 * 500 and transport failures: retried with backoff, within ``max_retries``, the lane's retry
   budget and the request's deadline, and only when resending cannot make a second persona.
@@ -145,7 +145,8 @@ class Lane:
         *,
         deadline: float,
     ) -> _Job:
-        """Queue a validated request; ``deliver`` is called exactly once with its result.
+        """Queue a validated request; ``deliver`` is called once with its result (never for a
+        job a stream abandoned before it was sent).
 
         ``deadline`` (seconds from now, ``math.inf`` for none) bounds the whole call.
         """
