@@ -3,6 +3,7 @@ and handed to ``on_orphan``; a request cancelled before it was sent is never sen
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -156,3 +157,22 @@ async def test_a_failing_hook_costs_nothing_but_a_log_line(
         persona = await client.create_persona(PersonaRequest("t2", "c2", "n", "d"))
     assert persona.persona_id in fake.personas
     assert "on_orphan hook raised" in caplog.text
+
+
+async def test_a_persona_answered_just_as_its_caller_was_cancelled_is_reported(
+    fake: FakeProvider,
+) -> None:
+    # The answer is in, but the caller's task is cancelled before it resumes to take it.
+    orphans = Recorder()
+    async with PersonaClient([crun(fake)], on_orphan=orphans) as client:
+        task = asyncio.get_running_loop().create_task(client.create_persona(REQUEST))
+        # Polled at every turn of the loop, on purpose: an event would add a turn.
+        while client.stats()["crun"].succeeded == 0:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    [(lane, outcome)] = orphans.calls
+    assert lane == "crun"
+    assert outcome.persona is not None
+    assert outcome.persona.persona_id in fake.personas
