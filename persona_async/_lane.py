@@ -62,6 +62,7 @@ logger = logging.getLogger("persona_async")
 #: of first attempts: an outage must not multiply the load on a provider.
 DEFAULT_RETRY_BUDGET = 10
 
+
 class LaneState(str, enum.Enum):
     RUNNING = "running"
     COOLING = "cooling"  # after a 429, until the cooldown ends
@@ -176,11 +177,8 @@ class Lane:
         return job
 
     def abandon(self, job: _Job) -> None:
-        """The caller went away: never send ``job`` again.
-
-        Unless an attempt is on the wire (whose answer is delivered when it comes), the job is
-        delivered now with its last error, so a lost earlier attempt is not forgotten.
-        """
+        """The caller went away: never send ``job`` again. Unless an attempt is on the wire (its
+        answer is delivered when it comes), deliver its last error now: a lost attempt counts."""
         job.abandon()
         if not job.on_wire and not job.done:
             job.done = True
@@ -188,8 +186,7 @@ class Lane:
             job.deliver(job, None, job.last_error or left)
 
     def _expire(self, job: _Job) -> None:
-        # The job's last start time: unless an attempt is on the wire (never cut; its answer
-        # decides), it fails now with the provider's last word.
+        # Its last start time: unless on the wire (never cut), it fails with the last answer.
         job.timer = None
         if job.gone or job.on_wire:
             return

@@ -95,7 +95,7 @@ async def test_one_client_serves_a_fast_failing_handler_and_a_stream_that_waits_
     assert type(err) is MaintenanceError
     assert elapsed <= 0.4 + SLACK
     assert [o.ok for o in outcomes] == [True] * 4
-    assert waited >= 1.2
+    assert waited >= 1.1  # the window was set just before the clock started
     assert sum(fake.creations.values()) == 4
 
 
