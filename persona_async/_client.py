@@ -230,24 +230,29 @@ class PersonaClient:
         return lane
 
     async def create_persona(
-        self, request: PersonaRequest, *, deadline: float | None = None
+        self,
+        request: PersonaRequest,
+        *,
+        deadline: float | None = None,
+        max_retries: int | None = None,
     ) -> Persona:
         """Create one persona; raise a ``PersonaError`` subclass if it was not created.
 
         ``deadline`` (seconds, ``None``: the client's) bounds the whole call, queueing and
         waits included; when it comes the call fails with the provider's last answer.
+        ``max_retries`` (``None``: the client's) caps resends of 500s and transport failures.
         A request that breaks a rule raises ``InvalidRequestError`` before anything is sent.
         If the caller is cancelled before the request is sent, it is never sent; if it is
         cancelled after, the attempt runs to its end and a persona it made is reported as an
         orphan (see the class docstring).
         """
         seconds = self._resolve_deadline(deadline, DEFAULT_DEADLINE)
+        _check_max_retries(max_retries)
         lane = self._lane_for(request)
         tg = await self._ensure_started()
         future: asyncio.Future[Persona] = asyncio.get_running_loop().create_future()
-        job = lane.submit(
-            request, _settle(future, lane.provider.name, self._on_orphan), tg, deadline=seconds
-        )
+        deliver = _settle(future, lane.provider.name, self._on_orphan)
+        job = lane.submit(request, deliver, tg, deadline=seconds, max_retries=max_retries)
         try:
             return await future
         except asyncio.CancelledError:
@@ -277,6 +282,7 @@ class PersonaClient:
         max_pending: int | None = None,
         on_send: OnSend | None = None,
         deadline: float | None = None,
+        max_retries: int | None = None,
     ) -> OutcomeStream:
         """Yield an ``Outcome`` per request, pulling ``requests`` lazily.
 
@@ -292,8 +298,10 @@ class PersonaClient:
 
         ``deadline`` (seconds, ``None``: the client's, else an hour) bounds each request from
         the moment it is pulled: the bulk default waits out a maintenance window.
+        ``max_retries`` (``None``: the client's) caps each request's resends.
         """
         seconds = self._resolve_deadline(deadline, DEFAULT_STREAM_DEADLINE)
+        _check_max_retries(max_retries)
         if max_pending is None:
             total = sum(lane.provider.max_concurrency for lane in self._lanes.values())
             max_pending = total * _PENDING_PER_SLOT
@@ -301,7 +309,8 @@ class PersonaClient:
             raise ValueError("max_pending must be >= 1")
         async def start(state: _StreamState) -> None:
             tg = await self._ensure_started()
-            tg.start_soon(state.feed, requests, _SubmitMany(self, tg, on_send, seconds))
+            submit = _SubmitMany(self, tg, on_send, seconds, max_retries)
+            tg.start_soon(state.feed, requests, submit)
 
         return OutcomeStream(max_pending=max_pending, ordered=ordered, start=start)
 
@@ -315,7 +324,7 @@ class PersonaClient:
 class _SubmitMany:
     """create_many's way into the lanes: invalid requests become outcomes at once."""
 
-    __slots__ = ("_client", "_deadline", "_on_send", "_tg")
+    __slots__ = ("_client", "_deadline", "_max_retries", "_on_send", "_tg")
 
     def __init__(
         self,
@@ -323,11 +332,13 @@ class _SubmitMany:
         tg: anyio.abc.TaskGroup,
         on_send: OnSend | None,
         deadline: float,
+        max_retries: int | None,
     ) -> None:
         self._client = client
         self._tg = tg
         self._on_send = on_send
         self._deadline = deadline
+        self._max_retries = max_retries
 
     def __call__(self, request: PersonaRequest, deliver: Deliver, seq: int) -> _Job | None:
         try:
@@ -335,7 +346,20 @@ class _SubmitMany:
         except InvalidRequestError as err:
             deliver(_Job(request, b"", deliver, seq), None, err)
             return None
-        return lane.submit(request, deliver, self._tg, seq, self._on_send, deadline=self._deadline)
+        return lane.submit(
+            request,
+            deliver,
+            self._tg,
+            seq,
+            self._on_send,
+            deadline=self._deadline,
+            max_retries=self._max_retries,
+        )
+
+
+def _check_max_retries(max_retries: int | None) -> None:
+    if max_retries is not None and (isinstance(max_retries, bool) or max_retries < 0):
+        raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
 
 
 def _settle(future: asyncio.Future[Persona], lane: str, on_orphan: OnOrphan | None) -> Deliver:

@@ -30,6 +30,7 @@ class _Job:
         "failures",
         "last_error",
         "last_start",
+        "max_retries",
         "on_send",
         "on_wire",
         "request",
@@ -50,6 +51,7 @@ class _Job:
         now: float = 0.0,
         deadline: float = math.inf,
         min_attempt: float = 0.0,
+        max_retries: int = 0,
     ) -> None:
         self.request = request
         self.on_send = on_send  # called once, right before the first attempt goes out
@@ -59,6 +61,7 @@ class _Job:
         self.tag = tag  # the caller's bookkeeping (create_many's sequence number)
         self.attempts = 0  # requests actually sent
         self.failures = 0  # retried failures that count against max_retries
+        self.max_retries = max_retries  # this call's, else the client's
         self.submitted = now  # on the lane's clock
         self.deadline = now + deadline  # the whole call, queueing and waits included
         self.last_start = self.deadline - min_attempt  # no attempt starts after this

@@ -145,11 +145,12 @@ class Lane:
         on_send: OnSend | None = None,
         *,
         deadline: float,
+        max_retries: int | None = None,
     ) -> _Job:
         """Queue a validated request; ``deliver`` is called once with its result (never for a
         job a stream abandoned before it was sent).
 
-        ``deadline`` (seconds from now, ``math.inf`` for none) bounds the whole call.
+        ``deadline`` (seconds, ``math.inf``: none) bounds it; ``max_retries`` overrides the policy.
         """
         now = self._clock()
         job = _Job(
@@ -161,6 +162,7 @@ class Lane:
             now=now,
             deadline=deadline,
             min_attempt=min_attempt_time(self.provider.timeout, deadline),
+            max_retries=self._policy.max_retries if max_retries is None else max_retries,
         )
         if self._stop_error is not None:
             self._finish(job, None, self._stop_error.for_request(request.task_id, request.audio_id))
@@ -471,7 +473,7 @@ class Lane:
     ) -> None:
         if counts:
             job.failures += 1
-            allowed = job.failures <= self._policy.max_retries and self._retry_budget.has_capacity()
+            allowed = job.failures <= job.max_retries and self._retry_budget.has_capacity()
         else:
             allowed = True
         if job.abandoned or not allowed or not_before > job.last_start:

@@ -25,6 +25,7 @@ from persona_async import (
     PersonaRequest,
     ProviderTimeoutError,
     RateLimitError,
+    ServerError,
 )
 from persona_async.testing import FakeProvider, Fault
 
@@ -186,6 +187,23 @@ async def test_a_retry_with_a_fair_share_of_time_left_is_sent(fake: FakeProvider
     assert fake.request_count == 2
 
 
+# -- max_retries per call ---------------------------------------------------------------------
+
+
+async def test_max_retries_per_call_and_per_stream_override_the_clients(
+    fake: FakeProvider,
+) -> None:
+    fake.inject(Fault.envelope(500), times=100)
+    async with client(crun(fake), max_retries=3, backoff_initial=0.01, backoff_max=0.01) as c:
+        err, _ = await timed_failure(c, req(1), max_retries=0)  # a handler: no resend
+        assert fake.request_count == 1
+        outcomes = [o async for o in c.create_many([req(2)], max_retries=1)]
+        assert fake.request_count == 1 + 2
+        err_default, _ = await timed_failure(c, req(3))  # the client's 3
+        assert fake.request_count == 3 + 4
+    assert type(err) is type(err_default) is type(outcomes[0].error) is ServerError
+
+
 # -- bad values --------------------------------------------------------------------------------
 
 
@@ -200,6 +218,17 @@ async def test_a_bad_deadline_is_refused_by_name_before_anything_is_sent(
             await c.create_persona(req(1), deadline=bad)
         with pytest.raises(ValueError, match="deadline must be > 0"):
             c.create_many([req(2)], deadline=bad)
+    assert fake.request_count == 0
+
+
+async def test_a_bad_max_retries_is_refused_by_name_before_anything_is_sent(
+    fake: FakeProvider,
+) -> None:
+    async with client(crun(fake)) as c:
+        with pytest.raises(ValueError, match="max_retries must be an int >= 0"):
+            await c.create_persona(req(1), max_retries=-1)
+        with pytest.raises(ValueError, match="max_retries must be an int >= 0"):
+            c.create_many([req(2)], max_retries=-1)
     assert fake.request_count == 0
 
 
