@@ -7,21 +7,26 @@ its lane. ``max_concurrency`` workers take jobs FIFO, pass the rate limiter, sen
 * 429: the rate limiter learns from it (once per congestion event: see ``_ratelimit``) and the
   lane cools down until the window that produced it has passed, or for the Retry-After given;
 * 455: the lane pauses and one job probes at growing intervals; waiting jobs neither fail nor
-  spin until ``max_maintenance_wait``;
+  spin until ``max_maintenance_wait`` or their deadline;
 * 401/402: the lane stops; queued jobs fail at once and nothing more is sent;
 * 500 and transport failures: retried with backoff, within ``max_retries``, the lane's retry
   budget and the request's deadline, and only when resending cannot make a second persona.
 
-A retry goes back to the queue with a not-before time: it holds no worker and no task.
+A retry goes back to the queue with a not-before time: it holds no worker and no task. A job's
+deadline runs from submission (see ``_deadline``): a timer fails it at its last start time
+unless it is on the wire. A job whose caller went away (``abandon``) is never sent again, and
+its last answer is still delivered, so that a persona made for nobody can be reported.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import functools
 import heapq
 import logging
+import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
@@ -31,6 +36,7 @@ from types import MappingProxyType
 import aiolimiter
 import anyio.abc
 
+from ._deadline import give_up_error, maintenance_error, min_attempt_time
 from ._decoding import interpret
 from ._exceptions import (
     AuthenticationError,
@@ -39,26 +45,23 @@ from ._exceptions import (
     OutcomeUnknownError,
     PersonaError,
     PersonaExistsError,
-    ProviderTimeoutError,
     RateLimitError,
     _MaybeSent,
 )
+from ._job import Deliver, OnSend, _Job
 from ._models import Persona, PersonaRequest
 from ._providers import Provider
-from ._ratelimit import LaneLimiter, SlidingWindowLimiter, Start, advice
+from ._ratelimit import LaneLimiter, SlidingWindowLimiter, advice
 from ._retry import RetryPolicy
 from ._transport import SessionPool
 
-__all__ = ["DEFAULT_RETRY_BUDGET", "Lane", "LaneState", "LaneStats"]
+__all__ = ["DEFAULT_RETRY_BUDGET", "Deliver", "Lane", "LaneState", "LaneStats", "OnSend"]
 
 logger = logging.getLogger("persona_async")
 
 #: Retries of failed requests (500s, transport errors) a lane may send per rate period, on top
 #: of first attempts: an outage must not multiply the load on a provider.
 DEFAULT_RETRY_BUDGET = 10
-
-Deliver = Callable[["_Job", "Persona | None", "PersonaError | None"], None]
-OnSend = Callable[[PersonaRequest], None]
 
 
 class LaneState(str, enum.Enum):
@@ -101,48 +104,6 @@ class LaneStats:
         return advice(self.name, self.rate_limit, self.learned_limit, self.rate_period)
 
 
-class _Job:
-    __slots__ = (
-        "abandoned",
-        "ambiguous",
-        "attempts",
-        "body",
-        "deadline",
-        "deliver",
-        "failures",
-        "last_error",
-        "on_send",
-        "on_wire",
-        "request",
-        "since_maintenance",
-        "start",
-        "tag",
-    )
-
-    def __init__(
-        self,
-        request: PersonaRequest,
-        body: bytes,
-        deliver: Deliver,
-        tag: object,
-        on_send: OnSend | None = None,
-    ) -> None:
-        self.request = request
-        self.on_send = on_send  # called once, right before the first attempt goes out
-        self.last_error: PersonaError | None = None  # why the job is waiting to be retried
-        self.body = body  # encoded once, resent as is
-        self.deliver = deliver
-        self.tag = tag  # the caller's bookkeeping (create_many's sequence number)
-        self.attempts = 0  # requests actually sent
-        self.failures = 0  # retried failures that count against max_retries
-        self.deadline = 0.0  # set at the first attempt
-        self.ambiguous = False  # an earlier attempt was sent and lost: it may have succeeded
-        self.abandoned = False  # the caller went away: never send it again
-        self.on_wire = False  # an attempt is between the POST and its answer
-        self.since_maintenance: float | None = None  # when this job first met a 455
-        self.start: Start | None = None  # the rate limiter's record of the last attempt
-
-
 class Lane:
     """One provider's share of the client. See the module docstring for the behaviour."""
 
@@ -181,6 +142,7 @@ class Lane:
         self._probing = False
         self._stop_error: PersonaError | None = None
         self._last_455: MaintenanceError | None = None  # what the provider last said in a 455
+        self._last_429: RateLimitError | None = None  # and in a 429
         # statistics
         self._sent = 0
         self._succeeded = 0
@@ -197,9 +159,27 @@ class Lane:
         tg: anyio.abc.TaskGroup,
         tag: object = None,
         on_send: OnSend | None = None,
+        *,
+        deadline: float,
+        max_retries: int | None = None,
     ) -> _Job:
-        """Queue a validated request; ``deliver`` is called exactly once with its result."""
-        job = _Job(request, self.provider.encode(request), deliver, tag, on_send)
+        """Queue a validated request; ``deliver`` is called once with its result (never for a
+        job a stream abandoned before it was sent).
+
+        ``deadline`` (seconds, ``math.inf``: none) bounds it; ``max_retries`` overrides the policy.
+        """
+        now = self._clock()
+        job = _Job(
+            request,
+            self.provider.encode(request),
+            deliver,
+            tag,
+            on_send,
+            now=now,
+            deadline=deadline,
+            min_attempt=min_attempt_time(self.provider.timeout, deadline),
+            max_retries=self._policy.max_retries if max_retries is None else max_retries,
+        )
         if self._stop_error is not None:
             self._finish(job, None, self._stop_error.for_request(request.task_id, request.audio_id))
             return job
@@ -209,7 +189,40 @@ class Lane:
                 tg.start_soon(self._worker)
         self._ready.append(job)
         self._wake_one()
+        if math.isfinite(job.last_start):
+            loop = asyncio.get_running_loop()
+            job.timer = loop.call_later(job.last_start - now, self._expire, job)
         return job
+
+    def abandon(self, job: _Job) -> None:
+        """The caller went away: never send ``job`` again. Unless an attempt is on the wire (its
+        answer is delivered when it comes), deliver its last error now: a lost attempt counts."""
+        job.abandon()
+        if not job.on_wire and not job.done:
+            job.done = True
+            left = PersonaError("the caller left before the request was sent")
+            job.deliver(job, None, job.last_error or left)
+
+    def _expire(self, job: _Job) -> None:
+        # Its last start time: unless on the wire (never cut), it fails with the last answer.
+        job.timer = None
+        if job.gone or job.on_wire:
+            return
+        with contextlib.suppress(ValueError):
+            self._ready.remove(job)  # a delayed retry stays in its heap, skipped when due
+        self._finish(job, None, self._give_up(job))
+
+    def _give_up(self, job: _Job) -> PersonaError:
+        now = self._clock()
+        return give_up_error(
+            lane=self.provider.name,
+            waited=now - job.submitted,
+            last_error=job.last_error,
+            last_429=self._last_429,
+            last_455=self._last_455,
+            cooling=self.state is LaneState.COOLING and now < self._cooldown_until,
+            paused=self.state is LaneState.PAUSED,
+        )
 
     def stats(self) -> LaneStats:
         limit = self._limiter.limit
@@ -250,7 +263,7 @@ class Lane:
             )
             self._finish(job, None, unknown)
         for job in waiting:
-            if not job.abandoned:
+            if not job.gone:
                 closed = PersonaError(
                     "the client was closed before the request was sent", provider=self.provider.name
                 )
@@ -286,6 +299,8 @@ class Lane:
         The flag is True when the job is the one probe of a paused lane.
         """
         while True:
+            while self._ready and self._ready[0].gone:
+                self._ready.popleft()
             now = self._clock()
             self._promote_due(now)
             timeout: float | None = self._delayed[0][0] - now if self._delayed else None
@@ -309,7 +324,7 @@ class Lane:
             else:
                 while self._ready:
                     job = self._ready.popleft()
-                    if not job.abandoned:
+                    if not job.gone:
                         return job, False
             await self._park(timeout)
 
@@ -341,7 +356,7 @@ class Lane:
     def _promote_due(self, now: float) -> None:
         while self._delayed and self._delayed[0][0] <= now:
             job = heapq.heappop(self._delayed)[2]
-            if not job.abandoned:
+            if not job.gone:
                 # A retry goes ahead of first attempts: it has waited already.
                 self._ready.appendleft(job)
 
@@ -360,8 +375,8 @@ class Lane:
         except PersonaError as err:  # a shared limiter's store is down: fail closed
             self._finish(job, None, err)
             return
-        if job.abandoned or self._stop_error is not None:
-            if not job.abandoned:
+        if job.gone or self._stop_error is not None:
+            if not job.gone:
                 self._ready.appendleft(job)
                 self._wake_one()
             return
@@ -374,25 +389,10 @@ class Lane:
             self._wake_one()
             return
         now = self._clock()
-        if not job.deadline:
-            # The deadline runs from the first attempt (queueing is not the network's time)
-            # and restarts after a maintenance wait.
-            job.deadline = now + self._policy.deadline
-        timeout = min(provider.timeout, job.deadline - now)
-        if timeout < self._min_attempt_time():
-            # The retry came due too late: report what the provider last said.
-            self._finish(
-                job,
-                None,
-                job.last_error
-                or ProviderTimeoutError(
-                    "the request's deadline passed before it could be sent",
-                    sent=False,
-                    retryable=False,
-                    provider=provider.name,
-                ),
-            )
+        if now > job.last_start:  # too late for a fair attempt: report the last answer
+            self._finish(job, None, self._give_up(job))
             return
+        timeout = min(provider.timeout, job.deadline - now)
         if job.on_send is not None:
             on_send, job.on_send = job.on_send, None
             on_send(job.request)  # e.g. the CLI's journal: "pending" is on disk before we send
@@ -438,6 +438,7 @@ class Lane:
     async def _on_error(self, job: _Job, err: PersonaError, probe: bool) -> None:
         now = self._clock()
         if isinstance(err, RateLimitError):
+            self._last_429 = err
             await self._throttle(job, err, now)
             await self._retry_or_fail(job, err, max(self._cooldown_until, now), counts=False)
         elif isinstance(err, MaintenanceError):
@@ -446,11 +447,14 @@ class Lane:
             await self._limiter.hold("paused", self._next_probe - now)
             if job.since_maintenance is None:
                 job.since_maintenance = now
-            if now - job.since_maintenance >= self._policy.max_maintenance_wait:
+            if (
+                job.abandoned
+                or now >= job.last_start
+                or now - job.since_maintenance >= self._policy.max_maintenance_wait
+            ):
                 self._finish(job, None, err)
-            else:
+            elif not job.done:
                 self._retries += 1
-                job.deadline = 0.0
                 self._ready.appendleft(job)  # waits for the next probe, holding nothing
                 self._wake_one()
         elif isinstance(err, (AuthenticationError, InsufficientCreditsError)):
@@ -493,22 +497,17 @@ class Lane:
     ) -> None:
         if counts:
             job.failures += 1
-            allowed = job.failures <= self._policy.max_retries and self._retry_budget.has_capacity()
+            allowed = job.failures <= job.max_retries and self._retry_budget.has_capacity()
         else:
             allowed = True
-        if not allowed or job.deadline - not_before < self._min_attempt_time():
-            self._finish(job, None, err)
+        if job.abandoned or not allowed or not_before > job.last_start:
+            self._finish(job, None, err)  # an abandoned job's answer still reaches its caller
             return
         if counts:
             await self._retry_budget.acquire()  # has_capacity() said yes: no wait
         self._retries += 1
         job.last_error = err
         self._requeue(job, not_before)
-
-    def _min_attempt_time(self) -> float:
-        # A retry squeezed in just before the deadline would time out after the provider got
-        # it, creating the very ambiguity retries must avoid: give it a fair chance or none.
-        return min(self.provider.timeout, self._policy.deadline) / 4
 
     # -- lane-wide feedback --------------------------------------------------------------------
 
@@ -544,25 +543,16 @@ class Lane:
     def _expire_maintenance_waits(self, now: float) -> None:
         expired = []
         for job in self._ready:
+            if job.gone:
+                continue
             if job.since_maintenance is None:
                 job.since_maintenance = now  # its wait for the maintenance starts now
             elif now >= self._maintenance_deadline(job):
                 expired.append(job)
-        said = self._last_455
+        wait = self._policy.max_maintenance_wait
         for job in expired:
             self._ready.remove(job)
-            self._finish(
-                job,
-                None,
-                MaintenanceError(
-                    (f"{said.message}; " if said else "") + f"provider still in maintenance after "
-                    f"{self._policy.max_maintenance_wait:g}s",
-                    # The provider's own code and status, as for any other error.
-                    code=said.code if said else None,
-                    http_status=said.http_status if said else None,
-                    provider=self.provider.name,
-                ),
-            )
+            self._finish(job, None, maintenance_error(self._last_455, wait, self.provider.name))
 
     def _stop(self, err: PersonaError) -> None:
         if self._stop_error is None:
@@ -576,7 +566,7 @@ class Lane:
         self._ready.clear()
         self._delayed.clear()
         for job in jobs:
-            if not job.abandoned:
+            if not job.gone:
                 err = self._stop_error.for_request(job.request.task_id, job.request.audio_id)
                 self._finish(job, None, err)
 
@@ -597,6 +587,12 @@ class Lane:
             self._wake_all()
 
     def _finish(self, job: _Job, persona: Persona | None, err: PersonaError | None) -> None:
+        if job.done:
+            return
+        job.done = True
+        if job.timer is not None:
+            job.timer.cancel()
+            job.timer = None
         if err is not None:
             err.task_id = job.request.task_id
             err.audio_id = job.request.audio_id
