@@ -37,22 +37,30 @@ from ._exceptions import (
 from ._lane import LaneState, LaneStats
 from ._models import Outcome, Persona, PersonaRequest
 from ._providers import (
+    AceDataProvider,
     ApiBoxProvider,
     ApikleyProvider,
+    CometApiProvider,
     CrunProvider,
+    DeerApiProvider,
     KieProvider,
+    MountSeaProvider,
     Provider,
     SunoApiProvider,
+    TtapiProvider,
 )
 from ._stream import OutcomeStream
 from ._version import __version__
 
 __all__ = [
     "CODE_TO_EXCEPTION",
+    "AceDataProvider",
     "ApiBoxProvider",
     "ApikleyProvider",
     "AuthenticationError",
+    "CometApiProvider",
     "CrunProvider",
+    "DeerApiProvider",
     "FeatureDisabledError",
     "GenerationFailedError",
     "InsufficientCreditsError",
@@ -62,6 +70,7 @@ __all__ = [
     "LaneStats",
     "MaintenanceError",
     "MalformedResponseError",
+    "MountSeaProvider",
     "MusicAccessError",
     "NotFoundError",
     "Outcome",
@@ -79,6 +88,7 @@ __all__ = [
     "RedisUnavailableError",
     "ServerError",
     "SunoApiProvider",
+    "TtapiProvider",
     "ValidationError",
     "__version__",
 ]

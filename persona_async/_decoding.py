@@ -1,7 +1,9 @@
 """Provider decoding: a raw HTTP reply becomes a persona id or a typed ``PersonaError``.
 
-The envelope ``code`` is the truth, then the HTTP status, then the message (for codes whose
-meaning depends on it). Anything that is not the documented envelope is a
+The provider's reply style (``_providers/_styles.py``) reads the reply into a code and a
+message; the provider's table (``Provider.errors``) says which error the code is. The envelope
+``code`` is the truth where there is one, then the HTTP status, then the message (for codes whose
+meaning depends on it). Anything that is not the documented reply is a
 ``MalformedResponseError`` with the status and a short, safe excerpt.
 """
 
@@ -12,10 +14,10 @@ from urllib.parse import urlsplit
 import msgspec
 
 from ._exceptions import (
-    CODE_TO_EXCEPTION,
     MalformedResponseError,
     PersonaError,
     RateLimitError,
+    _MaybeSent,
 )
 from ._providers import Provider
 from ._retry import parse_retry_after
@@ -41,7 +43,7 @@ def interpret(provider: Provider, raw: RawResponse) -> str:
             retryable=False,
         )
     try:
-        reply = provider.decode(raw.body)
+        reply = provider.decode(status, raw.body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         if status == 429:
             raise RateLimitError(
@@ -59,19 +61,29 @@ def interpret(provider: Provider, raw: RawResponse) -> str:
             retryable=status in _TRANSIENT_HTTP,
         ) from exc
     if reply.code == 200:
-        if reply.persona_id:
-            return reply.persona_id
+        if reply.id:
+            return reply.id
         if status < 400:
+            what = "a task id" if provider.mode == "task" else "a persona id"
             raise MalformedResponseError(
-                f"HTTP {status}: code 200 without a persona id",
+                f"HTTP {status}: success without {what}",
                 http_status=status,
                 provider=provider.name,
                 excerpt=excerpt(provider, raw.body),
             )
-    # The provider's own number stays on the error; the class says what it means.
+    # The provider's own number stays on the error; the class says what it means. A string
+    # code (AceData's `used_up`) leads the message, and the HTTP status is the number.
     code = reply.code if reply.code != 200 else status
-    cls = CODE_TO_EXCEPTION.get(provider.classify(code, reply.message), PersonaError)
-    message = provider.redact(reply.message) or f"provider answered code {reply.code}"
+    cls = provider.errors.get(provider.classify(code, reply.message), PersonaError)
+    said = provider.redact(reply.message)
+    if isinstance(code, str):
+        message = f"{code}: {said}" if said else code
+        code = status
+    else:
+        message = said or f"provider answered code {code}"
+    if issubclass(cls, _MaybeSent):
+        # A gateway timeout with a body (TTAPI's and AceData's 504): the persona may exist.
+        raise cls(message, code=code, http_status=status, provider=provider.name, retryable=True)
     if cls is RateLimitError:
         raise RateLimitError(
             message,

@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "CODE_TO_EXCEPTION",
+    "HTTP_STATUS_TO_EXCEPTION",
     "AuthenticationError",
     "FeatureDisabledError",
     "GenerationFailedError",
@@ -274,4 +275,17 @@ CODE_TO_EXCEPTION: Mapping[int, type[PersonaError]] = _table(
     ServerError,
     GenerationFailedError,
     FeatureDisabledError,
+)
+
+#: HTTP status -> exception class, for providers whose errors are real HTTP statuses (AceData,
+#: Evolink, TTAPI, the Suno-API gateways, MountSea). A 504 with a body is a gateway timeout:
+#: the provider may have made the persona, so it is an ambiguous ``ProviderTimeoutError``.
+HTTP_STATUS_TO_EXCEPTION: Mapping[int, type[PersonaError]] = MappingProxyType(
+    {
+        **CODE_TO_EXCEPTION,
+        400: ValidationError,
+        502: ServerError,
+        503: ServerError,
+        504: ProviderTimeoutError,
+    }
 )

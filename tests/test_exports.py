@@ -9,10 +9,13 @@ import persona_async
 
 EXPECTED_ALL = [
     "CODE_TO_EXCEPTION",
+    "AceDataProvider",
     "ApiBoxProvider",
     "ApikleyProvider",
     "AuthenticationError",
+    "CometApiProvider",
     "CrunProvider",
+    "DeerApiProvider",
     "FeatureDisabledError",
     "GenerationFailedError",
     "InsufficientCreditsError",
@@ -22,6 +25,7 @@ EXPECTED_ALL = [
     "LaneStats",
     "MaintenanceError",
     "MalformedResponseError",
+    "MountSeaProvider",
     "MusicAccessError",
     "NotFoundError",
     "Outcome",
@@ -39,6 +43,7 @@ EXPECTED_ALL = [
     "RedisUnavailableError",
     "ServerError",
     "SunoApiProvider",
+    "TtapiProvider",
     "ValidationError",
     "__version__",
 ]

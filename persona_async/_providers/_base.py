@@ -11,13 +11,14 @@ import math
 import os
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 import msgspec
 
-from .._exceptions import InvalidRequestError
+from .._exceptions import CODE_TO_EXCEPTION, InvalidRequestError, PersonaError
 from .._models import PersonaRequest
+from ._styles import Reply, ReplyStyle
 
 if TYPE_CHECKING:
     from .._ratelimit import SharedLimiter
@@ -28,6 +29,7 @@ __all__ = [
     "DEFAULT_RATE_LIMIT",
     "DEFAULT_RATE_PERIOD",
     "DEFAULT_TIMEOUT",
+    "OPTIONAL_FIELDS",
     "Provider",
     "Reply",
     "Wire",
@@ -43,51 +45,44 @@ DEFAULT_TIMEOUT = 60.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
 
 
-class Reply(NamedTuple):
-    """A decoded envelope. ``persona_id`` is set only when ``code`` is 200."""
+_REQUEST_FIELDS = (
+    "task_id",
+    "audio_id",
+    "name",
+    "description",
+    "vocal_start",
+    "vocal_end",
+    "style",
+)
 
-    code: int
-    message: str
-    persona_id: str | None = None
+
+#: The optional request fields, for ``unsupported_fields``.
+OPTIONAL_FIELDS: frozenset[str] = frozenset({"vocal_start", "vocal_end", "style"})
 
 
 class Wire:
-    """A provider's wire format, from three msgspec Structs; encoder and decoders built once.
+    """A provider's wire format: a msgspec ``body`` Struct and a reply style, built once.
 
-    ``body`` has the request's field names as attributes (``task_id``, ``audio_id``, ``name``,
-    ``description``, ``vocal_start``, ``vocal_end``, ``style``), renamed on the wire as the
-    provider spells them; ``envelope`` has ``code``, ``message`` and ``data`` (a
-    ``msgspec.Raw``, decoded only on success so an error reply with an odd ``data`` is still
-    read); ``data`` has ``persona_id``.
+    ``body`` has the request's field names as attributes (any of ``task_id``, ``audio_id``,
+    ``name``, ``description``, ``vocal_start``, ``vocal_end``, ``style``), renamed on the wire
+    as the provider spells them; a field the contract does not take is simply not declared.
+    Values the request does not carry (``is_public``, ``clips``) come in as ``extra``.
+    ``reply`` is one of the styles in ``_styles.py``.
     """
 
-    __slots__ = ("_body", "_decode_data", "_decode_envelope", "_encode")
+    __slots__ = ("_body", "_encode", "_fields", "reply")
 
-    def __init__(self, *, body: type[Any], envelope: type[Any], data: type[Any]) -> None:
+    def __init__(self, *, body: type[Any], reply: ReplyStyle) -> None:
         self._body = body
+        self._fields = tuple(f for f in _REQUEST_FIELDS if f in body.__struct_fields__)
         self._encode = msgspec.json.Encoder().encode
-        self._decode_envelope = msgspec.json.Decoder(envelope).decode
-        self._decode_data = msgspec.json.Decoder(data).decode
+        self.reply = reply
 
-    def encode(self, request: PersonaRequest) -> bytes:
-        return self._encode(
-            self._body(
-                task_id=request.task_id,
-                audio_id=request.audio_id,
-                name=request.name,
-                description=request.description,
-                vocal_start=request.vocal_start,
-                vocal_end=request.vocal_end,
-                style=request.style,
-            )
-        )
+    def encode(self, request: PersonaRequest, **extra: Any) -> bytes:
+        return self._encode(self._body(**{f: getattr(request, f) for f in self._fields}, **extra))
 
-    def decode(self, body: bytes) -> Reply:
-        envelope = self._decode_envelope(body)
-        message: str = envelope.message or ""
-        if envelope.code != 200:
-            return Reply(envelope.code, message)
-        return Reply(200, message, self._decode_data(envelope.data).persona_id)
+    def decode(self, status: int, body: bytes) -> Reply:
+        return self.reply.decode(status, body)
 
 
 def _is_loopback(host: str) -> bool:
@@ -136,8 +131,14 @@ class Provider:
     #: Allowed ``vocal_end - vocal_start`` in seconds, with the defaults used when one is omitted.
     vocal_window: ClassVar[tuple[float, float] | None] = None
     vocal_defaults: ClassVar[tuple[float, float]] = (0.0, 30.0)
-    #: False when the provider documents none of vocal_start, vocal_end and style.
-    accepts_optional_fields: ClassVar[bool] = True
+    #: Optional request fields the provider's API does not document: refused, never dropped.
+    unsupported_fields: ClassVar[frozenset[str]] = frozenset()
+    #: True when vocal_start and vocal_end must be given together or not at all.
+    vocal_pair: ClassVar[bool] = False
+    #: Provider code (an int, or a string code such as AceData's) -> the error it means.
+    errors: ClassVar[Mapping[Any, type[PersonaError]]] = CODE_TO_EXCEPTION
+    #: ``"sync"``: the reply carries the persona id; ``"task"``: it carries a task to poll.
+    mode: ClassVar[str] = "sync"
 
     __slots__ = (
         "_api_key",
@@ -217,11 +218,12 @@ class Provider:
         """The JSON body for ``request`` (already validated)."""
         return self.wire.encode(request)
 
-    def decode(self, body: bytes) -> Reply:
-        """Parse a reply envelope; raise msgspec's ``ValidationError``/``DecodeError`` if bad."""
-        return self.wire.decode(body)
+    def decode(self, status: int, body: bytes) -> Reply:
+        """Parse a reply; raise msgspec's ``ValidationError``/``DecodeError`` if it is not the
+        provider's shape."""
+        return self.wire.decode(status, body)
 
-    def classify(self, code: int, message: str) -> int:
+    def classify(self, code: int | str, message: str) -> int | str:
         """The table code a reply stands for; providers with code quirks override this."""
         return code
 
@@ -255,12 +257,18 @@ class Provider:
             for f in ("vocal_start", "vocal_end", "style")
             if getattr(request, f) is not None
         }
-        if extras and not self.accepts_optional_fields:
-            raise fail(
-                next(iter(extras)),
-                f"is not supported by {type(self).__name__} (its API documents no "
-                "vocal_start, vocal_end or style); remove it rather than have it dropped",
-            )
+        for field in extras:
+            if field in self.unsupported_fields:
+                raise fail(
+                    field,
+                    f"is not supported by {type(self).__name__} (its API documents no "
+                    f"{field}); remove it rather than have it dropped",
+                )
+        if self.vocal_pair and ("vocal_start" in extras) != ("vocal_end" in extras):
+            given, missing = ("vocal_start", "vocal_end")
+            if "vocal_end" in extras:
+                given, missing = missing, given
+            raise fail(missing, f"must be given together with {given} ({type(self).__name__})")
         if "style" in extras and not isinstance(request.style, str):
             raise fail("style", f"must be a string, got {type(request.style).__name__}")
         for field, limit in self.max_lengths.items():

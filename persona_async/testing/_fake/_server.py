@@ -45,12 +45,22 @@ from ._wire import (
     _Outcome,
     _retry_after_headers,
 )
-from .crun import CRUN, CRUN_PATH
-from .family import FAMILY, FAMILY_PATH
+from .acedata import ACEDATA
+from .crun import CRUN
+from .family import FAMILY
+from .gateway import GATEWAY
+from .mountsea import MOUNTSEA
+from .ttapi import TTAPI
 
-_CONTRACTS: Final[Mapping[str, _Contract]] = {CRUN_PATH: CRUN, FAMILY_PATH: FAMILY}
+_CONTRACTS: Final[Mapping[str, _Contract]] = {
+    c.path: c for c in (CRUN, FAMILY, ACEDATA, GATEWAY, TTAPI, MOUNTSEA)
+}
+# Kinds always listed in stats(); the others appear once they have been seen.
+_STATS_KINDS: Final = ("crun", "family", "other")
 
-_SECRET_HEADERS: Final = frozenset({"authorization", "x-api-key", "proxy-authorization"})
+_SECRET_HEADERS: Final = frozenset(
+    {"authorization", "x-api-key", "tt-api-key", "proxy-authorization"}
+)
 _REDACTED: Final = "***"
 # Graceful-shutdown budget for in-flight handlers; a fake must close fast, not wait out a
 # slow fault for aiohttp's default 60 s.
@@ -59,13 +69,18 @@ _SHUTDOWN_TIMEOUT: Final = 1.0
 _LINGER_RESET: Final = struct.pack("ii", 1, 0)
 
 
-def _api_key(kind: Kind, headers: Mapping[str, str]) -> str | None:
-    if kind == "crun":
-        return headers.get("x-api-key")
+def _api_key(contract: _Contract | None, headers: Mapping[str, str]) -> str | None:
+    if contract is not None and contract.auth_header != "authorization":
+        return headers.get(contract.auth_header)
     scheme, _, token = headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    return headers.get("x-api-key") if kind == "other" else None
+    return headers.get("x-api-key") if contract is None else None
+
+
+def _reject(contract: _Contract, code: int, message: str) -> _Outcome:
+    status, body = contract.error(code, message)
+    return status, code, body, None
 
 
 class FakeProvider:
@@ -305,8 +320,9 @@ class FakeProvider:
         """
         if times < 1:
             raise ValueError("times must be >= 1")
-        if path not in (None, "crun", "family"):
-            raise ValueError('path must be None, "crun" or "family"')
+        kinds = {c.kind for c in _CONTRACTS.values()}
+        if path is not None and path not in kinds:
+            raise ValueError(f"path must be None or one of {', '.join(sorted(kinds))}")
         self._injections.append(_Injection(fault, times, path))
 
     def random_faults(self, rate: float, faults: Sequence[Fault] | None = None) -> None:
@@ -355,7 +371,10 @@ class FakeProvider:
         """
         return {
             "request_count": self._request_count,
-            "requests_by_kind": {k: self._kinds[k] for k in ("crun", "family", "other")},
+            "requests_by_kind": {
+                k: n for k, n in self._kinds.items() if n or k in _STATS_KINDS
+            }
+            | {k: self._kinds[k] for k in _STATS_KINDS},
             "response_codes": {str(c): n for c, n in sorted(self._codes.items())},
             "connection_resets": self._resets,
             "creations": self.creations.total(),
@@ -401,7 +420,7 @@ class FakeProvider:
                 headers={
                     k: _REDACTED if k.lower() in _SECRET_HEADERS else v for k, v in headers.items()
                 },
-                api_key=_api_key(kind, headers),
+                api_key=_api_key(contract, headers),
                 body=body,
                 json=parsed if isinstance(parsed, dict) else None,
                 arrived=arrived,
@@ -452,20 +471,19 @@ class FakeProvider:
 
     def _admit(self, contract: _Contract, record: RequestRecord) -> _Outcome | None:
         """Judge maintenance, key and rate window at arrival; ``None`` lets the request in."""
-        key = contract.message_key
         if record.arrived < self._maintenance_until:
-            return 200, 455, _envelope(key, 455, _MESSAGES[455]), None
+            return _reject(contract, 455, _MESSAGES[455])
         api_key = record.api_key
         if api_key is None or api_key not in self._keys:
-            return 200, 401, _envelope(key, 401, _MESSAGES[401]), None
+            return _reject(contract, 401, _MESSAGES[401])
         limit = self._rate_limit
         # A fresh reading rather than `arrived` keeps each window sorted even when bodies of
         # concurrent requests finish reading out of arrival order.
         if limit is not None and not self._take_slot(api_key, time.monotonic(), limit):
             self.window_violations += 1
-            status = 429 if self.rate_limit_http else 200
-            headers = _retry_after_headers(self.retry_after)
-            return status, 429, _envelope(key, 429, _MESSAGES[429]), headers
+            forced = 429 if self.rate_limit_http else None
+            status, body = contract.error(429, _MESSAGES[429], forced)
+            return status, 429, body, _retry_after_headers(self.retry_after)
         return None
 
     def _take_slot(self, api_key: str, now: float, limit: int) -> bool:
@@ -481,38 +499,33 @@ class FakeProvider:
         return True
 
     def _process(self, contract: _Contract, record: RequestRecord) -> _Outcome:
-        key = contract.message_key
         body = record.json
         if body is None:
-            return 200, 422, _envelope(key, 422, "request body must be a JSON object"), None
+            return _reject(contract, 422, "request body must be a JSON object")
         error = contract.validate(body)
         if error is not None:
-            return 200, 422, _envelope(key, 422, error), None
-        if body[contract.task] in self.missing_tasks:
-            return 200, 422, _envelope(key, 422, contract.missing_task_message), None
+            return _reject(contract, 422, error)
+        if body[contract.task or contract.audio] in self.missing_tasks:
+            return _reject(contract, 422, contract.missing_task_message)
         audio_key = (contract.kind, body[contract.audio])
         if contract.one_per_audio and self.creations[audio_key]:
-            return 200, 409, _envelope(key, 409, _MESSAGES[409]), None
+            return _reject(contract, 409, _MESSAGES[409])
         persona_id = f"persona_{self._next_persona}"
         self._next_persona += 1
         self.creations[audio_key] += 1
         details: dict[str, Any] = {
             "kind": contract.kind,
-            "task_id": body[contract.task],
+            "task_id": body.get(contract.task) if contract.task else None,
             "audio_id": body[contract.audio],
             "name": body[contract.name],
-            "description": body[contract.description],
+            "description": body.get(contract.description),
         }
-        for wire, name in (
-            (contract.vocal_start, "vocal_start"),
-            (contract.vocal_end, "vocal_end"),
-            (contract.style, "style"),
-        ):
-            if body.get(wire) is not None:
+        for wire, name in contract.fields():
+            if wire is not None and body.get(wire) is not None:
                 details[name] = body[wire]
         self.personas[persona_id] = details
-        data = contract.success_data(persona_id, body)
-        return 200, 200, _envelope(key, 200, "success", data), None
+        status, reply = contract.success(persona_id, body)
+        return status, 200, reply, None
 
     def _send(self, record: RequestRecord, outcome: _Outcome) -> web.Response:
         status, code, body, headers = outcome
@@ -526,11 +539,12 @@ class FakeProvider:
     def _send_fault(self, contract: _Contract, record: RequestRecord, fault: Fault) -> web.Response:
         headers = _retry_after_headers(fault.retry_after)
         if fault.code is not None:  # envelope and http
-            body = _envelope(contract.message_key, fault.code, fault.message)
-            return self._send(record, (fault.status, fault.code, body, headers))
+            forced = fault.status if fault.kind == "http" else None
+            status, body = contract.error(fault.code, fault.message, forced)
+            return self._send(record, (status, fault.code, body, headers))
         if fault.kind == "truncated":
-            data = {contract.persona_id_key: "persona_0"}
-            whole = _envelope(contract.message_key, 200, "success", data)
+            details = {contract.name: "n", contract.description: "d"}
+            whole = contract.success("persona_0", details)[1]
             raw = whole[: len(whole) // 2]
         elif fault.kind == "html":
             raw = _nginx_page(fault.status)
