@@ -23,6 +23,7 @@ from ._retry import (
     RetryPolicy,
 )
 from ._stream import OutcomeStream, _StreamState
+from ._tasks import OnSubmitted
 from ._transport import SessionPool
 
 __all__ = ["PersonaClient"]
@@ -204,6 +205,7 @@ class PersonaClient:
         ordered: bool = False,
         max_pending: int | None = None,
         on_send: OnSend | None = None,
+        on_submitted: OnSubmitted | None = None,
     ) -> OutcomeStream:
         """Yield an ``Outcome`` per request, pulling ``requests`` lazily.
 
@@ -216,6 +218,8 @@ class PersonaClient:
         ``on_send(request)``, when given, is called synchronously right before a request's first
         attempt goes out (never for a request that is not sent): a journal written there knows
         which requests may have reached the provider. If it raises, that request is not sent.
+        ``on_submitted(request, provider_task_id)`` is called when an async-task provider
+        answers a submit, before the task is polled: record the id to resume by it.
         """
         if max_pending is None:
             total = sum(lane.provider.max_concurrency for lane in self._lanes.values())
@@ -224,7 +228,8 @@ class PersonaClient:
             raise ValueError("max_pending must be >= 1")
         async def start(state: _StreamState) -> None:
             tg = await self._ensure_started()
-            tg.start_soon(state.feed, requests, _SubmitMany(self, tg, on_send))
+            submit = _SubmitMany(self, tg, on_send, on_submitted)
+            tg.start_soon(state.feed, requests, submit)
 
         return OutcomeStream(max_pending=max_pending, ordered=ordered, start=start)
 
@@ -238,14 +243,19 @@ class PersonaClient:
 class _SubmitMany:
     """create_many's way into the lanes: invalid requests become outcomes at once."""
 
-    __slots__ = ("_client", "_on_send", "_tg")
+    __slots__ = ("_client", "_on_send", "_on_submitted", "_tg")
 
     def __init__(
-        self, client: PersonaClient, tg: anyio.abc.TaskGroup, on_send: OnSend | None
+        self,
+        client: PersonaClient,
+        tg: anyio.abc.TaskGroup,
+        on_send: OnSend | None,
+        on_submitted: OnSubmitted | None,
     ) -> None:
         self._client = client
         self._tg = tg
         self._on_send = on_send
+        self._on_submitted = on_submitted
 
     def __call__(self, request: PersonaRequest, deliver: Deliver, seq: int) -> _Job | None:
         try:
@@ -253,7 +263,7 @@ class _SubmitMany:
         except InvalidRequestError as err:
             deliver(_Job(request, b"", deliver, seq), None, err)
             return None
-        return lane.submit(request, deliver, self._tg, seq, self._on_send)
+        return lane.submit(request, deliver, self._tg, seq, self._on_send, self._on_submitted)
 
 
 def _settle(future: asyncio.Future[Persona]) -> Deliver:

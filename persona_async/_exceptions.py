@@ -22,7 +22,8 @@ The tree::
     └── RedisUnavailableError                a shared limiter's Redis is down: nothing was sent
 
 Every error carries ``code``, ``http_status``, ``provider``, ``message``, ``retryable``,
-``task_id``, ``audio_id`` and ``attempts``, never an API key, and survives ``pickle``.
+``task_id``, ``audio_id``, ``attempts`` and ``provider_task_id`` (async-task providers), never an
+API key, and survives ``pickle``.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class PersonaError(Exception):
         audio_id: str | None = None,
         retryable: bool | None = None,
         attempts: int = 1,
+        provider_task_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -89,6 +91,8 @@ class PersonaError(Exception):
         self.audio_id = audio_id
         self.retryable = self.default_retryable if retryable is None else retryable
         self.attempts = attempts
+        #: The async-task provider's task this error is about (look it up there), or None.
+        self.provider_task_id = provider_task_id
 
     def __str__(self) -> str:
         where = f"[{self.provider}] " if self.provider else ""
@@ -116,6 +120,7 @@ class PersonaError(Exception):
         clone.__dict__.update(self.__dict__)
         clone.args = self.args
         clone.task_id, clone.audio_id, clone.attempts = task_id, audio_id, 0
+        clone.provider_task_id = None
         return clone
 
 

@@ -43,9 +43,11 @@ from ._exceptions import (
     _MaybeSent,
 )
 from ._models import Persona, PersonaRequest
+from ._polling import Poller
 from ._providers import Provider
 from ._ratelimit import LaneLimiter, SlidingWindowLimiter
 from ._retry import RetryPolicy
+from ._tasks import OnSubmitted, TaskFlow
 from ._transport import SessionPool
 
 __all__ = ["DEFAULT_RETRY_BUDGET", "Lane", "LaneState", "LaneStats"]
@@ -95,6 +97,7 @@ class _Job:
         "failures",
         "last_error",
         "on_send",
+        "on_submitted",
         "on_wire",
         "request",
         "since_maintenance",
@@ -108,9 +111,11 @@ class _Job:
         deliver: Deliver,
         tag: object,
         on_send: OnSend | None = None,
+        on_submitted: OnSubmitted | None = None,
     ) -> None:
         self.request = request
         self.on_send = on_send  # called once, right before the first attempt goes out
+        self.on_submitted = on_submitted  # async-task providers: called with the task id
         self.last_error: PersonaError | None = None  # why the job is waiting to be retried
         self.body = body  # encoded once, resent as is
         self.deliver = deliver
@@ -147,6 +152,10 @@ class Lane:
             self._limiter = SlidingWindowLimiter(
                 provider.rate_limit, provider.rate_period, clock=clock
             )
+        self._poller = Poller(provider.poll)
+        self._tasks = None if provider.mode != "task" else TaskFlow(
+            provider, pool, self._poller, finish=self._finish, deadline=policy.deadline, clock=clock
+        )
         # A leaky bucket is the right shape for a retry budget: bursts allowed, long-run capped.
         self._retry_budget = aiolimiter.AsyncLimiter(retry_budget, provider.rate_period)
         self._ready: deque[_Job] = deque()  # FIFO of jobs that may go now
@@ -179,12 +188,15 @@ class Lane:
         tg: anyio.abc.TaskGroup,
         tag: object = None,
         on_send: OnSend | None = None,
+        on_submitted: OnSubmitted | None = None,
     ) -> _Job:
         """Queue a validated request; ``deliver`` is called exactly once with its result."""
-        job = _Job(request, self.provider.encode(request), deliver, tag, on_send)
+        job = _Job(request, self.provider.encode(request), deliver, tag, on_send, on_submitted)
         if self._stop_error is not None:
             self._finish(job, None, self._stop_error.for_request(request.task_id, request.audio_id))
             return job
+        if self._tasks is not None and self._tasks.adopt(job, tg):
+            return job  # a task submitted by an earlier run: polled, never submitted again
         if not self._workers_started:
             self._workers_started = True
             for _ in range(self.provider.max_concurrency):
@@ -210,6 +222,7 @@ class Lane:
 
     async def aclose(self) -> None:
         """Release what the rate limiter holds (a shared limiter's connections)."""
+        await self._poller.aclose()
         if self._limiter is not None:
             await self._limiter.aclose()
 
@@ -395,6 +408,8 @@ class Lane:
             self._limiter.succeeded()
         if self.state is LaneState.PAUSED:
             self._set_state(LaneState.RUNNING, "maintenance over")
+        if self._tasks is not None:  # an async-task submit: the "persona id" is the task's id
+            return self._tasks.submitted(job, persona_id)
         request = job.request
         persona = Persona(
             persona_id=persona_id,

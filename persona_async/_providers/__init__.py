@@ -9,7 +9,9 @@ from .apikley import ApikleyProvider
 from .cometapi import CometApiProvider
 from .crun import CrunProvider
 from .deerapi import DeerApiProvider
+from .evolink import EvolinkProvider
 from .kie import KieProvider
+from .kie_jobs import KieJobsProvider
 from .mountsea import MountSeaProvider
 from .sunoapi import SunoApiProvider
 from .ttapi import TtapiProvider
@@ -22,6 +24,8 @@ __all__ = [
     "CometApiProvider",
     "CrunProvider",
     "DeerApiProvider",
+    "EvolinkProvider",
+    "KieJobsProvider",
     "KieProvider",
     "MountSeaProvider",
     "Provider",
@@ -44,5 +48,7 @@ PROVIDER_KINDS: dict[str, type[Provider]] = {
         DeerApiProvider,
         TtapiProvider,
         MountSeaProvider,
+        KieJobsProvider,
+        EvolinkProvider,
     )
 }

@@ -18,7 +18,8 @@ import msgspec
 
 from .._exceptions import CODE_TO_EXCEPTION, InvalidRequestError, PersonaError
 from .._models import PersonaRequest
-from ._styles import Reply, ReplyStyle
+from .._polling import DEFAULT_POLL_POLICY, PollPolicy
+from ._styles import Reply, ReplyStyle, TaskStatus
 
 if TYPE_CHECKING:
     from .._ratelimit import SharedLimiter
@@ -139,6 +140,8 @@ class Provider:
     errors: ClassVar[Mapping[Any, type[PersonaError]]] = CODE_TO_EXCEPTION
     #: ``"sync"``: the reply carries the persona id; ``"task"``: it carries a task to poll.
     mode: ClassVar[str] = "sync"
+    #: Async-task providers: seconds from submit to the first status query (their estimate).
+    estimated_time: ClassVar[float] = 0.0
 
     __slots__ = (
         "_api_key",
@@ -147,6 +150,7 @@ class Provider:
         "limiter",
         "max_concurrency",
         "name",
+        "poll",
         "rate_limit",
         "rate_period",
         "retry_ambiguous",
@@ -167,6 +171,7 @@ class Provider:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         retry_ambiguous: bool = False,
         limiter: SharedLimiter | None = None,
+        poll: PollPolicy = DEFAULT_POLL_POLICY,
     ) -> None:
         owner = type(self).__name__
         key = api_key if api_key is not None else os.environ.get(self.api_key_env, "")
@@ -189,6 +194,7 @@ class Provider:
         self.connect_timeout = float(connect_timeout)
         self.retry_ambiguous = retry_ambiguous
         self.limiter = limiter  # shared across processes; None: this process's own window
+        self.poll = poll  # how status queries are paced (their own budget, apart from creates)
 
     def __repr__(self) -> str:
         rate = f"{self.rate_limit}/{self.rate_period:g}s" if self.rate_limit else "unlimited"
@@ -223,6 +229,14 @@ class Provider:
         provider's shape."""
         return self.wire.decode(status, body)
 
+    def task_url(self, task_id: str) -> str:
+        """Async-task providers: the status URL of a submitted task."""
+        raise NotImplementedError(f"{type(self).__name__} is not an async-task provider")
+
+    def decode_task(self, status: int, body: bytes) -> TaskStatus:
+        """Async-task providers: parse a status reply (msgspec errors if it is not the shape)."""
+        raise NotImplementedError(f"{type(self).__name__} is not an async-task provider")
+
     def classify(self, code: int | str, message: str) -> int | str:
         """The table code a reply stands for; providers with code quirks override this."""
         return code
@@ -246,6 +260,11 @@ class Provider:
                 attempts=0,
             )
 
+        if request.provider_task_id is not None and self.mode != "task":
+            raise fail(
+                "provider_task_id",
+                f"is only for async-task providers; {type(self).__name__} answers at once",
+            )
         for field in ("task_id", "audio_id", "name", "description"):
             value = getattr(request, field)
             if not isinstance(value, str):

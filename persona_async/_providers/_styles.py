@@ -24,6 +24,7 @@ __all__ = [
     "Reply",
     "ReplyStyle",
     "StatusReply",
+    "TaskStatus",
 ]
 
 
@@ -34,6 +35,23 @@ class Reply(NamedTuple):
     code: int | str
     message: str
     id: str | None = None
+
+
+class TaskStatus(NamedTuple):
+    """A decoded status reply of an async persona task.
+
+    ``code`` is the status query's own outcome (200: answered; else an error code as in
+    ``Reply``). ``state`` is ``"running"``, ``"succeeded"`` or ``"failed"``; ``word`` is the
+    provider's own word for it. A failed task carries the provider's ``fail_code`` (as text) and
+    its message in ``message``.
+    """
+
+    code: int | str
+    message: str
+    state: str = ""
+    word: str = ""
+    persona_id: str | None = None
+    fail_code: str = ""
 
 
 class ReplyStyle(Protocol):

@@ -3,11 +3,17 @@ its replies look (the reply styles of PROVIDERS-MORE.md §13d)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from ._wire import Kind, _encode
+import msgspec
+from aiohttp import web
+
+from ._wire import Kind, RequestRecord, _decode, _encode
+
+if TYPE_CHECKING:
+    from ._tasks import FakeTask, StatusReply, StatusRoute
 
 Style = Literal["code", "acedata", "status", "object"]
 
@@ -55,6 +61,23 @@ class _Contract:
     extra_required: Mapping[str, type] = field(default_factory=dict)
     #: False where the contract documents the description as optional.
     description_required: bool = True
+    #: Async-task contracts: the key holding the fields (``input``, ``model_params``), the
+    #: ``model`` the body must name, and how status queries are found and answered.
+    wrap: str | None = None
+    model: str | None = None
+    status_route: StatusRoute | None = None
+    status_reply: StatusReply | None = None
+    #: Async-task contracts whose submit is not answered by ``success``: the submit reply.
+    submit_reply: Callable[[FakeTask], bytes] | None = None
+
+    def fields_of(self, body: Mapping[str, Any]) -> Mapping[str, Any] | str:
+        """The persona fields of ``body``, or the 422 message if the wrapping is wrong."""
+        if self.model is not None and body.get("model") != self.model:
+            return f"model must be {self.model!r}"
+        if self.wrap is None:
+            return body
+        inner = body.get(self.wrap)
+        return inner if isinstance(inner, dict) else f"{self.wrap} must be an object"
     success_status: int = 200
 
     def validate(self, body: Mapping[str, Any]) -> str | None:
@@ -102,7 +125,8 @@ class _Contract:
         return data
 
     def success(self, persona_id: str, body: Mapping[str, Any]) -> tuple[int, bytes]:
-        """(HTTP status, body) of a successful create."""
+        """(HTTP status, body) of a successful create (for an async contract, of a submit:
+        ``persona_id`` is then the task id)."""
         data = self.success_data(persona_id, body)
         if self.style == "code":
             return 200, _encode({"code": 200, self.message_key: "success", "data": data})
@@ -130,3 +154,51 @@ class _Contract:
         else:
             body = {"error": {"code": str(code), "message": message, "type": "fake_error"}}
         return (natural if status is None else status), _encode(body)
+
+
+def find_status(
+    contracts: tuple[_Contract, ...], path: str, query: Mapping[str, str]
+) -> tuple[_Contract | None, str | None]:
+    """The async contract whose status endpoint ``path`` is, and the task id asked about."""
+    for contract in contracts:
+        assert contract.status_route is not None
+        task_id = contract.status_route(path, query)
+        if task_id is not None:
+            return contract, task_id
+    return None, None
+
+
+_SECRET_HEADERS = frozenset({"authorization", "x-api-key", "tt-api-key", "proxy-authorization"})
+
+
+def _api_key(contract: _Contract | None, headers: Mapping[str, str]) -> str | None:
+    if contract is not None and contract.auth_header != "authorization":
+        return headers.get(contract.auth_header)
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return headers.get("x-api-key") if contract is None else None
+
+
+def _record(
+    request: web.Request, body: bytes, kind: Kind, arrived: float, contract: _Contract | None
+) -> RequestRecord:
+    """What the fake keeps of one request: secrets in headers masked, the body parsed."""
+    parsed: Any = None
+    if body:
+        try:
+            parsed = _decode(body)
+        except msgspec.DecodeError:
+            parsed = None
+    headers = request.headers
+    return RequestRecord(
+        method=request.method,
+        path=request.path,
+        kind=kind,
+        query_string=request.query_string,
+        headers={k: "***" if k.lower() in _SECRET_HEADERS else v for k, v in headers.items()},
+        api_key=_api_key(contract, headers),
+        body=body,
+        json=parsed if isinstance(parsed, dict) else None,
+        arrived=arrived,
+    )

@@ -18,27 +18,23 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import random
-import socket
-import struct
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final
 
-import msgspec
 from aiohttp import web
 
-from ._contract import _Contract
-from ._faults import _PASS_THROUGH, DEFAULT_FAULT_MIX, Fault, _Injection
+from ._contract import _Contract, _record, find_status
+from ._faults import _PASS_THROUGH, DEFAULT_FAULT_MIX, Fault, _Injection, _reset_connection
+from ._tasks import FakeTask, TaskBook
 from ._wire import (
     _MESSAGES,
     DEFAULT_API_KEY,
     DEFAULT_RATE_PERIOD,
     Kind,
     RequestRecord,
-    _decode,
     _encode,
     _envelope,
     _nginx_page,
@@ -47,35 +43,23 @@ from ._wire import (
 )
 from .acedata import ACEDATA
 from .crun import CRUN
+from .evolink import EVOLINK
 from .family import FAMILY
 from .gateway import GATEWAY
+from .kie_jobs import KIE_JOBS
 from .mountsea import MOUNTSEA
 from .ttapi import TTAPI
 
 _CONTRACTS: Final[Mapping[str, _Contract]] = {
-    c.path: c for c in (CRUN, FAMILY, ACEDATA, GATEWAY, TTAPI, MOUNTSEA)
+    c.path: c for c in (CRUN, FAMILY, ACEDATA, GATEWAY, TTAPI, MOUNTSEA, KIE_JOBS, EVOLINK)
 }
+_ASYNC: Final = (KIE_JOBS, EVOLINK)
 # Kinds always listed in stats(); the others appear once they have been seen.
 _STATS_KINDS: Final = ("crun", "family", "other")
 
-_SECRET_HEADERS: Final = frozenset(
-    {"authorization", "x-api-key", "tt-api-key", "proxy-authorization"}
-)
-_REDACTED: Final = "***"
 # Graceful-shutdown budget for in-flight handlers; a fake must close fast, not wait out a
 # slow fault for aiohttp's default 60 s.
 _SHUTDOWN_TIMEOUT: Final = 1.0
-# SO_LINGER on, zero timeout: close() then sends RST instead of FIN, a true connection reset.
-_LINGER_RESET: Final = struct.pack("ii", 1, 0)
-
-
-def _api_key(contract: _Contract | None, headers: Mapping[str, str]) -> str | None:
-    if contract is not None and contract.auth_header != "authorization":
-        return headers.get(contract.auth_header)
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return headers.get("x-api-key") if contract is None else None
 
 
 def _reject(contract: _Contract, code: int, message: str) -> _Outcome:
@@ -141,8 +125,10 @@ class FakeProvider:
         "_resets",
         "_rng",
         "_runner",
+        "_tasks",
         "_windows",
         "creations",
+        "failing_tasks",
         "in_flight",
         "latency",
         "max_concurrent",
@@ -151,6 +137,7 @@ class FakeProvider:
         "rate_limit_http",
         "requests",
         "retry_after",
+        "task_seconds",
         "window_violations",
     )
 
@@ -168,6 +155,10 @@ class FakeProvider:
     max_concurrent: int
     in_flight: int
     latency: float
+    #: Async contracts: seconds a persona task runs after its submit.
+    task_seconds: float
+    #: Async contracts: clip ids whose persona task fails (``failCode`` / ``error``).
+    failing_tasks: set[str]
     rate_limit_http: bool
     retry_after: float | None
 
@@ -194,6 +185,9 @@ class FakeProvider:
         self.creations = collections.Counter()
         self.personas = {}
         self.missing_tasks = set()
+        self.failing_tasks = set()
+        self.task_seconds = 0.0
+        self._tasks = TaskBook()
         self.window_violations = 0
         self.max_concurrent = 0
         self.in_flight = 0
@@ -288,6 +282,11 @@ class FakeProvider:
         return self._keys
 
     @property
+    def tasks(self) -> Mapping[str, FakeTask]:
+        """Async persona tasks submitted (kie's market route, Evolink), by task id."""
+        return self._tasks.tasks
+
+    @property
     def request_count(self) -> int:
         """Requests received (control endpoints under ``/_fake/`` excluded)."""
         return self._request_count
@@ -315,12 +314,14 @@ class FakeProvider:
         """Queue ``fault`` for the next ``times`` contract requests.
 
         Queued faults are used first-in first-out, one per request, before random ones.
-        ``path`` of ``"crun"`` or ``"family"`` reserves the fault for that contract; other
-        requests pass it by. Requests to unknown paths never consume faults.
+        ``path`` names a contract kind (``"crun"``, ``"family"``, ``"acedata"``, ...), or an
+        async contract's status queries (``"kie-jobs-status"``, ``"evolink-status"``), and
+        reserves the fault for those requests; other requests pass it by. Requests to unknown
+        paths never consume faults.
         """
         if times < 1:
             raise ValueError("times must be >= 1")
-        kinds = {c.kind for c in _CONTRACTS.values()}
+        kinds = {c.kind for c in _CONTRACTS.values()} | {f"{c.kind}-status" for c in _ASYNC}
         if path is not None and path not in kinds:
             raise ValueError(f"path must be None or one of {', '.join(sorted(kinds))}")
         self._injections.append(_Injection(fault, times, path))
@@ -353,6 +354,7 @@ class FakeProvider:
         self.max_concurrent = self.in_flight
         self._request_count = 0
         self._kinds.clear()
+        self._tasks.clear()
         self._codes.clear()
         self._resets = 0
         self._faults_served = 0
@@ -405,26 +407,12 @@ class FakeProvider:
             body = await request.read()
             contract = _CONTRACTS.get(request.path) if request.method == "POST" else None
             kind: Kind = "other" if contract is None else contract.kind
-            parsed: Any = None
-            if body:
-                try:
-                    parsed = _decode(body)
-                except msgspec.DecodeError:
-                    parsed = None
-            headers = request.headers
-            record = RequestRecord(
-                method=request.method,
-                path=request.path,
-                kind=kind,
-                query_string=request.query_string,
-                headers={
-                    k: _REDACTED if k.lower() in _SECRET_HEADERS else v for k, v in headers.items()
-                },
-                api_key=_api_key(contract, headers),
-                body=body,
-                json=parsed if isinstance(parsed, dict) else None,
-                arrived=arrived,
-            )
+            task_id = None
+            if request.method == "GET":
+                contract, task_id = find_status(_ASYNC, request.path, request.query)
+                if contract is not None:
+                    kind = "kie-jobs-status" if contract is KIE_JOBS else "evolink-status"
+            record = _record(request, body, kind, arrived, contract)
             self._request_count += 1
             self._kinds[kind] += 1
             if self._record_requests:
@@ -432,14 +420,14 @@ class FakeProvider:
             if contract is None:
                 await self._wait(self.latency)
                 return self._send(record, (404, 404, _envelope("msg", 404, "not found"), None))
-            return await self._respond(request, contract, record)
+            return await self._respond(request, contract, record, task_id)
         finally:
             self.in_flight -= 1
 
     async def _respond(
-        self, request: web.Request, contract: _Contract, record: RequestRecord
+        self, request: web.Request, contract: _Contract, record: RequestRecord, task_id: str | None
     ) -> web.StreamResponse:
-        fault = self._next_fault(contract.kind)
+        fault = self._next_fault(record.kind)
         if fault is not None:
             self._faults_served += 1
             if fault.kind not in _PASS_THROUGH:
@@ -447,11 +435,14 @@ class FakeProvider:
                 if fault.kind == "reset_before":
                     return self._reset(request)
                 return self._send_fault(contract, record, fault)
-        outcome = self._admit(contract, record)
+        outcome = self._admit(contract, record, windowed=task_id is None)
         if outcome is None:
             extra = fault.seconds if fault is not None else 0.0
             await self._wait(self.latency + extra)
-            outcome = self._process(contract, record)
+            if task_id is None:
+                outcome = self._process(contract, record)
+            else:
+                outcome = (*self._tasks.status(contract, task_id), None)
         else:
             await self._wait(self.latency)
         if fault is not None and fault.kind == "reset_after":
@@ -469,7 +460,9 @@ class FakeProvider:
             return self._rng.choice(self._fault_mix)
         return None
 
-    def _admit(self, contract: _Contract, record: RequestRecord) -> _Outcome | None:
+    def _admit(
+        self, contract: _Contract, record: RequestRecord, *, windowed: bool = True
+    ) -> _Outcome | None:
         """Judge maintenance, key and rate window at arrival; ``None`` lets the request in."""
         if record.arrived < self._maintenance_until:
             return _reject(contract, 455, _MESSAGES[455])
@@ -479,7 +472,7 @@ class FakeProvider:
         limit = self._rate_limit
         # A fresh reading rather than `arrived` keeps each window sorted even when bodies of
         # concurrent requests finish reading out of arrival order.
-        if limit is not None and not self._take_slot(api_key, time.monotonic(), limit):
+        if windowed and limit is not None and not self._take_slot(api_key, time.monotonic(), limit):
             self.window_violations += 1
             forced = 429 if self.rate_limit_http else None
             status, body = contract.error(429, _MESSAGES[429], forced)
@@ -499,9 +492,11 @@ class FakeProvider:
         return True
 
     def _process(self, contract: _Contract, record: RequestRecord) -> _Outcome:
-        body = record.json
-        if body is None:
+        if record.json is None:
             return _reject(contract, 422, "request body must be a JSON object")
+        body = contract.fields_of(record.json)
+        if isinstance(body, str):
+            return _reject(contract, 422, body)
         error = contract.validate(body)
         if error is not None:
             return _reject(contract, 422, error)
@@ -523,8 +518,22 @@ class FakeProvider:
         for wire, name in contract.fields():
             if wire is not None and body.get(wire) is not None:
                 details[name] = body[wire]
+        if contract.status_reply is not None:
+            return self._submit(contract, body[contract.audio], persona_id, details)
         self.personas[persona_id] = details
         status, reply = contract.success(persona_id, body)
+        return status, 200, reply, None
+
+    def _submit(
+        self, contract: _Contract, audio_id: str, persona_id: str, details: dict[str, Any]
+    ) -> _Outcome:
+        fails = audio_id in self.failing_tasks
+        task = self._tasks.submit(contract, audio_id, persona_id, self.task_seconds, fails)
+        if not fails:  # the persona exists once the task is made; it is readable when done
+            self.personas[persona_id] = details | {"provider_task_id": task.task_id}
+        if contract.submit_reply is not None:
+            return 200, 200, contract.submit_reply(task), None
+        status, reply = contract.success(task.task_id, {})
         return status, 200, reply, None
 
     def _send(self, record: RequestRecord, outcome: _Outcome) -> web.Response:
@@ -561,16 +570,7 @@ class FakeProvider:
 
     def _reset(self, request: web.Request) -> web.Response:
         self._resets += 1
-        transport = request.transport
-        if transport is not None:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                # If this fails, an orderly close still tells the client nothing came back.
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-            transport.abort()
-        # aiohttp notices the transport is gone and drops this response unsent.
-        return web.Response(status=204)
+        return _reset_connection(request)
 
     @staticmethod
     async def _wait(seconds: float) -> None:

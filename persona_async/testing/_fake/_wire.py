@@ -13,7 +13,17 @@ DEFAULT_API_KEY: Final = "test-key"
 DEFAULT_RATE_PERIOD: Final = 10.0
 
 Kind = Literal[
-    "crun", "family", "acedata", "gateway", "ttapi", "mountsea", "kie-jobs", "evolink", "other"
+    "crun",
+    "family",
+    "acedata",
+    "gateway",
+    "ttapi",
+    "mountsea",
+    "kie-jobs",
+    "evolink",
+    "kie-jobs-status",
+    "evolink-status",
+    "other",
 ]
 FaultKind = Literal[
     "envelope",
