@@ -215,9 +215,14 @@ class PersonaClient:
         never exceptions; an exception raised by ``requests`` itself is re-raised once the
         requests pulled before it have yielded their outcomes.
 
-        ``on_send(request)``, when given, is called synchronously right before a request's first
-        attempt goes out (never for a request that is not sent): a journal written there knows
-        which requests may have reached the provider. If it raises, that request is not sent.
+        ``on_send(request)``, when given, is called right before a request's first attempt
+        goes out (never for a request that is not sent): a journal written there knows which
+        requests may have reached the provider. It may return an awaitable (say, a future that
+        a group commit resolves once the record is on stable storage): the request waits for
+        it, then is checked again as after the rate limiter's wait (dropped, lane stopped,
+        cooling or paused, deadline), and goes out only if still due. If ``on_send`` or its
+        awaitable raises a ``PersonaError``, the request is not sent and that error is its
+        outcome.
         ``on_submitted(request, provider_task_id)`` is called when an async-task provider
         answers a submit, before the task is polled: record the id to resume by it.
         """

@@ -23,7 +23,7 @@ import heapq
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -59,7 +59,7 @@ logger = logging.getLogger("persona_async")
 DEFAULT_RETRY_BUDGET = 10
 
 Deliver = Callable[["_Job", "Persona | None", "PersonaError | None"], None]
-OnSend = Callable[[PersonaRequest], None]
+OnSend = Callable[[PersonaRequest], "Awaitable[None] | None"]
 
 
 class LaneState(str, enum.Enum):
@@ -387,7 +387,31 @@ class Lane:
             return
         if job.on_send is not None:
             on_send, job.on_send = job.on_send, None
-            on_send(job.request)  # e.g. the CLI's journal: "pending" is on disk before we send
+            try:
+                durable = on_send(job.request)  # e.g. the CLI's journal: "pending" is written
+                if durable is not None:
+                    await durable  # ... and on stable storage (a group commit's sync)
+            except PersonaError as err:  # the hook refused: this request is not sent
+                self._finish(job, None, err)
+                return
+            # While the hook waited, the job may have been dropped, the lane stopped, cooled
+            # or paused, or the deadline passed: the same checks as after the limiter's wait.
+            # A job put back keeps its spent hook: its "pending" record is already written.
+            if job.abandoned or self._stop_error is not None or (
+                (self.state is LaneState.PAUSED and not probe)
+                or (self.state is LaneState.COOLING and self._clock() < self._cooldown_until)
+            ):
+                if not job.abandoned:
+                    self._ready.appendleft(job)
+                    self._wake_one()
+                return
+            timeout = min(provider.timeout, job.deadline - self._clock())
+            if timeout < self._min_attempt_time():
+                self._finish(job, None, ProviderTimeoutError(
+                    "the request's deadline passed before it could be sent",
+                    sent=False, retryable=False, provider=provider.name,
+                ))  # fmt: skip
+                return
         job.attempts += 1
         self._sent += 1
         job.on_wire = True

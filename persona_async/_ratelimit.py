@@ -17,7 +17,7 @@ import asyncio
 import bisect
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
@@ -54,6 +54,10 @@ class LaneLimiter(Protocol):
 
     async def aclose(self) -> None:
         """The client is closing: release what ``acquire`` opened (a shared store's connections)."""
+        ...
+
+    def note_earlier_sends(self, ages: Sequence[float]) -> None:
+        """Count starts made ``ages`` seconds ago by someone else (a process that died)."""
         ...
 
 
@@ -180,3 +184,15 @@ class SlidingWindowLimiter:
                 step = max(1, round(self.limit * _INCREASE_FRACTION))
                 self._effective = min(self.limit, self._effective + step)
                 self._last_change = now
+
+    def note_earlier_sends(self, ages: Sequence[float]) -> None:
+        """Count starts made ``ages`` seconds before now (by a process that died) in the window.
+
+        A resumed batch calls this before it sends anything, so a restart right after a crash
+        does not open a fresh window the provider never granted. Ages older than the window
+        change nothing; negative ages (a clock that stepped back) count as now.
+        """
+        now = self._clock()
+        for age in ages:
+            if age < self._span:
+                self._record(now - max(age, 0.0))

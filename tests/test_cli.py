@@ -9,6 +9,7 @@ import os
 import pty
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +59,13 @@ async def test_a_clean_batch_creates_everything_exits_0_and_journals_each_item(
         result = await run_cli(*batch(tmp_path))
     assert result.returncode == 0, result.stderr
     records = read_journal(tmp_path / "results.jsonl")
-    assert all(list(record) == RECORD_FIELDS for record in records)
     final = [r for r in records if r["status"] != "pending"]
+    pending = [r for r in records if r["status"] == "pending"]
+    assert all(list(record) == RECORD_FIELDS for record in final)
+    # A pending record also says when its request was released (for the provider's window).
+    assert all(list(record) == [*RECORD_FIELDS, "sent_at"] for record in pending)
+    assert len(pending) == 10
+    assert all(abs(r["sent_at"] - time.time()) < 60 for r in pending)
     assert len(final) == 10
     assert {r["status"] for r in final} == {"created"}
     first = next(r for r in final if r["id"] == "customer-42")
@@ -215,7 +221,12 @@ CONFIG_ERRORS = {
     "client setting": (
         crun_table(KIND) + "[client]\nmax_retries = 1.5\n",
         {},
-        [b"[client] max_retries", b"integer"],
+        [b"[client] max_retries", b"expected an integer, got a number with a fraction"],
+    ),
+    "plain http to a remote host": (
+        crun_table(KIND, 'base_url = "http://api.example.com"'),
+        {},
+        [b"[providers.crun] base_url", b"https://", b"loopback"],
     ),
 }
 
@@ -294,11 +305,12 @@ async def test_validate_reports_every_invalid_line_sends_nothing_and_needs_no_ke
     assert bad.returncode == 1, bad.stderr
     assert good.returncode == 0, good.stdout
     report = bad.stdout.decode().splitlines()
-    assert [line.split(":")[1] for line in report[:-1]] == ["2", "3", "5"]
-    assert "provider" in report[1]
-    assert "duplicate" in report[2]
-    assert report[-1] == "2 valid item(s), 3 invalid line(s)"
-    assert good.stdout.decode().splitlines()[-1] == "3 valid item(s), 0 invalid line(s)"
+    counts = report.index("2 valid item(s), 3 invalid line(s)")
+    problems = report[:counts]
+    assert [line.split(":")[1] for line in problems] == ["2", "3", "5"]
+    assert "provider" in problems[1]
+    assert "duplicate of line 1" in problems[2]
+    assert "3 valid item(s), 0 invalid line(s)" in good.stdout.decode().splitlines()
 
 
 async def test_demo_runs_two_lanes_against_the_embedded_fake_and_exits_0(tmp_path: Path) -> None:
