@@ -169,7 +169,8 @@ def _say_resume(journal: Journal) -> None:
         f"persona-async: resuming {journal.path}: {resume.records} records, {settled} item(s) "
         f"settled, {states[State.PENDING]} in flight when the last run stopped, "
         f"{states[State.RETRY] + states[State.RETRY_SENT]} to retry, "
-        f"{states[State.UNKNOWN]} with an unknown outcome",
+        f"{states[State.UNKNOWN]} with an unknown outcome"
+        + (f", {n} submitted task(s) to poll" if (n := states[State.SUBMITTED]) else ""),
         file=sys.stderr,
     )
 
