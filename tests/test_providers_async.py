@@ -461,3 +461,30 @@ async def test_a_request_with_its_task_id_is_polled_never_submitted(
     assert again.persona_id == first.persona_id
     assert submits(fake, cls) == 0
     assert polls(fake, cls)
+
+
+async def test_closing_the_client_while_polling_answers_with_the_task_id(
+    fake: FakeProvider,
+) -> None:
+    import anyio
+
+    fake.task_seconds = 30.0
+    errors: list[PersonaError] = []
+
+    async def create(c: PersonaClient) -> None:
+        try:
+            await c.create_persona(REQ)
+        except PersonaError as err:
+            errors.append(err)
+
+    c = client(provider(KieJobsProvider, fake))
+    async with anyio.create_task_group() as tg, c:
+        tg.start_soon(create, c)
+        with anyio.fail_after(5):
+            while not polls(fake, KieJobsProvider):  # noqa: ASYNC110 - the fake has no event
+                await anyio.sleep(0.02)
+    (task_id,) = fake.tasks
+    (err,) = errors
+    assert err.provider_task_id == task_id
+    assert f"provider_task_id={task_id!r}" in err.message
+    assert submits(fake, KieJobsProvider) == 1
