@@ -1,10 +1,12 @@
-"""A fake Suno persona provider: a real aiohttp server on loopback speaking both contracts.
+"""A fake Suno persona provider: a real aiohttp server on loopback speaking every contract.
 
 One :class:`FakeProvider` serves, on one base URL, the crun contract
-(``POST /api/v1/client/job/suno-persona-generate``, ``x-api-key``, snake_case) and the
+(``POST /api/v1/client/job/suno-persona-generate``, ``x-api-key``, snake_case), the
 sunoapi.org family contract (``POST /api/v1/generate/generate-persona``, ``Authorization:
-Bearer``, camelCase), with the state rules of each: crun makes a new persona for every create,
-the family answers 409 for an audio id that already has one.
+Bearer``, camelCase), AceData, the Suno-API gateways, TTAPI and MountSea (each in its own reply
+style), and the async-task contracts of kie's market route and Evolink (a submit, then status
+queries of a task that runs ``task_seconds``), with the state rules of each: crun makes a new
+persona for every create, the family answers 409 for an audio id that already has one.
 
 Around that it can misbehave on purpose, the way real providers and the gateways in front of
 them do: a sliding-window rate limit per key, maintenance windows, and :class:`Fault` values
