@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
@@ -71,19 +71,18 @@ class Wire:
     ``reply`` is one of the styles in ``_styles.py``.
     """
 
-    __slots__ = ("_body", "_encode", "_fields", "reply")
+    __slots__ = ("_body", "_encode", "_fields", "decode", "reply")
 
     def __init__(self, *, body: type[Any], reply: ReplyStyle) -> None:
         self._body = body
         self._fields = tuple(f for f in _REQUEST_FIELDS if f in body.__struct_fields__)
         self._encode = msgspec.json.Encoder().encode
         self.reply = reply
+        #: ``(status, body) -> Reply``: the style's decoder, bound once (it runs per reply).
+        self.decode: Callable[[int, bytes], Reply] = reply.decode
 
     def encode(self, request: PersonaRequest, **extra: Any) -> bytes:
         return self._encode(self._body(**{f: getattr(request, f) for f in self._fields}, **extra))
-
-    def decode(self, status: int, body: bytes) -> Reply:
-        return self.reply.decode(status, body)
 
 
 def _is_loopback(host: str) -> bool:
