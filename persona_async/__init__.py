@@ -32,6 +32,8 @@ from ._exceptions import (
     RateLimitError,
     RedisUnavailableError,
     ServerError,
+    SourceFailedError,
+    SourceNotReadyError,
     ValidationError,
 )
 from ._lane import LaneState, LaneStats
@@ -78,6 +80,8 @@ __all__ = [
     "RateLimitError",
     "RedisUnavailableError",
     "ServerError",
+    "SourceFailedError",
+    "SourceNotReadyError",
     "SunoApiProvider",
     "ValidationError",
     "__version__",

@@ -16,6 +16,9 @@ from ._exceptions import (
     MalformedResponseError,
     PersonaError,
     RateLimitError,
+    SourceNotReadyError,
+    ValidationError,
+    source_not_ready,
 )
 from ._providers import Provider
 from ._retry import parse_retry_after
@@ -72,6 +75,8 @@ def interpret(provider: Provider, raw: RawResponse) -> str:
     code = reply.code if reply.code != 200 else status
     cls = CODE_TO_EXCEPTION.get(provider.classify(code, reply.message), PersonaError)
     message = provider.redact(reply.message) or f"provider answered code {reply.code}"
+    if cls is ValidationError and source_not_ready(message):
+        cls = SourceNotReadyError  # the song is still generating: a later resend can succeed
     if cls is RateLimitError:
         raise RateLimitError(
             message,

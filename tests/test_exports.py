@@ -38,6 +38,8 @@ EXPECTED_ALL = [
     "RateLimitError",
     "RedisUnavailableError",
     "ServerError",
+    "SourceFailedError",
+    "SourceNotReadyError",
     "SunoApiProvider",
     "ValidationError",
     "__version__",

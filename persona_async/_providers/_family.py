@@ -11,6 +11,7 @@ from typing import ClassVar
 
 import msgspec
 
+from .._sources import FamilyStatus
 from ._base import Provider, Wire
 
 __all__ = ["SunoApiFamilyProvider"]
@@ -49,6 +50,7 @@ class SunoApiFamilyProvider(Provider):
     path = "/api/v1/generate/generate-persona"
     wire = Wire(body=_Body, envelope=_Envelope, data=_Data)
     vocal_window: ClassVar[tuple[float, float] | None] = (10.0, 30.0)
+    source_status = FamilyStatus()
 
     __slots__ = ()
 

@@ -6,6 +6,7 @@ from types import MappingProxyType
 
 import msgspec
 
+from .._sources import CrunStatus
 from ._base import Provider, Wire
 
 __all__ = ["CrunProvider"]
@@ -46,6 +47,7 @@ class CrunProvider(Provider):
     path = "/api/v1/client/job/suno-persona-generate"
     wire = Wire(body=_Body, envelope=_Envelope, data=_Data)
     max_lengths = MappingProxyType({"name": 100, "description": 1000, "style": 1000})
+    source_status = CrunStatus()
 
     __slots__ = ()
 

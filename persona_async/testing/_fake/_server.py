@@ -47,6 +47,7 @@ from ._wire import (
 )
 from .crun import CRUN, CRUN_PATH
 from .family import FAMILY, FAMILY_PATH
+from .status import Songs
 
 _CONTRACTS: Final[Mapping[str, _Contract]] = {CRUN_PATH: CRUN, FAMILY_PATH: FAMILY}
 
@@ -136,6 +137,7 @@ class FakeProvider:
         "rate_limit_http",
         "requests",
         "retry_after",
+        "songs",
         "window_violations",
     )
 
@@ -147,6 +149,8 @@ class FakeProvider:
     personas: dict[str, dict[str, Any]]
     #: Task ids that answer 422 as if not found / not finished.
     missing_tasks: set[str]
+    #: Music tasks the status endpoints answer for (see ``status.Songs``).
+    songs: Songs
     #: Requests rejected by the rate window.
     window_violations: int
     #: Most contract requests ever handled at once, and how many are being handled now.
@@ -179,6 +183,7 @@ class FakeProvider:
         self.creations = collections.Counter()
         self.personas = {}
         self.missing_tasks = set()
+        self.songs = Songs()
         self.window_violations = 0
         self.max_concurrent = 0
         self.in_flight = 0
@@ -412,7 +417,10 @@ class FakeProvider:
                 self.requests.append(record)
             if contract is None:
                 await self._wait(self.latency)
-                return self._send(record, (404, 404, _envelope("msg", 404, "not found"), None))
+                status = self.songs.answer(record, self._keys)  # a status query, if it is one
+                return self._send(
+                    record, status or (404, 404, _envelope("msg", 404, "not found"), None)
+                )
             return await self._respond(request, contract, record)
         finally:
             self.in_flight -= 1
@@ -490,6 +498,9 @@ class FakeProvider:
             return 200, 422, _envelope(key, 422, error), None
         if body[contract.task] in self.missing_tasks:
             return 200, 422, _envelope(key, 422, contract.missing_task_message), None
+        refused = self.songs.refuse_create(contract, body)
+        if refused is not None:
+            return refused
         audio_key = (contract.kind, body[contract.audio])
         if contract.one_per_audio and self.creations[audio_key]:
             return 200, 409, _envelope(key, 409, _MESSAGES[409]), None
