@@ -38,6 +38,7 @@ from ._exceptions import (
 )
 from ._lane import LaneState, LaneStats
 from ._models import Outcome, Persona, PersonaRequest
+from ._polling import PollPolicy
 from ._providers import (
     ApiBoxProvider,
     ApikleyProvider,
@@ -74,6 +75,7 @@ __all__ = [
     "PersonaError",
     "PersonaExistsError",
     "PersonaRequest",
+    "PollPolicy",
     "Provider",
     "ProviderConnectionError",
     "ProviderTimeoutError",

@@ -302,22 +302,17 @@ CODE_TO_EXCEPTION: Mapping[int, type[PersonaError]] = _table(
 )
 
 
-#: How providers word "the source song is not finished yet" in a 422 (lowercase substrings).
-#: The family: "If the music is still generating, this endpoint will return a failure" and
-#: "ensure the music generation task is fully completed"; kie's Chinese pages say 生成中 /
-#: 未完成. crun's "task_id not found" is NOT here: it also means a wrong task id, and only the
-#: status endpoint (``wait_for_source``) can tell the two apart.
+#: How providers word "the source song is not finished yet" in a 422 (lowercase substrings),
+#: each from a contract: the family's persona page ("If the music is still generating, this
+#: endpoint will return a failure"; "ensure the music generation task is fully completed"), kie's
+#: sibling endpoints ("record status is not success"), and issue 12's "not complete". crun's
+#: "task_id not found" is NOT here: it also means a wrong task id, and only the status endpoint
+#: (``wait_for_source``) can tell the two apart.
 SOURCE_NOT_READY_WORDINGS: tuple[str, ...] = (
     "still generating",
-    "is generating",
-    "not complete",
-    "not finished",
     "fully complete",
-    "in progress",
-    "not ready",
+    "not complete",
     "not success",
-    "生成中",
-    "未完成",
 )
 
 

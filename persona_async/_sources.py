@@ -61,6 +61,8 @@ __all__ = [
     "SourceInfo",
     "SourceState",
     "SourceStatus",
+    "lookup",
+    "verdict",
 ]
 
 logger = logging.getLogger("persona_async")
@@ -290,6 +292,17 @@ class CrunStatus(SourceStatus):
 # -- the lane's side ---------------------------------------------------------------------------
 
 
+async def lookup(provider: Provider, pool: SessionPool, task_id: str) -> SourceInfo:
+    """One status query for ``task_id``; raises the ``PersonaError`` the reply means."""
+    status = provider.source_status
+    if status is None:
+        raise ValueError(f"{type(provider).__name__} has no status endpoint")
+    raw = await pool.query(
+        provider, status.url(provider, task_id), body=status.body(task_id), timeout=provider.timeout
+    )
+    return status.decode(provider, raw)
+
+
 def verdict(request: PersonaRequest, info: SourceInfo, provider: str) -> PersonaError | None:
     """The error a finished task means for ``request``, or None when its create may go."""
     task_id = request.task_id
@@ -335,7 +348,6 @@ class SourceGate:
     """
 
     provider: Provider
-    status: SourceStatus
     pool: SessionPool
     poller: Poller
     wait: float  # wait_for_source
@@ -352,26 +364,10 @@ class SourceGate:
         """The lane's gate, or None when its provider does not wait for sources."""
         if provider.wait_for_source is None or provider.source_status is None:
             return None
-        return cls(
-            provider,
-            provider.source_status,
-            pool,
-            poller,
-            provider.wait_for_source,
-            deadline,
-            reserve,
-        )
+        return cls(provider, pool, poller, provider.wait_for_source, deadline, reserve)
 
     async def lookup(self, task_id: str) -> SourceInfo:
-        """One status query; raises the ``PersonaError`` the reply means."""
-        provider = self.provider
-        raw = await self.pool.query(
-            provider,
-            self.status.url(provider, task_id),
-            body=self.status.body(task_id),
-            timeout=provider.timeout,
-        )
-        return self.status.decode(provider, raw)
+        return await lookup(self.provider, self.pool, task_id)
 
     async def settled(self, task_id: str, until: float) -> SourceInfo:
         """The task once it has finished (READY or FAILED); ``SourceNotReadyError`` at ``until``."""

@@ -32,6 +32,7 @@ EXPECTED_ALL = [
     "PersonaError",
     "PersonaExistsError",
     "PersonaRequest",
+    "PollPolicy",
     "Provider",
     "ProviderConnectionError",
     "ProviderTimeoutError",

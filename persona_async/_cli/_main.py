@@ -11,13 +11,16 @@ import asyncio
 import logging
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 
+from .._providers import Provider
 from .._version import __version__
 from ._batch import DEFAULT_GRACE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Batch, Gate
+from ._check_sources import check_sources
 from ._config import ConfigError, load_config
 from ._demo import DEFAULT_COUNT, run_demo
-from ._input import Format, InputError, Invalid, open_input
+from ._input import Format, InputError, Invalid, Item, open_input
 from ._journal import Journal, JournalError, State
 from ._progress import progress_wanted
 
@@ -76,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("input", metavar="INPUT", help="JSONL or CSV file; - reads stdin")
     validate.add_argument("--config", required=True, help="the TOML config with the providers")
     validate.add_argument("--format", choices=("jsonl", "csv"), help="override the extension")
+    validate.add_argument(
+        "--check-sources",
+        action="store_true",
+        help="also ask each provider's status endpoint whether each line's source song is "
+        "ready, running, failed or unknown (needs the keys; sends no create; exit 1 unless all "
+        "are ready)",
+    )
     validate.set_defaults(run=_validate)
 
     demo = commands.add_parser(
@@ -167,16 +177,20 @@ def _say_resume(journal: Journal) -> None:
 
 def _validate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    providers = config.providers({lane.name: _VALIDATE_ONLY_KEY for lane in config.lanes})
+    keys = config.api_keys() if args.check_sources else None
+    providers = config.providers(keys or {lane.name: _VALIDATE_ONLY_KEY for lane in config.lanes})
     entries = open_input(args.input, {p.name: p for p in providers}, _format(args))
     valid = invalid = 0
     seen: set[bytes] = set()
+    to_check: list[Item] = []
     try:
         for entry in entries:
             if not isinstance(entry, Invalid):
                 if entry.key not in seen:
                     seen.add(entry.key)
                     valid += 1
+                    if keys is not None:
+                        to_check.append(entry)
                     continue
                 entry = Invalid(
                     entry.line,
@@ -190,7 +204,20 @@ def _validate(args: argparse.Namespace) -> int:
     finally:
         entries.close()
     print(f"{valid} valid item(s), {invalid} invalid line(s)")
+    if keys is not None and not _report_sources(providers, to_check, entries.name):
+        return EXIT_FAILED
     return EXIT_FAILED if invalid else EXIT_OK
+
+
+def _report_sources(providers: Sequence[Provider], items: list[Item], name: str) -> bool:
+    """Print each line's source state; True when every source is ready."""
+    lines = asyncio.run(check_sources({p.name: p for p in providers}, items))
+    counts = Counter(line.state for line in lines)
+    for line in lines:
+        print(f"{name}:{line.item.line}: source {line.state}: {line.detail}")
+    states = ("ready", "running", "failed", "unknown")
+    print("sources: " + ", ".join(f"{counts[state]} {state}" for state in states))
+    return counts["ready"] == len(lines)
 
 
 def _demo(args: argparse.Namespace) -> int:
