@@ -204,6 +204,8 @@ class Lane:
     def _admit(self, job: _Job, err: PersonaError | None) -> None:
         if err is not None:
             self._finish(job, None, err)
+            if isinstance(err, (AuthenticationError, InsufficientCreditsError)):
+                self._stop(err)  # the status query's key is the creates' key
         else:
             self._ready.append(job)
             self._wake_one()

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from persona_async import (
+    AuthenticationError,
     CrunProvider,
     InvalidRequestError,
     KieProvider,
@@ -243,3 +244,18 @@ def test_wait_for_source_needs_a_status_endpoint_and_a_positive_wait() -> None:
     with pytest.raises(ValueError, match="wait_for_source must be > 0"):
         CrunProvider(api_key="k", wait_for_source=0)
     assert CrunProvider(api_key="k", wait_for_source=600).wait_for_source == 600
+
+
+async def test_a_rejected_key_on_a_status_query_stops_the_lane(fake: FakeProvider) -> None:
+    fake.songs.add("task_1")
+    fake.songs.add("task_2")
+    provider = CrunProvider(
+        api_key="wrong-key", base_url=fake.url, rate_limit=None, wait_for_source=10, poll=QUICK
+    )
+    async with PersonaClient([provider]) as client:
+        with pytest.raises(AuthenticationError):
+            await client.create_persona(req())
+        with pytest.raises(AuthenticationError):
+            await client.create_persona(req(task="task_2"))
+        assert client.stats()["crun"].state.value == "stopped"
+    assert fake.request_count == 1  # the second request sent nothing at all
