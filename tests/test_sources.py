@@ -10,6 +10,7 @@ import asyncio
 import time
 from typing import Any
 
+import aiohttp
 import pytest
 
 from persona_async import (
@@ -259,3 +260,31 @@ async def test_a_rejected_key_on_a_status_query_stops_the_lane(fake: FakeProvide
             await client.create_persona(req(task="task_2"))
         assert client.stats()["crun"].state.value == "stopped"
     assert fake.request_count == 1  # the second request sent nothing at all
+
+
+async def test_the_fakes_status_endpoints_speak_the_documented_shapes(fake: FakeProvider) -> None:
+    fake.songs.add("t", clips={"c1": 198.44, "c2": 201.0}, ready_in=0.4)
+    bearer = {"Authorization": f"Bearer {fake.api_key}"}
+    family = f"{fake.url}/api/v1/generate/record-info?taskId=t"
+    crun = f"{fake.url}/api/v1/client/job/TaskInfo?task_id=t"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(family, headers=bearer) as resp:
+            early = await resp.json()
+        async with session.get(crun, headers={"x-api-key": fake.api_key}) as resp:
+            crun_early = await resp.json()
+        await asyncio.sleep(0.45)
+        async with session.get(family, headers=bearer) as resp:
+            done = await resp.json()
+        async with session.get(crun, headers={"x-api-key": fake.api_key}) as resp:
+            crun_done = await resp.json()
+        async with session.get(crun, headers={"x-api-key": "nope"}) as resp:
+            refused = await resp.json()
+    assert early["data"]["status"] == "PENDING"
+    assert isinstance(done["data"]["param"], str)  # a JSON string, as documented
+    assert done["data"]["status"] == "SUCCESS"
+    clips = done["data"]["response"]["sunoData"]
+    assert [(c["id"], c["duration"]) for c in clips] == [("c1", 198.44), ("c2", 201.0)]
+    assert (crun_early["code"], crun_early["data"]["status"]) == (200, "pending")
+    assert crun_done["data"]["status"] == "success"
+    assert crun_done["data"]["result"]["suno_data"][0] == {"suno_id": "c1", "duration": 198.44}
+    assert refused["code"] == 401
