@@ -32,10 +32,13 @@ from ._exceptions import (
     RateLimitError,
     RedisUnavailableError,
     ServerError,
+    SourceFailedError,
+    SourceNotReadyError,
     ValidationError,
 )
 from ._lane import LaneState, LaneStats
 from ._models import Outcome, Persona, PersonaRequest
+from ._polling import PollPolicy
 from ._providers import (
     AceDataProvider,
     ApiBoxProvider,
@@ -85,12 +88,15 @@ __all__ = [
     "PersonaError",
     "PersonaExistsError",
     "PersonaRequest",
+    "PollPolicy",
     "Provider",
     "ProviderConnectionError",
     "ProviderTimeoutError",
     "RateLimitError",
     "RedisUnavailableError",
     "ServerError",
+    "SourceFailedError",
+    "SourceNotReadyError",
     "SunoApiProvider",
     "TtapiProvider",
     "ValidationError",

@@ -20,7 +20,10 @@ from ._exceptions import (
     MalformedResponseError,
     PersonaError,
     RateLimitError,
+    SourceNotReadyError,
+    ValidationError,
     _MaybeSent,
+    source_not_ready,
 )
 from ._polling import Running
 from ._providers import Provider
@@ -137,6 +140,8 @@ def _raise_for(provider: Provider, raw: RawResponse, code: int | str, said: str)
     if issubclass(cls, _MaybeSent):
         # A gateway timeout with a body (TTAPI's and AceData's 504): the persona may exist.
         raise cls(message, code=code, http_status=status, provider=provider.name, retryable=True)
+    if cls is ValidationError and source_not_ready(message):
+        cls = SourceNotReadyError  # the song is still generating: a later resend can succeed
     if cls is RateLimitError:
         raise RateLimitError(
             message,

@@ -8,7 +8,8 @@ The tree::
     ├── NotFoundError                   404
     ├── PersonaExistsError              409  this audio already has a persona
     ├── ValidationError                 422  the provider rejected the request
-    │   └── InvalidRequestError              rejected *before* sending (also a ValueError)
+    │   ├── InvalidRequestError              rejected *before* sending (also a ValueError)
+    │   └── SourceNotReadyError              the source song is still generating (retryable)
     ├── RateLimitError                  429  (and the family's legacy 405/430)
     ├── MusicAccessError                451  the provider could not fetch the audio
     ├── MaintenanceError                455
@@ -19,6 +20,7 @@ The tree::
     ├── ProviderConnectionError              also an OSError
     ├── ProviderTimeoutError                 also a TimeoutError
     ├── OutcomeUnknownError                  the request may or may not have made a persona
+    ├── SourceFailedError                    the source song's music task failed for good
     └── RedisUnavailableError                a shared limiter's Redis is down: nothing was sent
 
 Every error carries ``code``, ``http_status``, ``provider``, ``message``, ``retryable``,
@@ -51,8 +53,12 @@ __all__ = [
     "ProviderTimeoutError",
     "RateLimitError",
     "RedisUnavailableError",
+    "SOURCE_NOT_READY_WORDINGS",
     "ServerError",
+    "SourceFailedError",
+    "SourceNotReadyError",
     "ValidationError",
+    "source_not_ready",
 ]
 
 
@@ -172,6 +178,15 @@ class InvalidRequestError(ValidationError, ValueError):
         self.field = field
 
 
+class SourceNotReadyError(ValidationError):
+    """The source song (the request's ``task_id``) is not fully generated yet: a 422 whose
+    message says so (see ``SOURCE_NOT_READY_WORDINGS``), or a ``wait_for_source`` wait that ran
+    out. Retryable: the same request can succeed once the song is done, so a CLI rerun sends it
+    again; the lane does not resend it by itself (a song takes minutes, not a backoff)."""
+
+    default_retryable = True
+
+
 class RateLimitError(PersonaError):
     """429 (or the family's legacy 405/430): too many requests. ``retry_after`` in seconds."""
 
@@ -250,6 +265,16 @@ class OutcomeUnknownError(PersonaError):
         self.request = request
 
 
+class SourceFailedError(PersonaError):
+    """The source song's music task failed (``wait_for_source`` read it on the provider's status
+    endpoint): no persona can be made from it, so nothing was sent. ``code`` and ``message``
+    carry what the provider said about the failure; ``status`` is its status word."""
+
+    def __init__(self, message: str, *, status: str = "", **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.status = status
+
+
 class RedisUnavailableError(PersonaError):
     """The Redis behind a shared rate limiter (``persona_async.redis``) could not be used, so
     the request was **not sent**: the lane fails closed rather than drop its rate guarantee.
@@ -294,3 +319,22 @@ HTTP_STATUS_TO_EXCEPTION: Mapping[int, type[PersonaError]] = MappingProxyType(
         504: ProviderTimeoutError,
     }
 )
+
+#: How providers word "the source song is not finished yet" in a 422 (lowercase substrings),
+#: each from a contract: the family's persona page ("If the music is still generating, this
+#: endpoint will return a failure"; "ensure the music generation task is fully completed"), kie's
+#: sibling endpoints ("record status is not success"), and issue 12's "not complete". crun's
+#: "task_id not found" is NOT here: it also means a wrong task id, and only the status endpoint
+#: (``wait_for_source``) can tell the two apart.
+SOURCE_NOT_READY_WORDINGS: tuple[str, ...] = (
+    "still generating",
+    "fully complete",
+    "not complete",
+    "not success",
+)
+
+
+def source_not_ready(message: str) -> bool:
+    """True when a 422's ``message`` says the source song is still being generated."""
+    text = message.lower()
+    return any(wording in text for wording in SOURCE_NOT_READY_WORDINGS)

@@ -40,6 +40,7 @@ from ._exceptions import (
     PersonaExistsError,
     ProviderTimeoutError,
     RateLimitError,
+    SourceNotReadyError,
     _MaybeSent,
 )
 from ._models import Persona, PersonaRequest
@@ -47,6 +48,7 @@ from ._polling import Poller
 from ._providers import Provider
 from ._ratelimit import LaneLimiter, SlidingWindowLimiter
 from ._retry import RetryPolicy
+from ._sources import SourceGate
 from ._tasks import OnSubmitted, TaskFlow
 from ._transport import SessionPool
 
@@ -152,12 +154,14 @@ class Lane:
             self._limiter = SlidingWindowLimiter(
                 provider.rate_limit, provider.rate_period, clock=clock
             )
-        self._poller = Poller(provider.poll)
+        # A leaky bucket is the right shape for a retry budget: bursts allowed, long-run capped.
+        self._retry_budget = aiolimiter.AsyncLimiter(retry_budget, provider.rate_period)
+        self._poller = Poller(provider.poll)  # status queries: a budget apart from creates
         self._tasks = None if provider.mode != "task" else TaskFlow(
             provider, pool, self._poller, finish=self._finish, deadline=policy.deadline, clock=clock
         )
-        # A leaky bucket is the right shape for a retry budget: bursts allowed, long-run capped.
-        self._retry_budget = aiolimiter.AsyncLimiter(retry_budget, provider.rate_period)
+        reserve = self._min_attempt_time()
+        self._sources = SourceGate.for_lane(provider, pool, self._poller, policy.deadline, reserve)
         self._ready: deque[_Job] = deque()  # FIFO of jobs that may go now
         self._delayed: list[tuple[float, int, _Job]] = []  # heap of (not_before, seq, job)
         self._seq = 0
@@ -201,9 +205,20 @@ class Lane:
             self._workers_started = True
             for _ in range(self.provider.max_concurrency):
                 tg.start_soon(self._worker)
-        self._ready.append(job)
-        self._wake_one()
+        if self._sources is not None:  # wait for the source song first, in the job's own task
+            tg.start_soon(self._sources.hold, job, self._admit)
+        else:
+            self._admit(job, None)
         return job
+
+    def _admit(self, job: _Job, err: PersonaError | None) -> None:
+        if err is not None:
+            self._finish(job, None, err)
+            if isinstance(err, (AuthenticationError, InsufficientCreditsError)):
+                self._stop(err)  # the status query's key is the creates' key
+        else:
+            self._ready.append(job)
+            self._wake_one()
 
     def stats(self) -> LaneStats:
         return LaneStats(
@@ -473,7 +488,7 @@ class Lane:
             self._finish(job, None, _exists_after_ambiguous(err))
         elif isinstance(err, _MaybeSent):
             await self._transport_failure(job, err, now)
-        elif err.retryable:
+        elif err.retryable and not isinstance(err, SourceNotReadyError):  # songs take minutes
             await self._retry_or_fail(job, err, now + self._policy.backoff(job.failures + 1))
         else:
             self._finish(job, None, err)

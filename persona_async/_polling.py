@@ -262,7 +262,7 @@ class Poller:
                 except RateLimitError as err:
                     flight.last_error = err
                     if err.retry_after is not None:
-                        delay = err.retry_after
+                        delay = max(err.retry_after, self.policy.min_interval)
                     else:
                         slower = 2 * max(delay, self.policy.initial, self.policy.min_interval)
                         delay = min(self.policy.max_interval, slower)

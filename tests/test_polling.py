@@ -64,7 +64,6 @@ async def test_polls_until_finished_with_growing_intervals_after_first() -> None
     # 0.05, 0.1, 0.2, then capped at 0.2 (jitter off); scheduling only ever adds delay.
     for gap, planned in zip(gaps, [0.05, 0.1, 0.2, 0.2], strict=True):
         assert gap >= planned * 0.95
-    assert gaps[2] > gaps[0] * 2.5
     await poller.aclose()
 
 
@@ -85,7 +84,7 @@ async def test_deadline_ends_the_wait_with_the_callers_error_and_last_status() -
     with pytest.raises(ProviderTimeoutError, match="still running"):
         await poller.wait("t", task.query, deadline=start + 0.3, expired=expired)
     took = time.monotonic() - start
-    assert 0.3 <= took < 0.6
+    assert 0.3 <= took < 1.0
     asked = len(task.asked)
     await asyncio.sleep(0.3)
     assert len(task.asked) == asked  # the loop stopped with its last listener

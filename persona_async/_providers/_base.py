@@ -23,6 +23,7 @@ from ._styles import Reply, ReplyStyle, TaskStatus
 
 if TYPE_CHECKING:
     from .._ratelimit import SharedLimiter
+    from .._sources import SourceStatus
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -115,6 +116,8 @@ class Provider:
     ``retry_ambiguous`` lets the SDK resend a request whose first attempt may have succeeded;
     it only matters for providers without duplicate detection. ``limiter`` shares the rate
     limit with other processes using the same key (see ``persona_async.redis``).
+    ``wait_for_source`` (seconds, providers with a status endpoint only) makes the lane wait for
+    the request's source song to finish before creating; ``poll`` paces those status queries.
     """
 
     #: Short identifier used in config files and as the default lane name.
@@ -141,6 +144,9 @@ class Provider:
     mode: ClassVar[str] = "sync"
     #: Async-task providers: seconds from submit to the first status query (their estimate).
     estimated_time: ClassVar[float] = 0.0
+    #: How to ask the provider whether a music task is finished (``persona_async._sources``);
+    #: None when it has no status endpoint, and then ``wait_for_source`` is refused.
+    source_status: ClassVar[SourceStatus | None] = None
 
     __slots__ = (
         "_api_key",
@@ -155,6 +161,7 @@ class Provider:
         "retry_ambiguous",
         "timeout",
         "url",
+        "wait_for_source",
     )
 
     def __init__(
@@ -170,6 +177,7 @@ class Provider:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         retry_ambiguous: bool = False,
         limiter: SharedLimiter | None = None,
+        wait_for_source: float | None = None,
         poll: PollPolicy = DEFAULT_POLL_POLICY,
     ) -> None:
         owner = type(self).__name__
@@ -193,7 +201,12 @@ class Provider:
         self.connect_timeout = float(connect_timeout)
         self.retry_ambiguous = retry_ambiguous
         self.limiter = limiter  # shared across processes; None: this process's own window
-        self.poll = poll  # how status queries are paced (their own budget, apart from creates)
+        if wait_for_source is not None and self.source_status is None:
+            raise ValueError(f"{owner}: wait_for_source needs a status endpoint; it has none")
+        if wait_for_source is not None and not wait_for_source > 0:
+            raise ValueError(f"{owner}: wait_for_source must be > 0 seconds (or None)")
+        self.wait_for_source = wait_for_source  # seconds to wait for the source song, or None
+        self.poll = poll  # status queries: their own budget and schedule
 
     def __repr__(self) -> str:
         rate = f"{self.rate_limit}/{self.rate_period:g}s" if self.rate_limit else "unlimited"

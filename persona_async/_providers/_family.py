@@ -11,6 +11,7 @@ from typing import ClassVar
 
 import msgspec
 
+from .._sources import FamilyStatus
 from ._base import Provider, Wire
 from ._styles import CodeEnvelopeReply
 
@@ -40,6 +41,7 @@ class SunoApiFamilyProvider(Provider):
     path = "/api/v1/generate/generate-persona"
     wire = Wire(body=_Body, reply=CodeEnvelopeReply(message_key="msg", id_key="personaId"))
     vocal_window: ClassVar[tuple[float, float] | None] = (10.0, 30.0)
+    source_status = FamilyStatus()
 
     __slots__ = ()
 

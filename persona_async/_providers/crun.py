@@ -6,6 +6,7 @@ from types import MappingProxyType
 
 import msgspec
 
+from .._sources import CrunStatus
 from ._base import Provider, Wire
 from ._styles import CodeEnvelopeReply
 
@@ -37,6 +38,7 @@ class CrunProvider(Provider):
     path = "/api/v1/client/job/suno-persona-generate"
     wire = Wire(body=_Body, reply=CodeEnvelopeReply(message_key="message", id_key="persona_id"))
     max_lengths = MappingProxyType({"name": 100, "description": 1000, "style": 1000})
+    source_status = CrunStatus()
 
     __slots__ = ()
 

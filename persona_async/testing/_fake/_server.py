@@ -50,6 +50,7 @@ from .family import FAMILY
 from .gateway import GATEWAY
 from .kie_jobs import KIE_JOBS
 from .mountsea import MOUNTSEA
+from .status import Songs
 from .ttapi import TTAPI
 
 _CONTRACTS: Final[Mapping[str, _Contract]] = {
@@ -139,6 +140,7 @@ class FakeProvider:
         "rate_limit_http",
         "requests",
         "retry_after",
+        "songs",
         "task_seconds",
         "window_violations",
     )
@@ -151,6 +153,8 @@ class FakeProvider:
     personas: dict[str, dict[str, Any]]
     #: Task ids that answer 422 as if not found / not finished.
     missing_tasks: set[str]
+    #: Music tasks the status endpoints answer for (see ``status.Songs``).
+    songs: Songs
     #: Requests rejected by the rate window.
     window_violations: int
     #: Most contract requests ever handled at once, and how many are being handled now.
@@ -190,6 +194,7 @@ class FakeProvider:
         self.failing_tasks = set()
         self.task_seconds = 0.0
         self._tasks = TaskBook()
+        self.songs = Songs()
         self.window_violations = 0
         self.max_concurrent = 0
         self.in_flight = 0
@@ -421,7 +426,10 @@ class FakeProvider:
                 self.requests.append(record)
             if contract is None:
                 await self._wait(self.latency)
-                return self._send(record, (404, 404, _envelope("msg", 404, "not found"), None))
+                status = self.songs.answer(record, self._keys)  # a status query, if it is one
+                return self._send(
+                    record, status or (404, 404, _envelope("msg", 404, "not found"), None)
+                )
             return await self._respond(request, contract, record, task_id)
         finally:
             self.in_flight -= 1
@@ -504,6 +512,9 @@ class FakeProvider:
             return _reject(contract, 422, error)
         if body[contract.task or contract.audio] in self.missing_tasks:
             return _reject(contract, 422, contract.missing_task_message)
+        refused = self.songs.refuse_create(contract, body)
+        if refused is not None:
+            return refused
         audio_key = (contract.kind, body[contract.audio])
         if contract.one_per_audio and self.creations[audio_key]:
             return _reject(contract, 409, _MESSAGES[409])
