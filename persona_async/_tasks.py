@@ -21,7 +21,7 @@ import anyio.abc
 
 from ._decoding import interpret_task
 from ._exceptions import PersonaError, ProviderTimeoutError
-from ._models import Persona
+from ._models import Persona, PersonaRequest
 from ._polling import Poller, Running
 from ._providers import Provider
 from ._transport import SessionPool
@@ -33,7 +33,7 @@ __all__ = ["OnSubmitted", "TaskFlow"]
 
 logger = logging.getLogger("persona_async")
 
-OnSubmitted = Callable[["PersonaRequest", str], None]
+OnSubmitted = Callable[[PersonaRequest, str], None]
 Finish = Callable[["_Job", "Persona | None", "PersonaError | None"], None]
 
 
@@ -137,7 +137,3 @@ class TaskFlow:
             provider_task_id=task_id,
         )
         self._finish(job, persona, None)
-
-
-if TYPE_CHECKING:
-    from ._models import PersonaRequest

@@ -181,6 +181,17 @@ async def test_provider_task_id_on_a_sync_provider_is_refused(fake: FakeProvider
     assert fake.requests == []
 
 
+@pytest.mark.parametrize("task_id", ["", "  ", 7])
+async def test_empty_or_non_string_provider_task_id_is_refused(
+    fake: FakeProvider, task_id: object
+) -> None:
+    req = PersonaRequest("t", "c", "n", "d", provider_task_id=task_id)  # type: ignore[arg-type]
+    err = await fail(provider(KieJobsProvider, fake), req)
+    assert isinstance(err, InvalidRequestError)
+    assert err.field == "provider_task_id"
+    assert fake.requests == []
+
+
 # -- where the persona id is -------------------------------------------------------------------
 
 

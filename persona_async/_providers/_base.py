@@ -272,11 +272,14 @@ class Provider:
                 attempts=0,
             )
 
-        if request.provider_task_id is not None and self.mode != "task":
+        task = request.provider_task_id
+        if task is not None and self.mode != "task":
             raise fail(
                 "provider_task_id",
                 f"is only for async-task providers; {type(self).__name__} answers at once",
             )
+        if task is not None and (not isinstance(task, str) or not task.strip()):
+            raise fail("provider_task_id", "must be a non-empty string (the provider's task id)")
         for field in ("task_id", "audio_id", "name", "description"):
             value = getattr(request, field)
             if not isinstance(value, str):
