@@ -158,8 +158,9 @@ class Lane:
         self._retry_budget = aiolimiter.AsyncLimiter(retry_budget, provider.rate_period)
         self._poller = Poller(provider.poll)  # status queries: a budget apart from creates
         self._tasks = None if provider.mode != "task" else TaskFlow(
-            provider, pool, self._poller, finish=self._finish, deadline=policy.deadline, clock=clock
-        )
+            provider, pool, self._poller, finish=self._finish, stop=self._stop,
+            deadline=policy.deadline, clock=clock,
+        )  # fmt: skip
         reserve = self._min_attempt_time()
         self._sources = SourceGate.for_lane(provider, pool, self._poller, policy.deadline, reserve)
         self._ready: deque[_Job] = deque()  # FIFO of jobs that may go now

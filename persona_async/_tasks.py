@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING
 import anyio.abc
 
 from ._decoding import interpret_task
-from ._exceptions import PersonaError, ProviderTimeoutError
+from ._exceptions import (
+    AuthenticationError,
+    InsufficientCreditsError,
+    PersonaError,
+    ProviderTimeoutError,
+)
 from ._models import Persona, PersonaRequest
 from ._polling import Poller, Running
 from ._providers import Provider
@@ -40,7 +45,7 @@ Finish = Callable[["_Job", "Persona | None", "PersonaError | None"], None]
 class TaskFlow:
     """One lane's submitted tasks: who to tell about them, and the polling of each."""
 
-    __slots__ = ("_clock", "_deadline", "_finish", "_poller", "_pool", "_provider", "_tg")
+    __slots__ = ("_clock", "_deadline", "_finish", "_poller", "_pool", "_provider", "_stop", "_tg")
 
     def __init__(
         self,
@@ -49,6 +54,7 @@ class TaskFlow:
         poller: Poller,
         *,
         finish: Finish,
+        stop: Callable[[PersonaError], None],
         deadline: float,
         clock: Callable[[], float],
     ) -> None:
@@ -56,6 +62,7 @@ class TaskFlow:
         self._pool = pool
         self._poller = poller
         self._finish = finish  # the lane's: records the outcome and answers the caller
+        self._stop = stop  # the lane's: nothing more is sent (a refused key)
         self._deadline = deadline  # seconds a request may take, submit and polling together
         self._clock = clock
         self._tg: anyio.abc.TaskGroup | None = None
@@ -113,6 +120,8 @@ class TaskFlow:
             err = exc.for_request(job.request.task_id, job.request.audio_id)
             err.provider_task_id = task_id
             self._finish(job, None, err)
+            if isinstance(exc, (AuthenticationError, InsufficientCreditsError)):
+                self._stop(exc)  # the status query's key is the creates' key
             return
         except BaseException:
             self._finish(

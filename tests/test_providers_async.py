@@ -371,6 +371,18 @@ async def test_wrong_key_is_authentication_error(cls: type[Provider]) -> None:
         assert not fake.tasks
 
 
+async def test_a_key_refused_on_a_status_query_stops_the_lane(fake: FakeProvider) -> None:
+    fake.task_seconds = 0.3
+    fake.inject(Fault.envelope(401), path="kie-jobs-status")
+    async with client(provider(KieJobsProvider, fake), max_retries=0) as c:
+        with pytest.raises(AuthenticationError) as first:
+            await c.create_persona(REQ)
+        with pytest.raises(AuthenticationError):
+            await c.create_persona(PersonaRequest("t", "clip_2", "n", "d"))
+    assert first.value.provider_task_id in fake.tasks
+    assert submits(fake, KieJobsProvider) == 1  # the second was never sent
+
+
 @pytest.mark.parametrize("cls", ASYNC)
 async def test_submit_reset_after_the_task_was_made_is_not_resubmitted(
     fake: FakeProvider, cls: type[Provider]
