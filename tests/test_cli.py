@@ -6,7 +6,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import pty
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from _cli_support import (
     last_records,
     read_journal,
     run_cli,
+    run_on_a_terminal,
     write_jsonl,
 )
 
@@ -328,30 +328,10 @@ async def test_demo_runs_two_lanes_against_the_embedded_fake_and_exits_0(tmp_pat
     assert {r["status"] for r in last.values()} <= {"created", "exists"}
 
 
-def _run_on_a_terminal(args: list[str]) -> tuple[int, bytes]:
-    controller, terminal = pty.openpty()
-    env = {**cli_env(), "TERM": "xterm", "COLUMNS": "200"}
-    process = subprocess.Popen(
-        command(*args), stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal, env=env
-    )
-    os.close(terminal)
-    output = b""
-    while True:
-        try:
-            chunk = os.read(controller, 65536)
-        except OSError:  # the other end is closed: the process is done
-            break
-        if not chunk:
-            break
-        output += chunk
-    os.close(controller)
-    return process.wait(timeout=30), output
-
-
 async def test_progress_line_is_drawn_on_a_terminal_with_lane_states_and_not_in_a_pipe(
     tmp_path: Path,
 ) -> None:
-    code, output = await anyio.to_thread.run_sync(_run_on_a_terminal, ["demo", "--count", "30"])
+    code, output = await anyio.to_thread.run_sync(run_on_a_terminal, ["demo", "--count", "30"])
     assert code == 0, output
     frames = [f for f in output.split(b"\r") if b"/30 (" in f]
     assert frames, output
