@@ -22,7 +22,6 @@ from collections.abc import Sequence
 
 from ._fake import DEFAULT_API_KEY, DEFAULT_RATE_PERIOD, FakeProvider
 
-
 _EPILOG = """\
 readiness:
   Once listening, it prints exactly one line to stdout and flushes it:
