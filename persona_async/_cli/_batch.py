@@ -124,7 +124,6 @@ class Batch:
         self._client_options = client_options
         self._entries = entries
         self._reading: Iterator[Item | Invalid] = iter(entries)
-        self._left_over: Item | Invalid | None = None  # read, then the run stopped
         self._lines_read = 0  # entries read (non-blank lines)
         self._last_line = 0  # the line number of the last entry read
         self._journal = journal
@@ -148,6 +147,7 @@ class Batch:
         self._stop_requested = asyncio.Event()
         self._stop_reason = ""
         self._stop_then = ""
+        self._stop_said = False
         self._stats: Mapping[str, LaneStats] = {}
         self._client: PersonaClient | None = None
         self._total = entries.count() if self._terminal.live or on_progress else None
@@ -180,6 +180,8 @@ class Batch:
                                 self._settle(outcome)
                     self._stats = client.stats()
                     tg.cancel_scope.cancel()
+                if self._stopping:  # the run ended before the watcher could say so
+                    self._say_stopping(0)
         finally:
             for signum in installed:
                 loop.remove_signal_handler(signum)
@@ -231,8 +233,6 @@ class Batch:
         """How many items of the input this run left unsent, read or not."""
         not_sent = sum(t.not_sent for t in self.tally.lanes.values())
         not_sent += sum(1 for item in self._pulled.values() if not item.sent)
-        if self._left_over is not None:
-            not_sent += self._would_send(self._left_over)
         total = self._total if self._total is not None else self._entries.count()
         if total is None:  # stdin: the rest cannot be counted
             return (
@@ -248,11 +248,6 @@ class Batch:
         )
         not_sent += max(unread - settled, 0)
         return f"{not_sent} item(s) were not sent because the run stopped."
-
-    def _would_send(self, entry: Item | Invalid) -> bool:
-        if isinstance(entry, Invalid):
-            return False
-        return self._sends(entry, self._journal.resume.peek(entry.key))
 
     async def _tick(self) -> None:
         while True:
@@ -279,8 +274,7 @@ class Batch:
 
     async def _requests(self) -> AsyncIterator[PersonaRequest]:
         for entry in self._reading:
-            if self._stopping:
-                self._left_over = entry
+            if self._stopping:  # this entry counts among the unread ones
                 return
             self._lines_read += 1
             self._last_line = entry.line
@@ -502,6 +496,20 @@ class Batch:
         # A moment for the requests that waited for the window to come out unsent.
         await anyio.sleep(_SETTLE)
         left = self._on_wire()
+        self._say_stopping(left)
+        with anyio.move_on_after(self._grace):
+            while left:
+                self._on_wire_left = left
+                await anyio.sleep(_POLL)
+                left = self._on_wire()
+        self._on_wire_left = left
+        if not self._aborted:
+            await self._close_early(left)
+
+    def _say_stopping(self, left: int) -> None:
+        if self._stop_said:
+            return
+        self._stop_said = True
         waiting = (
             f"waiting up to {self._grace:g}s for {left} request(s) in flight"
             if left
@@ -511,14 +519,6 @@ class Batch:
             f"persona-async: {self._stop_reason}. Nothing more is sent; {waiting}. "
             + self._stop_then
         )
-        with anyio.move_on_after(self._grace):
-            while left:
-                self._on_wire_left = left
-                await anyio.sleep(_POLL)
-                left = self._on_wire()
-        self._on_wire_left = left
-        if not self._aborted:
-            await self._close_early(left)
 
     def _on_wire(self) -> int:
         """Requests between leaving and their answer (the gate is closed: no worker waits

@@ -21,8 +21,8 @@ Guarantees:
   off the file so the journal stays whole; later writes are still tried (outcomes of requests
   on the wire), ``pending`` records are refused, and ``on_failure`` tells the run to stop.
 
-Resuming keeps one small int per item identity (a 16-byte digest): about 100 bytes per item,
-~100 MB for a million.
+Resuming keeps one int per item identity (a 16-byte digest; the int holds its state and the
+line that first had it this run): about 130 bytes per item, ~130 MB for a million.
 """
 
 from __future__ import annotations
