@@ -73,7 +73,8 @@ class TaskFlow:
         task_id = job.request.provider_task_id
         if task_id is None:
             return False
-        job.deadline = self._clock() + self._deadline
+        if not job.deadline:  # a deadline set at submission (per call) stands
+            job.deadline = self._clock() + self._deadline
         tg.start_soon(self._follow, job, task_id, 0.0)
         return True
 
