@@ -20,8 +20,7 @@ import collections
 import time
 from collections.abc import Sequence
 
-from persona_async import KieJobsProvider, PersonaClient, PersonaRequest
-from persona_async._polling import PollPolicy
+from persona_async import KieJobsProvider, PersonaClient, PersonaRequest, PollPolicy
 from persona_async.testing import FakeProvider
 
 POLICY = PollPolicy(initial=0.5, factor=1.5, max_interval=2.0, min_interval=0.34, rate_limit=20)

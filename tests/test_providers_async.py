@@ -30,13 +30,13 @@ from persona_async import (
     PersonaClient,
     PersonaError,
     PersonaRequest,
+    PollPolicy,
     Provider,
     ProviderTimeoutError,
     RateLimitError,
     ServerError,
     ValidationError,
 )
-from persona_async._polling import PollPolicy
 from persona_async.testing import FakeProvider, Fault
 
 pytestmark = pytest.mark.anyio
