@@ -37,7 +37,7 @@ import asyncio
 import bisect
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
@@ -111,6 +111,10 @@ class LaneLimiter(Protocol):
 
     async def aclose(self) -> None:
         """The client is closing: release what ``acquire`` opened (a shared store's connections)."""
+        ...
+
+    def note_earlier_sends(self, ages: Sequence[float]) -> None:
+        """Count starts made ``ages`` seconds ago by someone else (a process that died)."""
         ...
 
 
@@ -359,6 +363,19 @@ class SlidingWindowLimiter:
 
     async def aclose(self) -> None:
         """Nothing to release."""
+
+
+    def note_earlier_sends(self, ages: Sequence[float]) -> None:
+        """Count starts made ``ages`` seconds before now (by a process that died) in the window.
+
+        A resumed batch calls this before it sends anything, so a restart right after a crash
+        does not open a fresh window the provider never granted. Ages older than the window
+        change nothing; negative ages (a clock that stepped back) count as now.
+        """
+        now = self._clock()
+        for age in ages:
+            if age < self._span:
+                self._record(Start(now - max(age, 0.0)))
 
 
 def _at(start: Start) -> float:

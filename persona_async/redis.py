@@ -46,6 +46,7 @@ import math
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
@@ -475,3 +476,9 @@ class _RedisLane:
         self._down = err
         self._retry_at = time.monotonic() + self._owner.recheck
         return err
+
+    def note_earlier_sends(self, ages: Sequence[float]) -> None:
+        """Nothing to add: the shared log on Redis already holds every start a process made
+        through it, the dead one's included, stamped on Redis's own clock. Adding them again
+        would count them twice. (A run that switches to Redis right after a crash of a run
+        without it starts from Redis's window: the config changed, so did the budget.)"""

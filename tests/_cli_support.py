@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -106,3 +108,35 @@ def last_records(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, s
 
 def identity(row: Mapping[str, Any]) -> tuple[str, str, str]:
     return (row["provider"], row["task_id"], row["audio_id"])
+
+
+def run_on_a_terminal(
+    args: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    interrupt_at: bytes | None = None,
+) -> tuple[int, bytes]:
+    """Run the CLI with stdout and stderr on a pseudo-terminal (blocking: call it in a thread);
+    return its exit code and everything it wrote there, escape sequences included.
+
+    ``interrupt_at``: send SIGINT once the output shows these bytes (Ctrl-C)."""
+    controller, terminal = pty.openpty()
+    env = {**(env or cli_env()), "TERM": "xterm", "COLUMNS": "200"}
+    process = subprocess.Popen(
+        command(*args), stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal, env=env
+    )
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the other end is closed: the process is done
+            break
+        if not chunk:
+            break
+        output += chunk
+        if interrupt_at is not None and interrupt_at in output:
+            interrupt_at = None
+            process.send_signal(signal.SIGINT)
+    os.close(controller)
+    return process.wait(timeout=60), output

@@ -6,9 +6,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import pty
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from _cli_support import (
     last_records,
     read_journal,
     run_cli,
+    run_on_a_terminal,
     write_jsonl,
 )
 
@@ -58,8 +59,13 @@ async def test_a_clean_batch_creates_everything_exits_0_and_journals_each_item(
         result = await run_cli(*batch(tmp_path))
     assert result.returncode == 0, result.stderr
     records = read_journal(tmp_path / "results.jsonl")
-    assert all(list(record) == RECORD_FIELDS for record in records)
     final = [r for r in records if r["status"] != "pending"]
+    pending = [r for r in records if r["status"] == "pending"]
+    assert all(list(record) == RECORD_FIELDS for record in final)
+    # A pending record also says when its request was released (for the provider's window).
+    assert all(list(record) == [*RECORD_FIELDS, "sent_at"] for record in pending)
+    assert len(pending) == 10
+    assert all(abs(r["sent_at"] - time.time()) < 60 for r in pending)
     assert len(final) == 10
     assert {r["status"] for r in final} == {"created"}
     first = next(r for r in final if r["id"] == "customer-42")
@@ -139,7 +145,7 @@ async def test_csv_input_with_a_header_is_read_like_jsonl(tmp_path: Path) -> Non
         "provider,task_id,audio_id,name,description,vocal_start,vocal_end,style,id\n"
         'crun,t1,a1,"Neon, Siren","Smoky, late",,,,\n'
         "kie,t2,a2,Glass Choir,Airy,5,25,dream pop,row-2\n"
-        "kie,t3,a3,Low Tide,Dark,soon,25,,\n"
+        "kie,t3,a3,Low Tide,Dark,soon,25,,row-3\n"
     )
     async with fake_provider() as fake:
         (tmp_path / "persona.toml").write_text(config_text(fake.url))
@@ -150,6 +156,12 @@ async def test_csv_input_with_a_header_is_read_like_jsonl(tmp_path: Path) -> Non
     assert last[("kie", "t2", "a2")]["id"] == "row-2"
     invalid = [r for r in read_journal(tmp_path / "results.jsonl") if r["status"] == "invalid"]
     assert [(r["line"], r["error"]["field"]) for r in invalid] == [(4, "vocal_start")]
+    # The bad row still says who it is, and lands in its lane's row of the summary.
+    assert (invalid[0]["id"], invalid[0]["provider"], invalid[0]["audio_id"]) == (
+        "row-3", "kie", "a3")  # fmt: skip
+    summary = {line.split()[0]: line.split() for line in result.stdout.decode().splitlines()}
+    assert summary["kie"][5] == "1"  # the invalid column
+    assert "-" not in summary
     personas = {p["audio_id"]: p for p in fake.personas.values()}
     assert personas["a1"]["name"] == "Neon, Siren"
     assert (personas["a2"]["vocal_start"], personas["a2"]["style"]) == (5.0, "dream pop")
@@ -215,7 +227,12 @@ CONFIG_ERRORS = {
     "client setting": (
         crun_table(KIND) + "[client]\nmax_retries = 1.5\n",
         {},
-        [b"[client] max_retries", b"integer"],
+        [b"[client] max_retries", b"expected an integer, got a number with a fraction"],
+    ),
+    "plain http to a remote host": (
+        crun_table(KIND, 'base_url = "http://api.example.com"'),
+        {},
+        [b"[providers.crun] base_url", b"https://", b"loopback"],
     ),
 }
 
@@ -294,11 +311,12 @@ async def test_validate_reports_every_invalid_line_sends_nothing_and_needs_no_ke
     assert bad.returncode == 1, bad.stderr
     assert good.returncode == 0, good.stdout
     report = bad.stdout.decode().splitlines()
-    assert [line.split(":")[1] for line in report[:-1]] == ["2", "3", "5"]
-    assert "provider" in report[1]
-    assert "duplicate" in report[2]
-    assert report[-1] == "2 valid item(s), 3 invalid line(s)"
-    assert good.stdout.decode().splitlines()[-1] == "3 valid item(s), 0 invalid line(s)"
+    counts = report.index("2 valid item(s), 3 invalid line(s)")
+    problems = report[:counts]
+    assert [line.split(":")[1] for line in problems] == ["2", "3", "5"]
+    assert "provider" in problems[1]
+    assert "duplicate of line 1" in problems[2]
+    assert "3 valid item(s), 0 invalid line(s)" in good.stdout.decode().splitlines()
 
 
 async def test_demo_runs_two_lanes_against_the_embedded_fake_and_exits_0(tmp_path: Path) -> None:
@@ -307,6 +325,8 @@ async def test_demo_runs_two_lanes_against_the_embedded_fake_and_exits_0(tmp_pat
     assert result.returncode == 0, result.stdout + result.stderr
     text = result.stdout.decode()
     assert "No key, no network" in text
+    assert "pauses both lanes" in text  # the maintenance window, as it happens
+    assert "counted as 'exists'" in text  # why the summary shows some
     rows = {line.split()[0]: line.split() for line in text.splitlines() if line.strip()}
     crun, kie = rows["crun"], rows["kie"]
     assert int(crun[2]) + int(crun[3]) == 20
@@ -316,30 +336,10 @@ async def test_demo_runs_two_lanes_against_the_embedded_fake_and_exits_0(tmp_pat
     assert {r["status"] for r in last.values()} <= {"created", "exists"}
 
 
-def _run_on_a_terminal(args: list[str]) -> tuple[int, bytes]:
-    controller, terminal = pty.openpty()
-    env = {**cli_env(), "TERM": "xterm", "COLUMNS": "200"}
-    process = subprocess.Popen(
-        command(*args), stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal, env=env
-    )
-    os.close(terminal)
-    output = b""
-    while True:
-        try:
-            chunk = os.read(controller, 65536)
-        except OSError:  # the other end is closed: the process is done
-            break
-        if not chunk:
-            break
-        output += chunk
-    os.close(controller)
-    return process.wait(timeout=30), output
-
-
 async def test_progress_line_is_drawn_on_a_terminal_with_lane_states_and_not_in_a_pipe(
     tmp_path: Path,
 ) -> None:
-    code, output = await anyio.to_thread.run_sync(_run_on_a_terminal, ["demo", "--count", "30"])
+    code, output = await anyio.to_thread.run_sync(run_on_a_terminal, ["demo", "--count", "30"])
     assert code == 0, output
     frames = [f for f in output.split(b"\r") if b"/30 (" in f]
     assert frames, output
@@ -360,3 +360,62 @@ def test_python_m_persona_async_and_the_console_script_are_one_command() -> None
     script = Path(sys.executable).with_name("persona-async")  # installed by pip
     console = subprocess.run([str(script), "--version"], capture_output=True, check=False)
     assert console.stdout == result.stdout
+
+
+async def test_validate_says_per_lane_what_a_batch_would_send_and_how_long_it_takes(
+    tmp_path: Path,
+) -> None:
+    rows = [*items(50, lanes=("crun",)), *items(30, lanes=("kie",), prefix="k")]
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    (tmp_path / "persona.toml").write_text(
+        config_text("http://127.0.0.1:9", rate_limit=20, rate_period=10.0)
+    )
+    journal = tmp_path / "results.jsonl"
+    done = [{"id": None, **{k: r[k] for k in ("provider", "task_id", "audio_id")},
+             "status": "created", "persona_id": f"p{n}", "error": None, "attempts": 1,
+             "line": n + 1} for n, r in enumerate(rows[:10])]  # fmt: skip
+    journal.write_text("".join(json.dumps(r) + "\n" for r in done))
+    before = journal.read_bytes()
+    no_keys = {k: v for k, v in cli_env().items() if k not in ENV_NAMES.values()}
+    validate = ["validate", str(tmp_path / "in.jsonl"), "--config", str(tmp_path / "persona.toml")]
+    fresh = await run_cli(*validate, env=no_keys)
+    resumed = await run_cli(*validate, "--out", str(journal), env=no_keys)
+    assert fresh.returncode == resumed.returncode == 0, resumed.stderr
+    assert journal.read_bytes() == before, "validate never writes the journal"
+
+    def table(output: bytes) -> dict[str, list[str]]:
+        return {line.split()[0]: line.split() for line in output.decode().splitlines()
+                if line.startswith(("crun ", "kie "))}  # fmt: skip
+
+    # lane, kind, to send, settled, time at the limits, limit: 20 at once, then 20 per 10 s.
+    assert table(fresh.stdout)["crun"][2:5] == ["50", "-", "15s"]
+    assert table(resumed.stdout)["crun"][2:5] == ["40", "10", "10s"]
+    assert table(resumed.stdout)["kie"][2:5] == ["30", "0", "5s"]
+    assert "at least 10s in all" in resumed.stdout.decode()
+
+
+async def test_validate_refuses_an_out_that_is_not_a_journal(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", items(2))
+    (tmp_path / "persona.toml").write_text(config_text("http://127.0.0.1:9"))
+    source = str(tmp_path / "in.jsonl")
+    result = await run_cli(
+        "validate", source, "--config", str(tmp_path / "persona.toml"), "--out", source
+    )
+    assert result.returncode == 2
+    assert b"not a persona-async journal" in result.stderr
+
+
+def test_the_fake_providers_help_says_how_it_reports_readiness_and_creations() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "persona_async.testing", "--help"], capture_output=True, check=True
+    )
+    assert b"READY http://127.0.0.1:PORT" in result.stdout
+    assert b"/_fake/stats" in result.stdout
+    assert b"creations" in result.stdout
+    assert b"window_violations" in result.stdout
+
+
+def test_the_license_file_is_the_mit_license_pyproject_names() -> None:
+    root = Path(__file__).resolve().parent.parent
+    assert 'license = "MIT"' in (root / "pyproject.toml").read_text()
+    assert (root / "LICENSE").read_text().startswith("MIT License\n")

@@ -4,35 +4,39 @@ The order of events for one item, and why a completed create is never sent twice
 
 1. The reader decides from the journal whether the item is sent at all (resume rules below) and
    hands it to ``create_many``, which pulls lazily.
-2. ``on_send`` writes the item's ``pending`` record right before its first request goes out;
-   an item that is never sent has no record and is sent by the next run.
+2. ``on_send`` writes the item's ``pending`` record when its first request is about to go out,
+   and the request waits until that record is on stable storage (one sync shared by everything
+   about to go out: the journal's group commit). An item that is never sent has no record and
+   is sent by the next run.
 3. Its outcome (``created``/``exists``/``failed``) is written as soon as it is known.
 
-So after ``kill -9`` at any instant, an item whose last record is ``pending`` may have reached the
-provider; on resume the sunoapi.org family sends it again (its 409 turns a second create into
-``exists``) and crun, which detects no duplicates, records it as ``OutcomeUnknownError`` instead
-unless ``--resend-unknown`` says otherwise.
+So after ``kill -9`` or a power cut at any instant, an item whose last record is ``pending`` may
+have reached the provider, and an item that reached the provider has a ``pending`` record; on
+resume the sunoapi.org family sends it again (its 409 turns a second create into ``exists``)
+and crun, which detects no duplicates, records it as ``OutcomeUnknownError`` instead unless
+``--resend-unknown`` says otherwise. A resumed run first counts the dead run's sends of the
+last ``rate_period`` against each lane's window (``Gate``).
 
-Interruption: the first SIGINT/SIGTERM closes the gate (each lane's admission point, where a
-shared limiter would fail closed), so nothing more is sent while requests on the wire finish,
-for at most ``grace`` seconds. Then the client is closed: a request still on the wire is
-recorded as ``OutcomeUnknownError``, one waiting for a retry as not sent. A second signal aborts
-at once, leaving the ``pending`` records for the next run to judge.
+Stopping: the first SIGINT/SIGTERM, or a journal that stops accepting records (disk full, an
+I/O error, the file removed), closes the gate (each lane's admission point), so nothing more is
+sent, not even what was waiting for the window. The run waits for requests on the wire only,
+for at most ``grace`` seconds, and ends as soon as none is left. Then the client is closed: a
+request still on the wire is recorded as ``OutcomeUnknownError``, one waiting for a retry as not
+sent. A second signal aborts at once, leaving the ``pending`` records for the next run to judge.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any, Literal, TextIO
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any, TextIO
 
 import anyio
-import anyio.abc
 import anyio.lowlevel
+import msgspec
 
 from .._client import PersonaClient
 from .._exceptions import (
@@ -44,21 +48,31 @@ from .._exceptions import (
     OutcomeUnknownError,
     PersonaError,
     PersonaExistsError,
+    ProviderTimeoutError,
     _MaybeSent,
 )
 from .._lane import LaneState, LaneStats
 from .._models import Outcome, PersonaRequest
 from .._providers import Provider
-from .._ratelimit import LaneLimiter, SharedLimiter, SlidingWindowLimiter, Start
-from ._input import Input, Invalid, Item
-from ._journal import ErrorInfo, Journal, State
-from ._progress import Progress
+from ._gate import Gate, Interrupted
+from ._input import Input, Invalid, Item, duplicate
+from ._journal import ErrorInfo, Journal, JournalWriteError, State, sent_again
+from ._progress import Progress, Terminal
 from ._summary import Tally, render_summary
 
-__all__ = ["DEFAULT_GRACE", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "Batch", "Gate"]
+__all__ = [
+    "DEFAULT_GRACE",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_JOURNAL",
+    "EXIT_OK",
+    "Batch",
+]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+#: The journal could not be written (at start, or mid-run: disk full, I/O error, removed).
+EXIT_JOURNAL = 2
 EXIT_INTERRUPTED = 130
 #: Seconds the first Ctrl-C waits for requests on the wire before giving up on them.
 DEFAULT_GRACE = 30.0
@@ -66,6 +80,9 @@ DEFAULT_GRACE = 30.0
 # and the progress line are served during a long resume.
 _CHECKPOINT_EVERY = 256
 _TICK = 0.2
+# While stopping: how often to look whether requests are still on the wire.
+_POLL = 0.05
+_SETTLE = 0.01
 # After closing the client at the end of the grace period: how long its last outcomes may take
 # to come out before the run stops without them (their records then stay pending).
 _DRAIN = 2.0
@@ -74,90 +91,15 @@ _DRAIN = 2.0
 # wrong, so the next run (after the user fixes it) sends the item again.
 _ACCOUNT_WIDE = (AuthenticationError, InsufficientCreditsError, NotFoundError, FeatureDisabledError)
 
-
-class _Interrupted(PersonaError):
-    """The run was interrupted before this request was sent (again)."""
-
-
 # The record of an item whose earlier attempt got an answer (a 429, a 455) and whose retry
 # was not sent because the run was interrupted: nothing of it is on the wire.
 _NOT_SENT_AGAIN = ErrorInfo(
     "Interrupted",
     None,
-    "not sent again: the run was interrupted while this request waited for a retry; running "
+    "not sent again: the run was stopped while this request waited for a retry; running "
     "the same command again sends it",
     True,
 )
-
-
-class Gate:
-    """A ``SharedLimiter`` that keeps each lane's own sliding window and can stop admission.
-
-    Once ``close()`` is called every lane's next ``acquire()`` fails, so the lane finishes that
-    request unsent (the same path as a shared limiter whose store is down).
-    """
-
-    def __init__(self, shared: Mapping[str, SharedLimiter] | None = None) -> None:
-        self.closed = False
-        self._shared = dict(shared or {})  # lane name -> a limiter shared across processes
-
-    def close(self) -> None:
-        self.closed = True
-
-    def for_lane(self, provider: Provider) -> LaneLimiter:
-        inner: LaneLimiter
-        if provider.name in self._shared:
-            inner = self._shared[provider.name].for_lane(provider)
-        else:
-            assert provider.rate_limit is not None  # the config always sets one
-            inner = SlidingWindowLimiter(provider.rate_limit, provider.rate_period)
-        return _GatedLimiter(self, inner, provider.name)
-
-
-class _GatedLimiter:
-    __slots__ = ("_gate", "_inner", "_lane")
-
-    def __init__(self, gate: Gate, inner: LaneLimiter, lane: str) -> None:
-        self._gate = gate
-        self._inner = inner
-        self._lane = lane
-
-    @property
-    def limit(self) -> int | None:
-        return self._inner.limit
-
-    @property
-    def learned(self) -> int | None:
-        return self._inner.learned
-
-    async def acquire(self) -> Start:
-        self._check()
-        stamp = await self._inner.acquire()
-        self._check()  # the wait for the window may have been long
-        return stamp
-
-    def sent(self, start: Start) -> None:
-        self._inner.sent(start)
-
-    def _check(self) -> None:
-        if self._gate.closed:
-            raise _Interrupted(
-                "not sent: the run was interrupted; running the same command again sends it",
-                provider=self._lane,
-                retryable=True,
-            )
-
-    async def throttled(self, start: Start) -> float:
-        return await self._inner.throttled(start)
-
-    def succeeded(self, start: Start) -> None:
-        self._inner.succeeded(start)
-
-    async def hold(self, state: Literal["cooling", "paused"], seconds: float) -> None:
-        await self._inner.hold(state, seconds)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 class Batch:
@@ -173,8 +115,7 @@ class Batch:
         gate: Gate,
         resend_unknown: bool = False,
         grace: float = DEFAULT_GRACE,
-        progress: bool = False,
-        out: TextIO = sys.stdout,
+        terminal: Terminal | None = None,
         err: TextIO = sys.stderr,
         on_progress: Callable[[Tally], None] | None = None,
         journal_label: str | None = None,
@@ -182,29 +123,37 @@ class Batch:
         self._providers = {p.name: p for p in providers}
         self._client_options = client_options
         self._entries = entries
+        self._reading: Iterator[Item | Invalid] = iter(entries)
+        self._lines_read = 0  # entries read (non-blank lines)
+        self._last_line = 0  # the line number of the last entry read
         self._journal = journal
         self._gate = gate
         self._resend_unknown = resend_unknown
         self._grace = grace
-        self._out = out
+        self._terminal = terminal or Terminal(sys.stdout, live=False)
         self._err = err
         self._on_progress = on_progress  # the demo's director watches the run through this
         self._journal_label = journal_label or journal.path
         self.tally = Tally.for_lanes({p.name: p.kind for p in providers})
         self._pulled: dict[int, Item] = {}  # id(request) -> item, from pull to outcome
         self._stopping = False
+        self._signalled = False  # stopped by a signal (exit 130) rather than by the journal
+        self._on_wire_left: int | None = None  # while stopping: requests still on the wire
         self._closing = False  # the grace period is over: the client is being closed
         self._aborted = False
-        self._tg: anyio.abc.TaskGroup | None = None
         self._abort_scope: anyio.CancelScope | None = None
-        # Set by the first signal; a task in the run's task group then times the grace period
-        # (a loop callback cannot start tasks: it runs outside any task).
+        # Set when the run must stop; a task in the run's task group then waits for the
+        # requests on the wire (a loop callback cannot start tasks: it runs outside any task).
         self._stop_requested = asyncio.Event()
+        self._stop_reason = ""
+        self._stop_then = ""
+        self._stop_said = False
         self._stats: Mapping[str, LaneStats] = {}
         self._client: PersonaClient | None = None
-        self._progress: Progress | None = None
-        if progress:
-            self._progress = Progress(out, self.tally, entries.count(), self._lane_states)
+        self._total = entries.count() if self._terminal.live or on_progress else None
+        self._progress = Progress(self.tally, self._total, self._lane_states,
+                                  stopping=self._stopping_words)  # fmt: skip
+        journal.on_failure = self._on_journal_failure
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -212,27 +161,31 @@ class Batch:
         loop = asyncio.get_running_loop()
         installed = self._install_signals(loop)
         started = time.monotonic()
+        self._terminal.show(self._progress.line)
         try:
             async with PersonaClient(
                 list(self._providers.values()), **self._client_options
             ) as client:
                 self._client = client
                 async with anyio.create_task_group() as tg:
-                    self._tg = tg
+                    tg.start_soon(self._journal.run_syncs)
                     tg.start_soon(self._tick)
-                    tg.start_soon(self._watch_grace)
+                    tg.start_soon(self._watch_stop)
                     with anyio.CancelScope() as self._abort_scope:
-                        stream = client.create_many(self._requests(), on_send=self._on_send)
+                        stream = client.create_many(
+                            self._requests(), on_send=self._on_send, on_submitted=self._submitted
+                        )
                         async with stream:
                             async for outcome in stream:
                                 self._settle(outcome)
                     self._stats = client.stats()
                     tg.cancel_scope.cancel()
+                if self._stopping:  # the run ended before the watcher could say so
+                    self._say_stopping(0)
         finally:
             for signum in installed:
                 loop.remove_signal_handler(signum)
-            if self._progress is not None:
-                self._progress.clear()
+            self._terminal.show(None)
             self._journal.close()
         return self._finish(time.monotonic() - started)
 
@@ -245,10 +198,8 @@ class Batch:
                 "On resume the sunoapi.org family sends them again (a 409 then reads 'exists'); "
                 "crun reports them as OutcomeUnknownError unless you pass --resend-unknown."
             )
-        not_sent = sum(t.not_sent for t in self.tally.lanes.values())
-        not_sent += sum(1 for item in self._pulled.values() if not item.sent)
-        if not_sent:
-            notes.append(f"{not_sent} item(s) were not sent because the run was interrupted.")
+        if self._stopping:
+            notes.append(self._not_sent_note())
         unknown = self.tally.unknown + self.tally.skipped["unknown"]
         if unknown:
             notes.append(
@@ -256,21 +207,52 @@ class Batch:
                 "or may not exist. Check the provider's dashboard for their audio ids (in the "
                 "journal); to send them again, run the same command with --resend-unknown."
             )
-        if self._stopping:
+        if self._signalled:
             notes.append("interrupted: run the same command again to continue.")
         summary = render_summary(
             self.tally, self._stats, elapsed=elapsed, journal=self._journal_label, notes=notes
         )
-        self._print(summary, self._out)
-        if self._stopping:
+        self._terminal.say(summary)
+        failed = self._journal.failed
+        if failed is not None:
+            lost = self._journal.lost
+            self._terminal.say(
+                f"persona-async: error: the journal {self._journal.path} could not be written: "
+                f"{failed.strerror or failed}"
+                + (f" ({lost} record(s) lost)" if lost else "")
+                + "; it is whole up to there. Fix that (free space, another disk: move the "
+                "journal there and point --out at it), then run the same command to continue.",
+                self._err,
+            )
+            return EXIT_JOURNAL
+        if self._signalled:
             return EXIT_INTERRUPTED
         return EXIT_OK if self.tally.all_succeeded else EXIT_FAILED
 
+    def _not_sent_note(self) -> str:
+        """How many items of the input this run left unsent, read or not."""
+        not_sent = sum(t.not_sent for t in self.tally.lanes.values())
+        not_sent += sum(1 for item in self._pulled.values() if not item.sent)
+        total = self._total if self._total is not None else self._entries.count()
+        if total is None:  # stdin: the rest cannot be counted
+            return (
+                f"{not_sent} item(s) read were not sent and the rest of the input was not "
+                "read, because the run stopped."
+            )
+        # The rest of the input, not parsed (that could take long): its lines, less the items
+        # and lines the journal already settles.
+        resume = self._journal.resume
+        unread = max(total - self._lines_read, 0)
+        settled = resume.settled_unread() + sum(
+            1 for line in resume.invalid_lines if line > self._last_line
+        )
+        not_sent += max(unread - settled, 0)
+        return f"{not_sent} item(s) were not sent because the run stopped."
+
     async def _tick(self) -> None:
         while True:
-            self._journal.sync_if_due()
-            if self._progress is not None:
-                self._progress.draw()
+            self._journal.tick()
+            self._terminal.draw()
             if self._on_progress is not None:
                 self._on_progress(self.tally)
             await anyio.sleep(_TICK)
@@ -280,14 +262,24 @@ class Batch:
             return {}
         return {name: stats.state for name, stats in self._client.stats().items()}
 
+    def _stopping_words(self) -> str | None:
+        if not self._stopping:
+            return None
+        left = self._on_wire_left
+        if left is None or not left:
+            return "stopping"
+        return f"stopping: waiting for {left} request(s) in flight"
+
     # -- reading: what to send ------------------------------------------------------------------
 
     async def _requests(self) -> AsyncIterator[PersonaRequest]:
-        for count, entry in enumerate(self._entries, start=1):
-            if count % _CHECKPOINT_EVERY == 0:
-                await anyio.lowlevel.checkpoint()
-            if self._stopping:
+        for entry in self._reading:
+            if self._stopping:  # this entry counts among the unread ones
                 return
+            self._lines_read += 1
+            self._last_line = entry.line
+            if self._lines_read % _CHECKPOINT_EVERY == 0:
+                await anyio.lowlevel.checkpoint()
             if isinstance(entry, Invalid):
                 self._invalid(entry)
             elif self._admit(entry):
@@ -296,34 +288,22 @@ class Batch:
 
     def _admit(self, item: Item) -> bool:
         """Apply the resume rules; True when ``item`` is to be sent."""
-        state = self._journal.resume.take(item.key)
+        resume = self._journal.resume
+        state = resume.take(item.key, item.line)
         if state is None:
-            what = "id" if item.id is not None else "provider, task_id and audio_id"
-            self._invalid(
-                Invalid(
-                    item.line,
-                    "id" if item.id is not None else "audio_id",
-                    f"duplicate: an earlier line has the same {what}; it is sent once",
-                    id=item.id,
-                    provider=item.lane,
-                    task_id=item.request.task_id,
-                    audio_id=item.request.audio_id,
-                )
-            )
+            self._invalid(duplicate(item, resume.first_line(item.key)))
             return False
         tally = self.tally
-        if state in (State.NEW, State.RETRY):
-            return True
-        if state is State.RETRY_SENT:
-            item.sent_before = True
+        if self._sends(item, state):
+            item.sent_before = state is not State.NEW and state is not State.RETRY
+            task_id = resume.task_ids.get(item.key)
+            if task_id is not None:  # submitted by an earlier run: poll it, never resubmit
+                item.request = msgspec.structs.replace(item.request, provider_task_id=task_id)
             return True
         if state is State.DONE:
             tally.skipped["done"] += 1
         elif state is State.FAILED:
             tally.skipped["failed"] += 1
-        elif self._resend_unknown or (state is State.PENDING and self._resends(item.lane)):
-            item.sent_before = True
-            return True
         elif state is State.UNKNOWN:
             tally.skipped["unknown"] += 1
         else:  # PENDING on a provider that would make a second persona
@@ -343,14 +323,27 @@ class Batch:
         tally.done += 1
         return False
 
+    def _sends(self, item: Item, state: State) -> bool:
+        """Whether an item left in ``state`` by the earlier runs is sent by this one."""
+        return sent_again(
+            state, resends_pending=self._resends(item.lane), resend_unknown=self._resend_unknown
+        )
+
     def _resends(self, lane: str) -> bool:
         provider = self._providers[lane]
         return provider.detects_duplicates or provider.retry_ambiguous
 
-    def _invalid(self, entry: Invalid) -> None:
-        known = self._journal.resume.invalid_lines
+    def _invalid(self, entry: Invalid, *, own: bool = False) -> None:
+        """Record an invalid line. Unless it is the record of the item itself (``own``), a line
+        sharing the identity of a valid item is written without that identity, so it never
+        becomes the last record, the state, of that item."""
+        resume = self._journal.resume
+        key = entry.key
+        if not own and key is not None and resume.known(key):
+            entry = entry.detached()
+        known = resume.invalid_lines
         self.tally.done += 1
-        if entry.line in known and known[entry.line] == entry.key:
+        if entry.line in known and known[entry.line] in (key, entry.key):
             self.tally.skipped["invalid"] += 1  # reported by an earlier run
             return
         self._journal.invalid(entry)
@@ -358,10 +351,31 @@ class Batch:
 
     # -- sending and outcomes -------------------------------------------------------------------
 
-    def _on_send(self, request: PersonaRequest) -> None:
+    def _on_send(self, request: PersonaRequest) -> Awaitable[None]:
         item = self._pulled[id(request)]
-        self._journal.pending(item)  # on disk before the request can go out
-        item.sent = True
+        try:
+            self._journal.pending(item)
+        except JournalWriteError:
+            raise self._unrecorded(item) from None
+        item.sent = True  # from here on it may reach the provider
+        return self._durable(item)
+
+    def _submitted(self, request: PersonaRequest, provider_task_id: str) -> None:
+        self._journal.submitted(self._pulled[id(request)], provider_task_id)
+
+    async def _durable(self, item: Item) -> None:
+        try:
+            await self._journal.durable()  # the pending record is on stable storage
+        except JournalWriteError:
+            raise self._unrecorded(item) from None
+
+    def _unrecorded(self, item: Item) -> Interrupted:
+        return Interrupted(
+            "not sent: the journal could not record it; running the same command again (once "
+            "the journal can be written) sends it",
+            provider=item.lane,
+            retryable=True,
+        )
 
     def _settle(self, outcome: Outcome) -> None:
         item = self._pulled.pop(id(outcome.request))
@@ -370,10 +384,11 @@ class Batch:
         attempts = outcome.attempts
         if persona is not None:
             self._journal.outcome(
-                item, "created", persona_id=persona.persona_id, attempts=attempts
-            )
+                item, "created", persona_id=persona.persona_id, attempts=attempts,
+                provider_task_id=persona.provider_task_id,
+            )  # fmt: skip
             lane.created += 1
-        elif isinstance(err, _Interrupted) or (self._closing and type(err) is PersonaError):
+        elif isinstance(err, Interrupted) or (self._closing and type(err) is PersonaError):
             lane.not_sent += 1
             if item.sent:  # its pending record must not outlive it: nothing is on the wire
                 self._journal.outcome(item, "failed", error=_NOT_SENT_AGAIN, attempts=attempts)
@@ -397,7 +412,8 @@ class Batch:
                     provider=item.lane,
                     task_id=item.request.task_id,
                     audio_id=item.request.audio_id,
-                )
+                ),
+                own=True,
             )
             return
         else:
@@ -410,7 +426,10 @@ class Batch:
                 info.message += "; it may have reached the provider, so a persona may exist" + (
                     " (running the same command again settles it)" if info.retryable else ""
                 )
-            self._journal.outcome(item, "failed", error=info, attempts=attempts)
+            self._journal.outcome(
+                item, "failed", error=info, attempts=attempts,
+                provider_task_id=err.provider_task_id,
+            )  # fmt: skip
             lane.failed[type(err).__name__] += 1
         self.tally.done += 1
         if attempts:
@@ -422,6 +441,8 @@ class Batch:
             return self._resends(item.lane)  # a resend can only come back as 409 there
         if err.retryable or isinstance(err, _ACCOUNT_WIDE):
             return True
+        if isinstance(err, ProviderTimeoutError) and err.provider_task_id:
+            return True  # the task outlived the deadline: the next run polls it again
         if isinstance(err, _MaybeSent) and not err.sent:
             return True  # this attempt never left (the deadline passed, TLS refused): harmless
         return attempts == 0 and not item.sent  # never reached the provider
@@ -432,44 +453,82 @@ class Batch:
             message = provider.redact(message)
         return ErrorInfo(type(err).__name__, err.code, message, retryable)
 
-    # -- signals --------------------------------------------------------------------------------
+    # -- stopping -------------------------------------------------------------------------------
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
         installed: list[int] = []
         for signum in (signal.SIGINT, signal.SIGTERM):
             # Not available on Windows; Ctrl-C then aborts through KeyboardInterrupt.
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(signum, self._on_signal, signum, loop)
-                installed.append(signum)
+            try:
+                loop.add_signal_handler(signum, self._on_signal, signum)
+            except (NotImplementedError, RuntimeError):
+                continue
+            installed.append(signum)
         return installed
 
-    def _on_signal(self, signum: int, loop: asyncio.AbstractEventLoop) -> None:
-        if self._stopping:
+    def _on_signal(self, signum: int) -> None:
+        if self._signalled:
             self._abort()
             return
-        self._stopping = True
-        self._gate.close()
-        in_flight = sum(1 for item in self._pulled.values() if item.sent)
-        self._print(
-            f"persona-async: {signal.Signals(signum).name}: stopping. Nothing more is sent; "
-            f"waiting up to {self._grace:g}s for {in_flight} request(s) in flight. "
-            "Press Ctrl-C again to abort now.",
-            self._err,
+        self._signalled = True
+        self._stop(f"{signal.Signals(signum).name}: stopping", "Press Ctrl-C again to abort now.")
+
+    def _on_journal_failure(self, exc: OSError) -> None:
+        self._stop(
+            f"error: the journal {self._journal.path} could not be written "
+            f"({exc.strerror or exc}): stopping",
+            "",
         )
+
+    def _stop(self, why: str, then: str) -> None:
+        """Send nothing more (at once, even what waits for the window); the watcher then
+        waits for what is on the wire."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._stop_reason = why
+        self._stop_then = then
+        self._gate.close()
         self._stop_requested.set()
 
-    async def _watch_grace(self) -> None:
+    async def _watch_stop(self) -> None:
         await self._stop_requested.wait()
-        await anyio.sleep(self._grace)
+        # A moment for the requests that waited for the window to come out unsent.
+        await anyio.sleep(_SETTLE)
+        left = self._on_wire()
+        self._say_stopping(left)
+        with anyio.move_on_after(self._grace):
+            while left:
+                self._on_wire_left = left
+                await anyio.sleep(_POLL)
+                left = self._on_wire()
+        self._on_wire_left = left
         if not self._aborted:
-            await self._close_early()
+            await self._close_early(left)
 
-    async def _close_early(self) -> None:
-        in_flight = sum(1 for item in self._pulled.values() if item.sent)
-        self._print(
-            f"persona-async: grace period over: closing; {in_flight} request(s) still open",
-            self._err,
+    def _say_stopping(self, left: int) -> None:
+        if self._stop_said:
+            return
+        self._stop_said = True
+        waiting = (
+            f"waiting up to {self._grace:g}s for {left} request(s) in flight"
+            if left
+            else "no request is in flight"
         )
+        self._say(
+            f"persona-async: {self._stop_reason}. Nothing more is sent; {waiting}. "
+            + self._stop_then
+        )
+
+    def _on_wire(self) -> int:
+        """Requests between leaving and their answer (the gate is closed: no worker waits
+        for the window any more)."""
+        assert self._client is not None
+        return sum(stats.in_flight for stats in self._client.stats().values())
+
+    async def _close_early(self, left: int) -> None:
+        if left:
+            self._say(f"persona-async: grace period over: closing; {left} request(s) still open")
         self._closing = True
         assert self._client is not None
         # Every request still open gets its outcome now and the loop writes it; the stream
@@ -483,8 +542,5 @@ class Batch:
         if self._abort_scope is not None:
             self._abort_scope.cancel()
 
-    def _print(self, text: str, stream: TextIO) -> None:
-        if self._progress is not None:
-            self._progress.clear()
-        with contextlib.suppress(BrokenPipeError):
-            print(text, file=stream, flush=True)
+    def _say(self, text: str) -> None:
+        self._terminal.say(text, self._err)

@@ -26,6 +26,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .._providers import PROVIDER_KINDS, Provider
+from .._providers._base import _check_base_url
 from .._ratelimit import SharedLimiter
 
 if sys.version_info >= (3, 11):
@@ -51,6 +52,14 @@ class _Key:
     says: str = ""  # the rule in words, for the error message
 
 
+def _base_url_ok(url: str) -> bool:
+    try:
+        _check_base_url(url, "base_url")
+    except ValueError:
+        return False
+    return True
+
+
 _POSITIVE = _Key(float, lambda v: v > 0, "must be > 0")
 _NON_NEGATIVE = _Key(float, lambda v: v >= 0, "must be >= 0")
 
@@ -64,13 +73,19 @@ _LANE_KEYS: Mapping[str, _Key] = MappingProxyType(
             lambda v: _ENV_NAME.match(v) is not None,
             "must be the name of an environment variable (like CRUN_API_KEY), not the key",
         ),
-        "base_url": _Key(str),
+        "base_url": _Key(
+            str,
+            _base_url_ok,
+            "must be an https:// URL with a host (plain http:// only for a loopback host such as "
+            "127.0.0.1) and no credentials, query or fragment",
+        ),
         "rate_limit": _Key(int, lambda v: v >= 1, "must be >= 1"),
         "rate_period": _POSITIVE,
         "max_concurrency": _Key(int, lambda v: v >= 1, "must be >= 1"),
         "timeout": _POSITIVE,
         "connect_timeout": _POSITIVE,
         "retry_ambiguous": _Key(bool),
+        "wait_for_source": _POSITIVE,  # seconds to wait for the source song before creating
         "limiter": _Key(
             str,
             lambda v: v.startswith(("redis://", "rediss://", "unix://")),
@@ -93,6 +108,9 @@ _CLIENT_KEYS: Mapping[str, _Key] = MappingProxyType(
 )
 
 _TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+# What a wrong value is, in words (a float where a whole number is expected must say so).
+_GOT_WORDS = {int: "an integer", float: "a number with a fraction", bool: "true or false",
+              str: "a string", list: "an array", dict: "a table"}  # fmt: skip
 _SECRET_KEYS = frozenset({"api_key", "key", "token", "secret", "password"})
 
 
@@ -226,7 +244,7 @@ def _checked(where: str, table: Mapping[str, Any], schema: Mapping[str, _Key]) -
         if spec is None:
             raise ConfigError(f"{where} {key}: unknown key; allowed: {', '.join(schema)}")
         if not _is(value, spec.kind):
-            got = _TYPE_WORDS.get(type(value), f"a {type(value).__name__}")
+            got = _GOT_WORDS.get(type(value), f"a {type(value).__name__}")
             raise ConfigError(f"{where} {key}: expected {_TYPE_WORDS[spec.kind]}, got {got}")
         value = float(value) if spec.kind is float else value
         if not spec.rule(value):

@@ -2,29 +2,29 @@
 
 Two lanes (crun and kie) against one ``FakeProvider`` on loopback, with the published limit of
 20 requests per 10 seconds compressed tenfold (20 per second) so a few hundred personas take
-seconds. On the way: random 429s and 500s on both lanes, a maintenance window (455) on both,
-and connection resets after creating on kie. Resets go to kie only, on purpose: the family
-detects duplicates, so the SDK resends and reports a 409 as ``exists`` (saying our earlier
-attempt may have made it); a reset on crun would honestly end as ``OutcomeUnknownError``, which
-is a failure the demo's exit code 0 could not claim.
+seconds. On the way: random 429s and 500s on both lanes, a maintenance window (455) that pauses
+both (one fake serves both), and connection resets after creating on kie. Resets go to kie
+only, on purpose: the family detects duplicates, so the SDK resends and reports the 409 as
+``exists`` (the persona our earlier attempt made); a reset on crun would honestly end as
+``OutcomeUnknownError``, which is a failure the demo's exit code 0 could not claim.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import tempfile
 from collections.abc import Iterator
-from typing import TextIO
 
 import msgspec
 
 from .._providers import CrunProvider, KieProvider
 from ..testing import FakeProvider, Fault
-from ._batch import Batch, Gate
+from ._batch import Batch
+from ._gate import Gate
 from ._input import open_input
 from ._journal import Journal
+from ._progress import Terminal
 from ._summary import Tally
 
 __all__ = ["DEFAULT_COUNT", "run_demo"]
@@ -81,9 +81,7 @@ def _write_input(path: str, count: int) -> None:
             file.write(msgspec.json.encode(item) + b"\n")
 
 
-async def run_demo(
-    count: int, *, out: str | None, progress: bool, stdout: TextIO = sys.stdout
-) -> int:
+async def run_demo(count: int, *, out: str | None, terminal: Terminal) -> int:
     """Run the demo batch; return the batch's exit code."""
     with tempfile.TemporaryDirectory(prefix="persona-async-demo-") as tmp:
         input_path = os.path.join(tmp, "personas.jsonl")
@@ -111,13 +109,14 @@ async def run_demo(
                 )
                 for cls in (CrunProvider, KieProvider)
             ]
-            print(
+            terminal.say(
                 f"persona-async demo: {count} personas across crun and kie on a local fake "
                 f"provider ({fake.url}), {_RATE} requests per {_PERIOD:g}s per lane (the "
-                "published 20 per 10 s, compressed tenfold), with random 429s and 500s, a "
-                "maintenance window and connection resets on kie. No key, no network.\n",
-                file=stdout,
-                flush=True,
+                "published 20 per 10 s, compressed tenfold). On the way: random 429s and 500s, "
+                "a maintenance window that pauses both lanes, and connection resets on kie "
+                "after the persona was made: kie is asked again and its 409 is counted as "
+                "'exists' (the persona our first attempt made, not a second one). No key, no "
+                "network.\n"
             )
             entries = open_input(input_path, {p.name: p for p in providers})
             with contextlib.closing(entries):
@@ -133,8 +132,7 @@ async def run_demo(
                     entries=entries,
                     journal=Journal.open(journal_path),
                     gate=gate,
-                    progress=progress,
-                    out=stdout,
+                    terminal=terminal,
                     on_progress=_Director(fake, count),
                     journal_label=out or "temporary (`persona-async demo --out FILE` keeps it)",
                 )

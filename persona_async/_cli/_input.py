@@ -28,6 +28,7 @@ from .._providers import Provider
 
 __all__ = [
     "Input",
+    "duplicate",
     "InputError",
     "Invalid",
     "Item",
@@ -45,7 +46,6 @@ _EXTENSIONS: Mapping[str, Format] = {
     ".json": "jsonl",
     ".csv": "csv",
 }
-_COUNT_CHUNK = 1 << 20
 
 _decode_json = msgspec.json.Decoder().decode
 
@@ -100,6 +100,26 @@ class Invalid:
             return None
         return identity_key(self.id, self.provider, self.task_id, self.audio_id)
 
+    def detached(self) -> Invalid:
+        """The same, without the identity (``provider`` kept, for the summary's lane row):
+        the record of a line whose identity belongs to another line's item."""
+        return Invalid(self.line, self.field, self.message, provider=self.provider)
+
+
+def duplicate(item: Item, first_line: int) -> Invalid:
+    """The ``invalid`` entry of a line whose identity ``first_line`` already had. It carries no
+    identity: the item of ``first_line`` keeps its own state."""
+    if item.id is not None:
+        field, what = "id", f"id {item.id!r}"
+    else:
+        field, what = "audio_id", "provider, task_id and audio_id"
+    return Invalid(
+        item.line,
+        field,
+        f"duplicate of line {first_line}: it has the same {what}; only line {first_line} is sent",
+        provider=item.lane,
+    )
+
 
 class Input:
     """An opened input: iterate for ``Item``/``Invalid`` in line order; ``close()`` when done."""
@@ -131,18 +151,17 @@ class Input:
             self._file.close()
 
     def count(self) -> int | None:
-        """Items in the file, by a cheap count of its lines (None for stdin)."""
+        """Items in the file, by a cheap count of its non-blank lines (None for stdin)."""
         if self.name == "-":
             return None
-        lines, last = 0, b"\n"
+        lines = 0
         try:
             with open(self.name, "rb") as again:
-                while chunk := again.read(_COUNT_CHUNK):
-                    lines += chunk.count(b"\n")
-                    last = chunk[-1:]
+                for raw in again:
+                    if raw.strip():
+                        lines += 1
         except OSError:
             return None
-        lines += last != b"\n"
         return max(0, lines - (1 if self._format == "csv" else 0))
 
     def __iter__(self) -> Iterator[Item | Invalid]:
@@ -218,10 +237,14 @@ class Input:
                 yield Invalid(start, None, "not valid UTF-8")
                 continue
             if len(row) != len(header):
-                yield Invalid(start, None, f"has {len(row)} fields, the header has {len(header)}")
+                yield Invalid(
+                    start,
+                    None,
+                    f"has {_fields(len(row))}, the header has {_fields(len(header))}",
+                )
                 continue
             fields: dict[str, Any] = {}
-            problem: Invalid | None = None
+            bad: str | None = None  # the first cell that is not a number where one must be
             for name, cell in zip(header, row, strict=True):
                 if name in _TEXT:
                     fields[name] = cell
@@ -231,14 +254,22 @@ class Input:
                     try:
                         fields[name] = float(cell)
                     except ValueError:
-                        problem = Invalid(start, name, f"{name} must be a number of seconds")
+                        bad = bad or name
                 else:
                     fields[name] = cell
-            yield problem if problem is not None else self._entry(start, fields)
+            if bad is not None:
+                yield self._entry(start, fields, bad=(bad, f"{bad} must be a number of seconds"))
+            else:
+                yield self._entry(start, fields)
 
     # -- both ----------------------------------------------------------------------------------
 
-    def _entry(self, line: int, fields: dict[str, Any]) -> Item | Invalid:
+    def _entry(
+        self, line: int, fields: dict[str, Any], *, bad: tuple[str, str] | None = None
+    ) -> Item | Invalid:
+        """The line's item, or its ``Invalid`` (``bad``: a field already found wrong) with the
+        identity fields the line has, so its record names them."""
+
         def ident(name: str) -> str | None:
             value = fields.get(name)
             return value if isinstance(value, str) else None
@@ -273,6 +304,8 @@ class Input:
             return invalid(
                 "provider", f"provider {provider!r} is not in the config: {self._lane_names()}"
             )
+        if bad is not None:
+            return invalid(*bad)
         for name in _TEXT:
             if name not in fields or fields[name] is None:
                 return invalid(name, f"{name} is missing")
@@ -346,3 +379,7 @@ def _kind(value: object) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return "a number"
     return names.get(type(value), type(value).__name__)
+
+
+def _fields(count: int) -> str:
+    return f"{count} field" if count == 1 else f"{count} fields"

@@ -1,7 +1,8 @@
 """``persona-async``: the command line (``batch``, ``validate``, ``demo``) and its exit codes.
 
 Exit codes: 0 every item ``created`` or ``exists``; 1 any ``failed`` or ``invalid`` (``validate``:
-any invalid line); 2 usage and config errors; 130 interrupted.
+any invalid line); 2 usage, config and journal errors (a journal that cannot be opened, is not
+a journal, or stopped accepting records mid-run); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -11,15 +12,20 @@ import asyncio
 import logging
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 
+from .._providers import Provider
 from .._version import __version__
-from ._batch import DEFAULT_GRACE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Batch, Gate
+from ._batch import DEFAULT_GRACE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Batch
+from ._check_sources import check_sources
 from ._config import ConfigError, load_config
 from ._demo import DEFAULT_COUNT, run_demo
-from ._input import Format, InputError, Invalid, open_input
-from ._journal import Journal, JournalError, State
-from ._progress import progress_wanted
+from ._estimate import Estimate
+from ._gate import RESTART_SLACK, Gate
+from ._input import Format, InputError, Invalid, Item, duplicate, open_input
+from ._journal import Journal, JournalError, State, read_resume
+from ._progress import Terminal, TerminalLogHandler, progress_wanted
 
 __all__ = ["main"]
 
@@ -71,11 +77,23 @@ def _parser() -> argparse.ArgumentParser:
         "validate",
         help="check every line of INPUT; send nothing",
         description="Check every line of INPUT against the config's providers and their rules. "
-        "Sends nothing and needs no API key. Exit 1 if any line is invalid.",
+        "Sends nothing and needs no API key. Then, per lane: the items a batch would send, "
+        "those already settled in --out, and how long the rest takes at the configured "
+        "limits. Exit 1 if any line is invalid.",
     )
     validate.add_argument("input", metavar="INPUT", help="JSONL or CSV file; - reads stdin")
     validate.add_argument("--config", required=True, help="the TOML config with the providers")
     validate.add_argument("--format", choices=("jsonl", "csv"), help="override the extension")
+    validate.add_argument(
+        "--out", help="the journal a batch would resume: count what it already settles"
+    )
+    validate.add_argument(
+        "--check-sources",
+        action="store_true",
+        help="also ask each provider's status endpoint whether each line's source song is "
+        "ready, running, failed or unknown (needs the keys; sends no create; exit 1 unless all "
+        "are ready)",
+    )
     validate.set_defaults(run=_validate)
 
     demo = commands.add_parser(
@@ -100,9 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    _logging(getattr(args, "verbose", False))
+    live = progress_wanted(getattr(args, "no_progress", True), sys.stdout)
+    terminal = Terminal(sys.stdout, live=live)
+    _logging(getattr(args, "verbose", False), terminal)
     try:
-        code: int = args.run(args)
+        code: int = args.run(args, terminal)
     except KeyboardInterrupt:  # before the run's own signal handling, or where there is none
         print("persona-async: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -112,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _batch(args: argparse.Namespace) -> int:
+def _batch(args: argparse.Namespace, terminal: Terminal) -> int:
     config = load_config(args.config)
     gate = Gate(config.shared_limiters())
     providers = config.providers(config.api_keys(), limiter=gate)
@@ -120,9 +140,12 @@ def _batch(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out} is the input file; name a separate journal")
     entries = open_input(args.input, {p.name: p for p in providers}, _format(args))
     try:
-        journal = Journal.open(args.out)
+        # The sends of the dead run's last window count against the new run's.
+        horizon = max(p.rate_period for p in providers) + RESTART_SLACK
+        journal = Journal.open(args.out, horizon=horizon)
         try:
             _say_resume(journal)
+            gate.count_earlier_sends(journal.resume.recent_sends)
             batch = Batch(
                 providers=providers,
                 client_options=config.client,
@@ -131,11 +154,11 @@ def _batch(args: argparse.Namespace) -> int:
                 gate=gate,
                 resend_unknown=args.resend_unknown,
                 grace=args.grace,
-                progress=progress_wanted(args.no_progress, sys.stdout),
+                terminal=terminal,
             )
             try:
                 return asyncio.run(batch.run())
-            except OSError as exc:  # the input or the journal failed mid-run
+            except OSError as exc:  # the input failed mid-run
                 print(f"persona-async: error: {exc}", file=sys.stderr)
                 return EXIT_FAILED
         finally:
@@ -145,12 +168,8 @@ def _batch(args: argparse.Namespace) -> int:
 
 
 def _say_resume(journal: Journal) -> None:
-    if journal.repaired:
-        print(
-            f"persona-async: {journal.path}: cut {journal.repaired} byte(s) of a torn last line "
-            "(the previous run was killed mid-write); the records before it are intact",
-            file=sys.stderr,
-        )
+    for repair in journal.repairs:
+        print(f"persona-async: {journal.path}: {repair}", file=sys.stderr)
     resume = journal.resume
     if not resume.records:
         return
@@ -160,44 +179,60 @@ def _say_resume(journal: Journal) -> None:
         f"persona-async: resuming {journal.path}: {resume.records} records, {settled} item(s) "
         f"settled, {states[State.PENDING]} in flight when the last run stopped, "
         f"{states[State.RETRY] + states[State.RETRY_SENT]} to retry, "
-        f"{states[State.UNKNOWN]} with an unknown outcome",
+        f"{states[State.UNKNOWN]} with an unknown outcome"
+        + (f", {n} submitted task(s) to poll" if (n := states[State.SUBMITTED]) else ""),
         file=sys.stderr,
     )
 
 
-def _validate(args: argparse.Namespace) -> int:
+def _validate(args: argparse.Namespace, terminal: Terminal) -> int:
     config = load_config(args.config)
-    providers = config.providers({lane.name: _VALIDATE_ONLY_KEY for lane in config.lanes})
+    keys = config.api_keys() if args.check_sources else None
+    providers = config.providers(keys or {lane.name: _VALIDATE_ONLY_KEY for lane in config.lanes})
+    resume = read_resume(args.out) if args.out is not None else None
     entries = open_input(args.input, {p.name: p for p in providers}, _format(args))
-    valid = invalid = 0
-    seen: set[bytes] = set()
+    estimate = Estimate(providers, resume)
+    invalid = 0
+    first_lines: dict[bytes, int] = {}
+    to_check: list[Item] = []
     try:
         for entry in entries:
             if not isinstance(entry, Invalid):
-                if entry.key not in seen:
-                    seen.add(entry.key)
-                    valid += 1
+                first = first_lines.setdefault(entry.key, entry.line)
+                if first == entry.line:
+                    estimate.add(entry)
+                    if keys is not None:
+                        to_check.append(entry)
                     continue
-                entry = Invalid(
-                    entry.line,
-                    "id" if entry.id is not None else "audio_id",
-                    "duplicate: an earlier line has the same identity; it would be sent once",
-                )
+                entry = duplicate(entry, first)
             invalid += 1
             where = f"{entries.name}:{entry.line}"
             field = f" {entry.field}:" if entry.field else ""
             print(f"{where}:{field} {entry.message}")
     finally:
         entries.close()
-    print(f"{valid} valid item(s), {invalid} invalid line(s)")
+    print(f"{estimate.valid} valid item(s), {invalid} invalid line(s)")
+    print(estimate.render())
+    if keys is not None and not _report_sources(providers, to_check, entries.name):
+        return EXIT_FAILED
     return EXIT_FAILED if invalid else EXIT_OK
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _report_sources(providers: Sequence[Provider], items: list[Item], name: str) -> bool:
+    """Print each line's source state; True when every source is ready."""
+    lines = asyncio.run(check_sources({p.name: p for p in providers}, items))
+    counts = Counter(line.state for line in lines)
+    for line in lines:
+        print(f"{name}:{line.item.line}: source {line.state}: {line.detail}")
+    states = ("ready", "running", "failed", "unknown")
+    print("sources: " + ", ".join(f"{counts[state]} {state}" for state in states))
+    return counts["ready"] == len(lines)
+
+
+def _demo(args: argparse.Namespace, terminal: Terminal) -> int:
     if args.out is not None and os.path.exists(args.out):
         raise UsageError(f"--out {args.out} exists; the demo writes a new journal")
-    progress = progress_wanted(args.no_progress, sys.stdout)
-    return asyncio.run(run_demo(args.count, out=args.out, progress=progress))
+    return asyncio.run(run_demo(args.count, out=args.out, terminal=terminal))
 
 
 def _format(args: argparse.Namespace) -> Format | None:
@@ -212,10 +247,11 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
-def _logging(verbose: bool) -> None:
+def _logging(verbose: bool, terminal: Terminal) -> None:
     logger = logging.getLogger("persona_async")
     if verbose:
-        handler = logging.StreamHandler(sys.stderr)
+        # Through the terminal's writer: a log line never lands on the end of the live line.
+        handler = TerminalLogHandler(terminal, sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)

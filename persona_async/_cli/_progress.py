@@ -1,12 +1,16 @@
-"""The live progress line: done/total, rate, ETA and each lane's state, redrawn in place.
+"""The terminal during a run: one live line at the bottom, every message and log line above it.
 
-Only on a terminal: off when stdout is not a TTY, under CI (``CI`` set), with ``TERM=dumb``, or
-with ``--no-progress``. Everything else the CLI prints goes through ``clear()`` first so the line
-never garbles a message.
+The live line (a bar, done/total, rate, ETA and each lane's state, or that the run is stopping)
+is shown only on a terminal: off when stdout is not a TTY, under CI (``CI`` set), with
+``TERM=dumb``, or with ``--no-progress``. ``Terminal`` is the one writer: messages, the summary
+and log records (``TerminalLogHandler``) clear the line, print, and redraw it, so nothing is
+ever printed onto the end of it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import time
@@ -17,11 +21,12 @@ from typing import TextIO
 from .._lane import LaneState
 from ._summary import Tally
 
-__all__ = ["Progress", "progress_wanted"]
+__all__ = ["Progress", "Terminal", "TerminalLogHandler", "duration", "progress_wanted"]
 
 #: The rate is measured over this many recent seconds, so the ETA follows a lane that slows.
 _RATE_WINDOW = 10.0
 _DEFAULT_WIDTH = 100
+_BAR = 20
 _STATE_WORDS = {
     LaneState.RUNNING: "running",
     LaneState.COOLING: "cooling after 429",
@@ -41,25 +46,82 @@ def progress_wanted(disabled: bool, stream: TextIO) -> bool:
         return False
 
 
+class Terminal:
+    """Writes messages to the terminal, keeping the live line (``show()``) below them."""
+
+    def __init__(self, out: TextIO, *, live: bool) -> None:
+        self.out = out
+        #: Whether the live line is drawn at all (a terminal, not disabled).
+        self.live = live
+        self._line: Callable[[], str] | None = None
+        self._drawn = False
+
+    def show(self, line: Callable[[], str] | None) -> None:
+        """Draw ``line()`` as the live line from now on (None: no live line)."""
+        self.clear()
+        self._line = line
+
+    def draw(self) -> None:
+        if not self.live or self._line is None:
+            return
+        # A terminal that reports no size (a bare pty) gets the default width.
+        width = shutil.get_terminal_size().columns or _DEFAULT_WIDTH
+        text = self._line()[: max(width - 1, 20)]
+        with contextlib.suppress(BrokenPipeError):
+            self.out.write("\r" + text + "\x1b[K")
+            self.out.flush()
+        self._drawn = True
+
+    def clear(self) -> None:
+        if self._drawn:
+            self._drawn = False
+            with contextlib.suppress(BrokenPipeError):
+                self.out.write("\r\x1b[K")
+                self.out.flush()
+
+    def say(self, text: str, stream: TextIO | None = None) -> None:
+        """Print ``text`` (a line or more) above the live line, then redraw the line."""
+        redraw = self._drawn
+        self.clear()
+        with contextlib.suppress(BrokenPipeError):
+            print(text, file=stream or self.out, flush=True)
+        if redraw:
+            self.draw()
+
+
+class TerminalLogHandler(logging.Handler):
+    """Log records, formatted, through a ``Terminal`` (to ``stream``, stderr by default)."""
+
+    def __init__(self, terminal: Terminal, stream: TextIO) -> None:
+        super().__init__()
+        self.terminal = terminal
+        self.stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.terminal.say(self.format(record), self.stream)
+        except Exception:  # logging must never break the run
+            self.handleError(record)
+
+
 class Progress:
-    """Draws one line on ``stream``; ``draw()`` is cheap enough to call a few times a second."""
+    """The text of the live line; ``line()`` is cheap enough to call a few times a second."""
 
     def __init__(
         self,
-        stream: TextIO,
         tally: Tally,
         total: int | None,
         lane_states: Callable[[], Mapping[str, LaneState]],
         *,
+        stopping: Callable[[], str | None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._stream = stream
         self._tally = tally
         self._total = total
         self._lane_states = lane_states
+        self._stopping = stopping  # why and how the run is stopping, when it is
         self._clock = clock
         self._samples: deque[tuple[float, int]] = deque()  # (time, answered) for the rate
-        self._drawn = False
 
     def line(self) -> str:
         tally = self._tally
@@ -71,32 +133,26 @@ class Progress:
         span = now - first_time
         rate = (tally.answered - first_count) / span if span > 0.5 else None
         done, total = tally.done, self._total
-        parts = [f"{done}/{total}" if total else f"{done} done"]
+        parts = []
         if total:
-            parts[0] += f" ({min(done, total) * 100 // max(total, 1)}%)"
+            filled = min(done, total) * _BAR // max(total, 1)
+            parts.append("[" + "#" * filled + "." * (_BAR - filled) + "]")
+            parts.append(f"{done}/{total} ({min(done, total) * 100 // max(total, 1)}%)")
+        else:
+            parts.append(f"{done} done")
+        stopping = self._stopping()
+        if stopping is not None:
+            return "  ".join(parts) + "  | " + stopping
         parts.append(f"{rate:.1f}/s" if rate is not None else "-/s")
         if total and rate:
-            parts.append("ETA " + _duration(max(total - done, 0) / rate))
+            parts.append("ETA " + duration(max(total - done, 0) / rate))
         states = self._lane_states()
         lanes = "  ".join(f"{name}: {_STATE_WORDS[state]}" for name, state in states.items())
         return "  ".join(parts) + ("  | " + lanes if lanes else "")
 
-    def draw(self) -> None:
-        # A terminal that reports no size (a bare pty) gets the default width.
-        width = shutil.get_terminal_size().columns or _DEFAULT_WIDTH
-        text = self.line()[: max(width - 1, 20)]
-        self._stream.write("\r" + text + "\x1b[K")
-        self._stream.flush()
-        self._drawn = True
 
-    def clear(self) -> None:
-        if self._drawn:
-            self._stream.write("\r\x1b[K")
-            self._stream.flush()
-            self._drawn = False
-
-
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``27h46m``."""
     seconds = int(seconds + 0.5)
     if seconds < 60:
         return f"{seconds}s"

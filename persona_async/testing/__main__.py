@@ -22,11 +22,31 @@ from collections.abc import Sequence
 
 from ._fake import DEFAULT_API_KEY, DEFAULT_RATE_PERIOD, RATE_SHAPES, FakeProvider
 
+_EPILOG = """\
+readiness:
+  Once listening, it prints exactly one line to stdout and flushes it:
+      READY http://127.0.0.1:PORT
+  Read that line to learn the base URL (with --port 0 the port is picked for you). Nothing
+  else is printed to stdout. It then serves until SIGTERM or SIGINT and exits with status 0.
+
+what it saw:
+  GET  /_fake/stats   JSON: request_count, requests_by_kind, response_codes, creations
+                      (personas created), personas, duplicate_creations (a second persona
+                      for one audio id), window_violations (requests over --rate-limit),
+                      max_concurrent, in_flight, connection_resets, faults_served, ...
+  POST /_fake/reset   forget all of it (counts, windows, stored personas)
+
+example:
+  python -m persona_async.testing --rate-limit 20 --rate-period 10 --api-key my-test-key
+"""
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m persona_async.testing",
         description="Serve a fake crun + sunoapi.org-family persona provider on loopback.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one")
