@@ -145,6 +145,7 @@ class AdaptiveLimit:
         "configured",
         "current",
         "decreased",
+        "discovered",
         "evidence",
         "grown",
         "patience",
@@ -160,6 +161,7 @@ class AdaptiveLimit:
         self.changed = -math.inf  # when `current` last changed
         self.decreased = -math.inf  # when it last went down: older 429s are that same event
         self.grown = -math.inf  # when it last went up: a 429 soon after is a failed probe
+        self.discovered = -math.inf  # when a 429 first taught it something
         self.ceiling: int | None = None  # the limit at which the last congestion event came
         self.patience = 1  # clean windows to wait before probing at `ceiling` again
         self.saturated = False  # the lane wanted more starts than `current` since the change
@@ -197,6 +199,8 @@ class AdaptiveLimit:
             lowered = max(1, min(max(lowered, before // 2), before - 1))
         self.current = self.sustained = lowered
         self.decreased = self.changed = now
+        if self.discovered == -math.inf:
+            self.discovered = now
         self.saturated = False
         return True
 
@@ -218,8 +222,8 @@ class AdaptiveLimit:
         self.saturated = False
 
     def learned(self, now: float) -> int | None:
-        """What the provider sustained, once two windows passed without a new event."""
-        settled = self.sustained is not None and now - self.decreased >= 2 * self.period
+        """What the provider sustained, once two windows have passed since the first 429."""
+        settled = self.sustained is not None and now - self.discovered >= 2 * self.period
         if not settled or (self.configured is not None and self.sustained == self.configured):
             return None
         return self.sustained
@@ -317,9 +321,15 @@ class SlidingWindowLimiter:
         when it was written keeps two windows from overlapping at the provider, whatever the
         connection setup cost; the window margin is then left for network jitter alone.
         """
-        index = self._index(start)
-        if index < len(self._log) and self._log[index] is start:
-            del self._log[index]
+        log = self._log
+        # It was admitted moments ago: look for it from the end of the log.
+        for index in range(len(log) - 1, -1, -1):
+            entry = log[index]
+            if entry is start:
+                del log[index]
+                break
+            if entry.at < start.at:
+                break  # past where it would be: not in the log any more
         start.at = self._clock()
         self._record(start)
 

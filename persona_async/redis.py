@@ -97,7 +97,7 @@ DEFAULT_RECHECK = 1.0
 # (0: none); window and period in microseconds; the start's unique member (acquire, throttled)
 # or the hold's length in microseconds; MAX_PATIENCE; PROBE_FRACTION.
 # Returns {1 if admitted, microseconds to wait otherwise, limit (0: none), sustained (0: none),
-# microseconds since the last decrease}.
+# microseconds since the first decrease}.
 # The rules are AdaptiveLimit's (persona_async._ratelimit), step for step, so every process
 # sharing a key runs at one learned limit. Times are integer microseconds of Redis's clock,
 # formatted with %d before reaching redis.call (Lua's own conversion keeps only 14 digits).
@@ -109,23 +109,24 @@ local mode, configured = ARGV[1], tonumber(ARGV[2])
 local span, period = tonumber(ARGV[3]), tonumber(ARGV[4])
 local max_patience, fraction = tonumber(ARGV[6]), tonumber(ARGV[7])
 local st = redis.call('HMGET', KEYS[3], 'cur', 'changed', 'decreased', 'ceiling', 'patience',
-                      'sat', 'sustained', 'grown', 'evidence')
+                      'sat', 'sustained', 'grown', 'evidence', 'discovered')
 local cur = tonumber(st[1]) or configured
 if configured > 0 and (cur == 0 or cur > configured) then cur = configured end
 local changed, decreased = tonumber(st[2]) or 0, tonumber(st[3]) or 0
 local ceiling, patience = tonumber(st[4]) or 0, tonumber(st[5]) or 1
 local sat, sustained, grown = st[6] == '1', tonumber(st[7]) or 0, tonumber(st[8]) or 0
-local evidence = tonumber(st[9]) or 0
+local evidence, discovered = tonumber(st[9]) or 0, tonumber(st[10]) or 0
 local dirty = false
 local function save()
   redis.call('HSET', KEYS[3], 'cur', cur, 'changed', int(changed), 'decreased', int(decreased),
              'ceiling', ceiling, 'patience', patience, 'sat', sat and 1 or 0,
-             'sustained', sustained, 'grown', int(grown), 'evidence', evidence)
+             'sustained', sustained, 'grown', int(grown), 'evidence', evidence,
+             'discovered', int(discovered))
   redis.call('PEXPIRE', KEYS[3], 3600000)
 end
 local function reply(admitted, wait)
   if dirty then save() end
-  return {admitted, wait, cur, sustained, now - decreased}
+  return {admitted, wait, cur, sustained, now - discovered}
 end
 local function delay()
   if cur == 0 then return 0 end
@@ -162,6 +163,7 @@ if mode == 'throttled' then
       lowered = math.max(1, math.min(math.max(lowered, math.floor(cur / 2)), cur - 1))
     end
     cur, sustained, decreased, changed, sat, dirty = lowered, lowered, now, now, false, true
+    if discovered == 0 then discovered = now end
   end
   return reply(0, delay())
 end

@@ -14,10 +14,12 @@ import logging
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from _cli_support import KEYS, config_text, items, run_cli, write_jsonl
 from _support import most_in_any_window
 from test_redis import Worker, _fake_process, _fake_stats, redis_server  # noqa: F401
 
@@ -165,3 +167,22 @@ def test_the_window_guarantee_holds_on_a_slow_event_loop() -> None:
         stats = _fake_stats(url)
     assert result.stdout.split() == [b"120"]
     assert stats["window_violations"] == 0
+
+
+async def test_the_cli_summary_says_which_limit_to_configure(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", items(40, lanes=("crun",)))
+    async with FakeProvider(
+        api_keys=(KEYS["crun"],), rate_limit=REAL, rate_period=PERIOD
+    ) as fake:
+        config = config_text(fake.url, rate_limit=20, rate_period=PERIOD, lanes=("crun",))
+        (tmp_path / "persona.toml").write_text(config)
+        result = await run_cli(
+            "batch", str(tmp_path / "in.jsonl"), "--config", str(tmp_path / "persona.toml"),
+            "--out", str(tmp_path / "out.jsonl"), "--no-progress",
+        )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert (
+        b"rate limit learned on crun: configured 20 per 0.5 s, provider sustained about 5 per "
+        b"0.5 s: set rate_limit = 5" in result.stdout
+    )

@@ -120,6 +120,9 @@ def render_summary(
         if t.failed:
             kinds = ", ".join(f"{kind} {n}" for kind, n in t.failed.most_common())
             lines.append(f"failed on {name}: {kinds}")
+    for lane_stats in stats.values():
+        if lane_stats.advice is not None:  # the provider allows less than the config says
+            lines.append(f"rate limit learned on {lane_stats.advice}")
     skipped = tally.skipped
     if sum(skipped.values()):
         parts = [

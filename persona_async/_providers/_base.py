@@ -261,41 +261,51 @@ class Provider:
 
     # -- rules checked before sending ---------------------------------------------------------
 
+    def _invalid(self, request: PersonaRequest, field: str, rule: str) -> InvalidRequestError:
+        return InvalidRequestError(
+            f"{field} {rule}",
+            field=field,
+            provider=self.name,
+            task_id=request.task_id if isinstance(request.task_id, str) else None,
+            audio_id=request.audio_id if isinstance(request.audio_id, str) else None,
+            attempts=0,
+        )
+
     def validate(self, request: PersonaRequest) -> None:
         """Raise ``InvalidRequestError`` naming the field and the rule, or return."""
 
-        def fail(field: str, rule: str) -> InvalidRequestError:
-            return InvalidRequestError(
-                f"{field} {rule}",
-                field=field,
-                provider=self.name,
-                task_id=request.task_id if isinstance(request.task_id, str) else None,
-                audio_id=request.audio_id if isinstance(request.audio_id, str) else None,
-                attempts=0,
-            )
-
         task = request.provider_task_id
         if task is not None and self.mode != "task":
-            raise fail(
+            raise self._invalid(
+                request,
                 "provider_task_id",
                 f"is only for async-task providers; {type(self).__name__} answers at once",
             )
         if task is not None and (not isinstance(task, str) or not task.strip()):
-            raise fail("provider_task_id", "must be a non-empty string (the provider's task id)")
+            raise self._invalid(
+                request, "provider_task_id", "must be a non-empty string (the provider's task id)"
+            )
         for field in ("task_id", "audio_id", "name", "description"):
             value = getattr(request, field)
             if not isinstance(value, str):
-                raise fail(field, f"must be a string, got {type(value).__name__}")
+                raise self._invalid(request, field, f"must be a string, got {type(value).__name__}")
             if not value.strip():
-                raise fail(field, "must not be empty")
-        extras = {
-            f: getattr(request, f)
-            for f in ("vocal_start", "vocal_end", "style")
-            if getattr(request, f) is not None
-        }
+                raise self._invalid(request, field, "must not be empty")
+        extras = [
+            f
+            for f, v in (
+                ("vocal_start", request.vocal_start),
+                ("vocal_end", request.vocal_end),
+                ("style", request.style),
+            )
+            if v is not None
+        ]
+        if not extras and not self.max_lengths:
+            return  # the common request: four strings, checked above
         for field in extras:
             if field in self.unsupported_fields:
-                raise fail(
+                raise self._invalid(
+                    request,
                     field,
                     f"is not supported by {type(self).__name__} (its API documents no "
                     f"{field}); remove it rather than have it dropped",
@@ -304,30 +314,41 @@ class Provider:
             given, missing = ("vocal_start", "vocal_end")
             if "vocal_end" in extras:
                 given, missing = missing, given
-            raise fail(missing, f"must be given together with {given} ({type(self).__name__})")
+            raise self._invalid(
+                request, missing, f"must be given together with {given} ({type(self).__name__})"
+            )
         if "style" in extras and not isinstance(request.style, str):
-            raise fail("style", f"must be a string, got {type(request.style).__name__}")
+            raise self._invalid(
+                request, "style", f"must be a string, got {type(request.style).__name__}"
+            )
         for field, limit in self.max_lengths.items():
             value = getattr(request, field)
             if isinstance(value, str) and len(value) > limit:
-                raise fail(field, f"must be at most {limit} characters, got {len(value)}")
+                raise self._invalid(
+                    request, field, f"must be at most {limit} characters, got {len(value)}"
+                )
         for field in ("vocal_start", "vocal_end"):
             value = getattr(request, field)
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise fail(field, f"must be a number of seconds, got {type(value).__name__}")
+                raise self._invalid(
+                    request, field, f"must be a number of seconds, got {type(value).__name__}"
+                )
             if not math.isfinite(value) or value < 0:
-                raise fail(field, f"must be a finite number >= 0, got {value!r}")
+                raise self._invalid(request, field, f"must be a finite number >= 0, got {value!r}")
         start, end = request.vocal_start, request.vocal_end
         if start is not None and end is not None and not end > start:
-            raise fail("vocal_end", f"must be greater than vocal_start ({end!r} <= {start!r})")
+            raise self._invalid(
+                request, "vocal_end", f"must be greater than vocal_start ({end!r} <= {start!r})"
+            )
         if self.vocal_window is not None and (start is not None or end is not None):
             lo, hi = self.vocal_window
             start = self.vocal_defaults[0] if start is None else start
             end = self.vocal_defaults[1] if end is None else end
             if not lo <= end - start <= hi:
-                raise fail(
+                raise self._invalid(
+                    request,
                     "vocal_end",
                     f"minus vocal_start must be between {lo:g} and {hi:g} seconds, "
                     f"got {end - start:g}",
