@@ -1,13 +1,12 @@
 """persona_async: create Suno personas through third-party Suno API providers, asyncio-first.
 
-One request::
-
-    async with PersonaClient([CrunProvider()]) as client:
-        persona = await client.create_persona(PersonaRequest(task_id, audio_id, name, description))
-
-Many, across providers, within each provider's rate limit::
+One request, and many across providers within each provider's rate limit (inside an
+``async def``, run with ``asyncio.run``)::
 
     async with PersonaClient([CrunProvider(), KieProvider()]) as client:
+        persona = await client.create_persona(
+            PersonaRequest(task_id, audio_id, name, description, provider="crun")
+        )
         async for outcome in client.create_many(requests):
             ...
 """

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import warnings
 from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
 
 import anyio
 import anyio.abc
 
+from ._deadline import DEFAULT_DEADLINE, DEFAULT_STREAM_DEADLINE, check_deadline
 from ._exceptions import InvalidRequestError, PersonaError
-from ._lane import DEFAULT_RETRY_BUDGET, Deliver, Lane, LaneStats, OnSend, _Job
+from ._job import Deliver, OnSend, _Job
+from ._lane import DEFAULT_RETRY_BUDGET, Lane, LaneStats
 from ._models import Persona, PersonaRequest
+from ._orphans import OnOrphan, report_orphan
 from ._providers import Provider
 from ._retry import (
     DEFAULT_BACKOFF_INITIAL,
     DEFAULT_BACKOFF_MAX,
-    DEFAULT_DEADLINE,
     DEFAULT_MAX_MAINTENANCE_WAIT,
     DEFAULT_MAX_RETRIES,
     DEFAULT_RETRY_AFTER_MAX,
@@ -26,6 +30,8 @@ from ._stream import OutcomeStream, _StreamState
 from ._transport import SessionPool
 
 __all__ = ["PersonaClient"]
+
+logger = logging.getLogger("persona_async")
 
 #: create_many's default read-ahead, per unit of total concurrency.
 _PENDING_PER_SLOT = 4
@@ -37,15 +43,33 @@ class PersonaClient:
     Share one client across a whole application: every ``create_persona`` and ``create_many``
     draws on the same per-lane rate limit and concurrency cap::
 
-        async with PersonaClient([CrunProvider(api_key=...)]) as client:
-            persona = await client.create_persona(
-                PersonaRequest("task_1", "clip_1", "Neon Siren", "Smoky late-night R&B")
-            )
+        async def main() -> None:
+            async with PersonaClient([CrunProvider(api_key=...)]) as client:
+                persona = await client.create_persona(
+                    PersonaRequest("task_1", "clip_1", "Neon Siren", "Smoky late-night R&B")
+                )
 
-    Retries: 429 cools the lane and is retried within ``deadline``; 455 pauses the lane and
-    waits up to ``max_maintenance_wait``; 500 and transport failures are retried up to
-    ``max_retries`` times with exponential backoff and full jitter, but a request that may
-    already have created a persona is resent only where the provider detects duplicates.
+        asyncio.run(main())
+
+    ``deadline`` bounds each request from the moment it is submitted: queueing, cooldowns
+    after 429, maintenance waits and retries. ``None`` (the default) means 30 s for a
+    ``create_persona`` call (a web handler's budget) and an hour for each ``create_many``
+    request (the bulk path, which waits out a maintenance window of up to
+    ``max_maintenance_wait``); both calls take ``deadline=`` to override it. When it comes, the
+    call fails with the provider's last answer (``MaintenanceError``, ``RateLimitError``, ...).
+    An attempt starts only while a quarter of the provider's timeout (or of the deadline, if
+    shorter) is left, and nothing on the wire is ever cancelled by a deadline.
+
+    Retries: 429 cools the lane and is retried; 455 pauses the lane and waits up to
+    ``max_maintenance_wait``; 500 and transport failures are retried up to ``max_retries``
+    times with exponential backoff and full jitter, but a request that may already have
+    created a persona is resent only where the provider detects duplicates.
+
+    ``on_orphan(lane, outcome)`` is called when a ``create_persona`` caller was cancelled after
+    its request was sent and the answer made (or may have made) a persona nobody received:
+    ``outcome.persona`` is set, or ``outcome.error`` says why the outcome is unknown. It runs
+    in the lane, synchronously: keep it quick. An exception it raises is logged, never
+    propagated. Orphans are logged at WARNING on the ``persona_async`` logger either way.
     """
 
     def __init__(
@@ -56,9 +80,10 @@ class PersonaClient:
         backoff_initial: float = DEFAULT_BACKOFF_INITIAL,
         backoff_max: float = DEFAULT_BACKOFF_MAX,
         retry_after_max: float = DEFAULT_RETRY_AFTER_MAX,
-        deadline: float = DEFAULT_DEADLINE,
+        deadline: float | None = None,
         max_maintenance_wait: float = DEFAULT_MAX_MAINTENANCE_WAIT,
         retry_budget: int = DEFAULT_RETRY_BUDGET,
+        on_orphan: OnOrphan | None = None,
     ) -> None:
         if not providers:
             raise ValueError("PersonaClient needs at least one provider")
@@ -70,9 +95,10 @@ class PersonaClient:
             backoff_initial=backoff_initial,
             backoff_max=backoff_max,
             retry_after_max=retry_after_max,
-            deadline=deadline,
             max_maintenance_wait=max_maintenance_wait,
         )
+        self._deadline = check_deadline(deadline)
+        self._on_orphan = on_orphan
         self._pool = SessionPool()
         self._lanes = {
             p.name: Lane(p, self._pool, policy, retry_budget=retry_budget) for p in providers
@@ -83,6 +109,24 @@ class PersonaClient:
         self._stop: asyncio.Event | None = None
         self._closed = False
         self._close_done: asyncio.Event | None = None  # set once aclose() has finished
+        self._warned = False  # the "not closed" warning was given
+
+    def __del__(self) -> None:
+        # getattr: __init__ may have raised before setting them.
+        if getattr(self, "_runner", None) is not None and not getattr(self, "_closed", True):
+            self._warn_unclosed()
+
+    def _warn_unclosed(self, _warn: type[Warning] = ResourceWarning) -> None:
+        if self._warned:
+            return
+        self._warned = True
+        message = (
+            "PersonaClient was not closed; use 'async with PersonaClient(...)' or "
+            "'await client.aclose()'"
+        )
+        # ResourceWarning is hidden unless -X dev or -W: also say it where it shows by default.
+        logger.warning(message)
+        warnings.warn(message, _warn, stacklevel=2)
 
     def __repr__(self) -> str:
         return f"PersonaClient(lanes={list(self._lanes)}, closed={self._closed})"
@@ -118,11 +162,17 @@ class PersonaClient:
     async def _run(self) -> None:
         assert self._started is not None
         assert self._stop is not None
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            self._started.set()
-            await self._stop.wait()
-            tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                self._started.set()
+                await self._stop.wait()
+                tg.cancel_scope.cancel()
+        except asyncio.CancelledError:
+            # Cancelled from outside: asyncio.run() ending with the client still open.
+            if not self._closed:
+                self._warn_unclosed()
+            raise
 
     async def aclose(self) -> None:
         """Stop every lane and close every session. Idempotent.
@@ -179,21 +229,48 @@ class PersonaClient:
         lane.provider.validate(request)
         return lane
 
-    async def create_persona(self, request: PersonaRequest) -> Persona:
+    async def create_persona(
+        self,
+        request: PersonaRequest,
+        *,
+        deadline: float | None = None,
+        max_retries: int | None = None,
+    ) -> Persona:
         """Create one persona; raise a ``PersonaError`` subclass if it was not created.
 
+        ``deadline`` (seconds, ``None``: the client's) bounds the whole call, queueing and
+        waits included; when it comes the call fails with the provider's last answer.
+        ``max_retries`` (``None``: the client's) caps resends of 500s and transport failures.
         A request that breaks a rule raises ``InvalidRequestError`` before anything is sent.
-        If the caller is cancelled before the request is sent, it is never sent.
+        If the caller is cancelled before the request is sent, it is never sent; if it is
+        cancelled after, the attempt runs to its end and a persona it made is reported as an
+        orphan (see the class docstring).
         """
+        seconds = self._resolve_deadline(deadline, DEFAULT_DEADLINE)
+        _check_max_retries(max_retries)
         lane = self._lane_for(request)
         tg = await self._ensure_started()
         future: asyncio.Future[Persona] = asyncio.get_running_loop().create_future()
-        job = lane.submit(request, _settle(future), tg)
+        deliver = _settle(future, lane.provider.name, self._on_orphan)
+        job = lane.submit(request, deliver, tg, deadline=seconds, max_retries=max_retries)
         try:
             return await future
         except asyncio.CancelledError:
-            job.abandoned = True
+            if future.done() and not future.cancelled():
+                # Answered, then cancelled before the answer could be returned.
+                error = future.exception()
+                persona = None if error is not None else future.result()
+                assert error is None or isinstance(error, PersonaError)
+                report_orphan(lane.provider.name, job, persona, error, self._on_orphan)
+            else:
+                lane.abandon(job)
             raise
+
+    def _resolve_deadline(self, deadline: float | None, default: float) -> float:
+        seconds = check_deadline(deadline)
+        if seconds is None:
+            seconds = self._deadline if self._deadline is not None else default
+        return seconds
 
     # -- many requests -------------------------------------------------------------------------
 
@@ -204,6 +281,8 @@ class PersonaClient:
         ordered: bool = False,
         max_pending: int | None = None,
         on_send: OnSend | None = None,
+        deadline: float | None = None,
+        max_retries: int | None = None,
     ) -> OutcomeStream:
         """Yield an ``Outcome`` per request, pulling ``requests`` lazily.
 
@@ -221,7 +300,13 @@ class PersonaClient:
         cooling or paused, deadline), and goes out only if still due. If ``on_send`` or its
         awaitable raises a ``PersonaError``, the request is not sent and that error is its
         outcome.
+
+        ``deadline`` (seconds, ``None``: the client's, else an hour) bounds each request from
+        the moment it is pulled: the bulk default waits out a maintenance window.
+        ``max_retries`` (``None``: the client's) caps each request's resends.
         """
+        seconds = self._resolve_deadline(deadline, DEFAULT_STREAM_DEADLINE)
+        _check_max_retries(max_retries)
         if max_pending is None:
             total = sum(lane.provider.max_concurrency for lane in self._lanes.values())
             max_pending = total * _PENDING_PER_SLOT
@@ -229,28 +314,36 @@ class PersonaClient:
             raise ValueError("max_pending must be >= 1")
         async def start(state: _StreamState) -> None:
             tg = await self._ensure_started()
-            tg.start_soon(state.feed, requests, _SubmitMany(self, tg, on_send))
+            submit = _SubmitMany(self, tg, on_send, seconds, max_retries)
+            tg.start_soon(state.feed, requests, submit)
 
         return OutcomeStream(max_pending=max_pending, ordered=ordered, start=start)
 
     # -- observability -------------------------------------------------------------------------
 
     def stats(self) -> Mapping[str, LaneStats]:
-        """A frozen snapshot per lane, keyed by lane name."""
+        """A read-only mapping of lane name to a frozen ``LaneStats`` snapshot of that lane."""
         return MappingProxyType({name: lane.stats() for name, lane in self._lanes.items()})
 
 
 class _SubmitMany:
     """create_many's way into the lanes: invalid requests become outcomes at once."""
 
-    __slots__ = ("_client", "_on_send", "_tg")
+    __slots__ = ("_client", "_deadline", "_max_retries", "_on_send", "_tg")
 
     def __init__(
-        self, client: PersonaClient, tg: anyio.abc.TaskGroup, on_send: OnSend | None
+        self,
+        client: PersonaClient,
+        tg: anyio.abc.TaskGroup,
+        on_send: OnSend | None,
+        deadline: float,
+        max_retries: int | None,
     ) -> None:
         self._client = client
         self._tg = tg
         self._on_send = on_send
+        self._deadline = deadline
+        self._max_retries = max_retries
 
     def __call__(self, request: PersonaRequest, deliver: Deliver, seq: int) -> _Job | None:
         try:
@@ -258,12 +351,26 @@ class _SubmitMany:
         except InvalidRequestError as err:
             deliver(_Job(request, b"", deliver, seq), None, err)
             return None
-        return lane.submit(request, deliver, self._tg, seq, self._on_send)
+        return lane.submit(
+            request,
+            deliver,
+            self._tg,
+            seq,
+            self._on_send,
+            deadline=self._deadline,
+            max_retries=self._max_retries,
+        )
 
 
-def _settle(future: asyncio.Future[Persona]) -> Deliver:
+def _check_max_retries(max_retries: int | None) -> None:
+    if max_retries is not None and (isinstance(max_retries, bool) or max_retries < 0):
+        raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
+
+
+def _settle(future: asyncio.Future[Persona], lane: str, on_orphan: OnOrphan | None) -> Deliver:
     def deliver(job: _Job, persona: Persona | None, error: PersonaError | None) -> None:
         if future.done():  # the caller was cancelled; the result has nowhere to go
+            report_orphan(lane, job, persona, error, on_orphan)
             return
         if error is not None:
             future.set_exception(error)

@@ -4,32 +4,39 @@ Every request for a provider, from ``create_persona`` or ``create_many``, become
 its lane. ``max_concurrency`` workers take jobs FIFO, pass the rate limiter, send, and decide:
 
 * success: the job is done; a paused or cooling lane is running again;
-* 429: the whole lane cools down (Retry-After when given, else backoff) and its rate is cut;
+* 429: the rate limiter learns from it (once per congestion event: see ``_ratelimit``) and the
+  lane cools down until the window that produced it has passed, or for the Retry-After given;
 * 455: the lane pauses and one job probes at growing intervals; waiting jobs neither fail nor
-  spin until ``max_maintenance_wait``;
+  spin until ``max_maintenance_wait`` or their deadline;
 * 401/402: the lane stops; queued jobs fail at once and nothing more is sent;
 * 500 and transport failures: retried with backoff, within ``max_retries``, the lane's retry
   budget and the request's deadline, and only when resending cannot make a second persona.
 
-A retry goes back to the queue with a not-before time: it holds no worker and no task.
+A retry goes back to the queue with a not-before time: it holds no worker and no task. A job's
+deadline runs from submission (see ``_deadline``): a timer fails it at its last start time
+unless it is on the wire. A job whose caller went away (``abandon``) is never sent again, and
+its last answer is still delivered, so that a persona made for nobody can be reported.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import functools
 import heapq
 import logging
+import math
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
 import aiolimiter
 import anyio.abc
 
+from ._deadline import give_up_error, maintenance_error, min_attempt_time
 from ._decoding import interpret
 from ._exceptions import (
     AuthenticationError,
@@ -38,26 +45,23 @@ from ._exceptions import (
     OutcomeUnknownError,
     PersonaError,
     PersonaExistsError,
-    ProviderTimeoutError,
     RateLimitError,
     _MaybeSent,
 )
+from ._job import Deliver, OnSend, _Job
 from ._models import Persona, PersonaRequest
 from ._providers import Provider
-from ._ratelimit import LaneLimiter, SlidingWindowLimiter
+from ._ratelimit import LaneLimiter, SlidingWindowLimiter, advice
 from ._retry import RetryPolicy
 from ._transport import SessionPool
 
-__all__ = ["DEFAULT_RETRY_BUDGET", "Lane", "LaneState", "LaneStats"]
+__all__ = ["DEFAULT_RETRY_BUDGET", "Deliver", "Lane", "LaneState", "LaneStats", "OnSend"]
 
 logger = logging.getLogger("persona_async")
 
 #: Retries of failed requests (500s, transport errors) a lane may send per rate period, on top
 #: of first attempts: an outage must not multiply the load on a provider.
 DEFAULT_RETRY_BUDGET = 10
-
-Deliver = Callable[["_Job", "Persona | None", "PersonaError | None"], None]
-OnSend = Callable[[PersonaRequest], "Awaitable[None] | None"]
 
 
 class LaneState(str, enum.Enum):
@@ -81,47 +85,23 @@ class LaneStats:
     failed: Mapping[str, int]
     retries: int
     throttled: int
+    #: Starts per second the lane allows right now; None: no limit configured or learned.
     effective_rate: float | None
+    #: Starts per ``rate_period`` the lane runs at now: the configured ``rate_limit``, or less
+    #: when the provider's 429s taught it less; None: no limit configured or learned yet.
+    limit: int | None = None
+    rate_limit: int | None = None
+    rate_period: float = 0.0
+    #: What the provider sustained once the lane settled below ``rate_limit`` (or learned a
+    #: limit with none configured); None otherwise. ``advice`` puts it in words.
+    learned_limit: int | None = None
 
-
-class _Job:
-    __slots__ = (
-        "abandoned",
-        "ambiguous",
-        "attempts",
-        "body",
-        "deadline",
-        "deliver",
-        "failures",
-        "last_error",
-        "on_send",
-        "on_wire",
-        "request",
-        "since_maintenance",
-        "tag",
-    )
-
-    def __init__(
-        self,
-        request: PersonaRequest,
-        body: bytes,
-        deliver: Deliver,
-        tag: object,
-        on_send: OnSend | None = None,
-    ) -> None:
-        self.request = request
-        self.on_send = on_send  # called once, right before the first attempt goes out
-        self.last_error: PersonaError | None = None  # why the job is waiting to be retried
-        self.body = body  # encoded once, resent as is
-        self.deliver = deliver
-        self.tag = tag  # the caller's bookkeeping (create_many's sequence number)
-        self.attempts = 0  # requests actually sent
-        self.failures = 0  # retried failures that count against max_retries
-        self.deadline = 0.0  # set at the first attempt
-        self.ambiguous = False  # an earlier attempt was sent and lost: it may have succeeded
-        self.abandoned = False  # the caller went away: never send it again
-        self.on_wire = False  # an attempt is between the POST and its answer
-        self.since_maintenance: float | None = None  # when this job first met a 455
+    @property
+    def advice(self) -> str | None:
+        """ "crun: configured 40 per 1 s, provider sustained about 10 per 1 s: set ..." or None."""
+        if self.learned_limit is None:
+            return None
+        return advice(self.name, self.rate_limit, self.learned_limit, self.rate_period)
 
 
 class Lane:
@@ -140,13 +120,13 @@ class Lane:
         self._pool = pool
         self._policy = policy
         self._clock = clock
-        self._limiter: LaneLimiter | None = None
-        if provider.limiter is not None:
-            self._limiter = provider.limiter.for_lane(provider)
-        elif provider.rate_limit:
-            self._limiter = SlidingWindowLimiter(
-                provider.rate_limit, provider.rate_period, clock=clock
-            )
+        # Every lane has one, limit or not: an unlimited lane learns a limit from its 429s.
+        self._limiter: LaneLimiter = (
+            provider.limiter.for_lane(provider)
+            if provider.limiter is not None
+            else SlidingWindowLimiter(provider.rate_limit, provider.rate_period, clock=clock)
+        )
+        self._advised: int | None = None  # the learned limit last told to the log
         # A leaky bucket is the right shape for a retry budget: bursts allowed, long-run capped.
         self._retry_budget = aiolimiter.AsyncLimiter(retry_budget, provider.rate_period)
         self._ready: deque[_Job] = deque()  # FIFO of jobs that may go now
@@ -157,12 +137,12 @@ class Lane:
         self._workers_started = False
         self.state = LaneState.RUNNING
         self._cooldown_until = 0.0
-        self._consecutive_429 = 0
         self._next_probe = 0.0
         self._probe_interval = 0.0
         self._probing = False
         self._stop_error: PersonaError | None = None
         self._last_455: MaintenanceError | None = None  # what the provider last said in a 455
+        self._last_429: RateLimitError | None = None  # and in a 429
         # statistics
         self._sent = 0
         self._succeeded = 0
@@ -179,9 +159,27 @@ class Lane:
         tg: anyio.abc.TaskGroup,
         tag: object = None,
         on_send: OnSend | None = None,
+        *,
+        deadline: float,
+        max_retries: int | None = None,
     ) -> _Job:
-        """Queue a validated request; ``deliver`` is called exactly once with its result."""
-        job = _Job(request, self.provider.encode(request), deliver, tag, on_send)
+        """Queue a validated request; ``deliver`` is called once with its result (never for a
+        job a stream abandoned before it was sent).
+
+        ``deadline`` (seconds, ``math.inf``: none) bounds it; ``max_retries`` overrides the policy.
+        """
+        now = self._clock()
+        job = _Job(
+            request,
+            self.provider.encode(request),
+            deliver,
+            tag,
+            on_send,
+            now=now,
+            deadline=deadline,
+            min_attempt=min_attempt_time(self.provider.timeout, deadline),
+            max_retries=self._policy.max_retries if max_retries is None else max_retries,
+        )
         if self._stop_error is not None:
             self._finish(job, None, self._stop_error.for_request(request.task_id, request.audio_id))
             return job
@@ -191,9 +189,43 @@ class Lane:
                 tg.start_soon(self._worker)
         self._ready.append(job)
         self._wake_one()
+        if math.isfinite(job.last_start):
+            loop = asyncio.get_running_loop()
+            job.timer = loop.call_later(job.last_start - now, self._expire, job)
         return job
 
+    def abandon(self, job: _Job) -> None:
+        """The caller went away: never send ``job`` again. Unless an attempt is on the wire (its
+        answer is delivered when it comes), deliver its last error now: a lost attempt counts."""
+        job.abandon()
+        if not job.on_wire and not job.done:
+            job.done = True
+            left = PersonaError("the caller left before the request was sent")
+            job.deliver(job, None, job.last_error or left)
+
+    def _expire(self, job: _Job) -> None:
+        # Its last start time: unless on the wire (never cut), it fails with the last answer.
+        job.timer = None
+        if job.gone or job.on_wire:
+            return
+        with contextlib.suppress(ValueError):
+            self._ready.remove(job)  # a delayed retry stays in its heap, skipped when due
+        self._finish(job, None, self._give_up(job))
+
+    def _give_up(self, job: _Job) -> PersonaError:
+        now = self._clock()
+        return give_up_error(
+            lane=self.provider.name,
+            waited=now - job.submitted,
+            last_error=job.last_error,
+            last_429=self._last_429,
+            last_455=self._last_455,
+            cooling=self.state is LaneState.COOLING and now < self._cooldown_until,
+            paused=self.state is LaneState.PAUSED,
+        )
+
     def stats(self) -> LaneStats:
+        limit = self._limiter.limit
         return LaneStats(
             name=self.provider.name,
             kind=self.provider.kind,
@@ -205,13 +237,16 @@ class Lane:
             failed=MappingProxyType(dict(self._failed)),
             retries=self._retries,
             throttled=self._throttled,
-            effective_rate=self._limiter.effective_rate if self._limiter else None,
+            effective_rate=None if limit is None else limit / self.provider.rate_period,
+            limit=limit,
+            rate_limit=self.provider.rate_limit,
+            rate_period=self.provider.rate_period,
+            learned_limit=self._limiter.learned,
         )
 
     async def aclose(self) -> None:
         """Release what the rate limiter holds (a shared limiter's connections)."""
-        if self._limiter is not None:
-            await self._limiter.aclose()
+        await self._limiter.aclose()
 
     def fail_pending(self) -> None:
         """Fail every job not yet finished: the client is closing and its workers are gone."""
@@ -228,7 +263,7 @@ class Lane:
             )
             self._finish(job, None, unknown)
         for job in waiting:
-            if not job.abandoned:
+            if not job.gone:
                 closed = PersonaError(
                     "the client was closed before the request was sent", provider=self.provider.name
                 )
@@ -264,6 +299,8 @@ class Lane:
         The flag is True when the job is the one probe of a paused lane.
         """
         while True:
+            while self._ready and self._ready[0].gone:
+                self._ready.popleft()
             now = self._clock()
             self._promote_due(now)
             timeout: float | None = self._delayed[0][0] - now if self._delayed else None
@@ -287,7 +324,7 @@ class Lane:
             else:
                 while self._ready:
                     job = self._ready.popleft()
-                    if not job.abandoned:
+                    if not job.gone:
                         return job, False
             await self._park(timeout)
 
@@ -319,7 +356,7 @@ class Lane:
     def _promote_due(self, now: float) -> None:
         while self._delayed and self._delayed[0][0] <= now:
             job = heapq.heappop(self._delayed)[2]
-            if not job.abandoned:
+            if not job.gone:
                 # A retry goes ahead of first attempts: it has waited already.
                 self._ready.appendleft(job)
 
@@ -332,15 +369,14 @@ class Lane:
 
     async def _attempt(self, job: _Job, probe: bool) -> None:
         provider = self.provider
-        stamp = None
-        if self._limiter is not None:
-            try:
-                stamp = await self._limiter.acquire()
-            except PersonaError as err:  # a shared limiter's store is down: fail closed
-                self._finish(job, None, err)
-                return
-        if job.abandoned or self._stop_error is not None:
-            if not job.abandoned:
+        limiter = self._limiter
+        try:
+            start = await limiter.acquire()
+        except PersonaError as err:  # a shared limiter's store is down: fail closed
+            self._finish(job, None, err)
+            return
+        if job.gone or self._stop_error is not None:
+            if not job.gone:
                 self._ready.appendleft(job)
                 self._wake_one()
             return
@@ -353,56 +389,37 @@ class Lane:
             self._wake_one()
             return
         now = self._clock()
-        if not job.deadline:
-            # The deadline runs from the first attempt (queueing is not the network's time)
-            # and restarts after a maintenance wait.
-            job.deadline = now + self._policy.deadline
-        timeout = min(provider.timeout, job.deadline - now)
-        if timeout < self._min_attempt_time():
-            # The retry came due too late: report what the provider last said.
-            self._finish(
-                job,
-                None,
-                job.last_error
-                or ProviderTimeoutError(
-                    "the request's deadline passed before it could be sent",
-                    sent=False,
-                    retryable=False,
-                    provider=provider.name,
-                ),
-            )
+        if now > job.last_start:  # too late for a fair attempt: report the last answer
+            self._finish(job, None, self._give_up(job))
             return
+        timeout = min(provider.timeout, job.deadline - now)
         if job.on_send is not None:
             on_send, job.on_send = job.on_send, None
-            try:
-                durable = on_send(job.request)  # e.g. the CLI's journal: "pending" is written
+            try:  # e.g. the CLI's journal: "pending" written, then (awaited) on stable storage
+                durable = on_send(job.request)
                 if durable is not None:
-                    await durable  # ... and on stable storage (a group commit's sync)
+                    await durable
             except PersonaError as err:  # the hook refused: this request is not sent
                 self._finish(job, None, err)
                 return
-            # While the hook waited, the job may have been dropped, the lane stopped, cooled
-            # or paused, or the deadline passed: the same checks as after the limiter's wait.
-            # A job put back keeps its spent hook: its "pending" record is already written.
-            if job.abandoned or self._stop_error is not None or (
+            now = self._clock()
+            if job.gone or self._stop_error is not None or now > job.last_start or (
                 (self.state is LaneState.PAUSED and not probe)
-                or (self.state is LaneState.COOLING and self._clock() < self._cooldown_until)
+                or (self.state is LaneState.COOLING and now < self._cooldown_until)
             ):
-                if not job.abandoned:
+                # Things changed while the hook waited: back to the queue (its hook spent, its
+                # record written), where the checks above apply again.
+                if not job.gone:
                     self._ready.appendleft(job)
                     self._wake_one()
                 return
-            timeout = min(provider.timeout, job.deadline - self._clock())
-            if timeout < self._min_attempt_time():
-                self._finish(job, None, ProviderTimeoutError(
-                    "the request's deadline passed before it could be sent",
-                    sent=False, retryable=False, provider=provider.name,
-                ))  # fmt: skip
-                return
+            timeout = min(provider.timeout, job.deadline - now)
         job.attempts += 1
         self._sent += 1
         job.on_wire = True
-        on_sent = None if self._limiter is None else functools.partial(self._limiter.sent, stamp)
+        job.start = start
+        # Only a limit needs the exact moment the request left (it costs a trace per request).
+        on_sent = None if limiter.limit is None else functools.partial(limiter.sent, start)
         try:
             raw = await self._pool.post(provider, job.body, timeout, on_sent)
             persona_id = interpret(provider, raw)
@@ -414,9 +431,15 @@ class Lane:
             self._on_success(job, persona_id)
 
     def _on_success(self, job: _Job, persona_id: str) -> None:
-        self._consecutive_429 = 0
-        if self._limiter is not None:
-            self._limiter.succeeded()
+        assert job.start is not None
+        self._limiter.succeeded(job.start)
+        learned = self._limiter.learned
+        if learned is not None and learned != self._advised:
+            self._advised = learned
+            said = advice(
+                self.provider.name, self.provider.rate_limit, learned, self.provider.rate_period
+            )
+            logger.warning("lane %s: %s", self.provider.name, said)
         if self.state is LaneState.PAUSED:
             self._set_state(LaneState.RUNNING, "maintenance over")
         request = job.request
@@ -433,22 +456,23 @@ class Lane:
     async def _on_error(self, job: _Job, err: PersonaError, probe: bool) -> None:
         now = self._clock()
         if isinstance(err, RateLimitError):
-            self._throttle(err, now)
-            if self._limiter is not None:
-                await self._limiter.hold("cooling", self._cooldown_until - now)
+            self._last_429 = err
+            await self._throttle(job, err, now)
             await self._retry_or_fail(job, err, max(self._cooldown_until, now), counts=False)
         elif isinstance(err, MaintenanceError):
             self._last_455 = err
             self._pause(now, probe)
-            if self._limiter is not None:
-                await self._limiter.hold("paused", self._next_probe - now)
+            await self._limiter.hold("paused", self._next_probe - now)
             if job.since_maintenance is None:
                 job.since_maintenance = now
-            if now - job.since_maintenance >= self._policy.max_maintenance_wait:
+            if (
+                job.abandoned
+                or now >= job.last_start
+                or now - job.since_maintenance >= self._policy.max_maintenance_wait
+            ):
                 self._finish(job, None, err)
-            else:
+            elif not job.done:
                 self._retries += 1
-                job.deadline = 0.0
                 self._ready.appendleft(job)  # waits for the next probe, holding nothing
                 self._wake_one()
         elif isinstance(err, (AuthenticationError, InsufficientCreditsError)):
@@ -491,11 +515,11 @@ class Lane:
     ) -> None:
         if counts:
             job.failures += 1
-            allowed = job.failures <= self._policy.max_retries and self._retry_budget.has_capacity()
+            allowed = job.failures <= job.max_retries and self._retry_budget.has_capacity()
         else:
             allowed = True
-        if not allowed or job.deadline - not_before < self._min_attempt_time():
-            self._finish(job, None, err)
+        if job.abandoned or not allowed or not_before > job.last_start:
+            self._finish(job, None, err)  # an abandoned job's answer still reaches its caller
             return
         if counts:
             await self._retry_budget.acquire()  # has_capacity() said yes: no wait
@@ -503,27 +527,22 @@ class Lane:
         job.last_error = err
         self._requeue(job, not_before)
 
-    def _min_attempt_time(self) -> float:
-        # A retry squeezed in just before the deadline would time out after the provider got
-        # it, creating the very ambiguity retries must avoid: give it a fair chance or none.
-        return min(self.provider.timeout, self._policy.deadline) / 4
-
     # -- lane-wide feedback --------------------------------------------------------------------
 
-    def _throttle(self, err: RateLimitError, now: float) -> None:
+    async def _throttle(self, job: _Job, err: RateLimitError, now: float) -> None:
         self._throttled += 1
-        self._consecutive_429 += 1
-        if self._limiter is not None:
-            self._limiter.throttled()
+        assert job.start is not None
+        # The limiter decides whether this 429 is news and how long until the window it came
+        # from has passed; a Retry-After, when given, still rules.
+        wait = await self._limiter.throttled(job.start)
         if err.retry_after is not None:
-            wait = min(err.retry_after, self._policy.retry_after_max)
-        else:
-            wait = self._policy.backoff(self._consecutive_429)
-            wait = max(wait, self._policy.backoff_initial)
+            told = min(err.retry_after, self._policy.retry_after_max)
+            await self._limiter.hold("cooling", told)
+            wait = max(wait, told)
         until = now + wait
         if until > self._cooldown_until:
             self._cooldown_until = until
-        if self.state is LaneState.RUNNING:
+        if self.state is LaneState.RUNNING and wait > 0:
             self._set_state(LaneState.COOLING, f"429 from provider, cooling {wait:.2f}s")
 
     def _pause(self, now: float, probe: bool) -> None:
@@ -542,25 +561,16 @@ class Lane:
     def _expire_maintenance_waits(self, now: float) -> None:
         expired = []
         for job in self._ready:
+            if job.gone:
+                continue
             if job.since_maintenance is None:
                 job.since_maintenance = now  # its wait for the maintenance starts now
             elif now >= self._maintenance_deadline(job):
                 expired.append(job)
-        said = self._last_455
+        wait = self._policy.max_maintenance_wait
         for job in expired:
             self._ready.remove(job)
-            self._finish(
-                job,
-                None,
-                MaintenanceError(
-                    (f"{said.message}; " if said else "") + f"provider still in maintenance after "
-                    f"{self._policy.max_maintenance_wait:g}s",
-                    # The provider's own code and status, as for any other error.
-                    code=said.code if said else None,
-                    http_status=said.http_status if said else None,
-                    provider=self.provider.name,
-                ),
-            )
+            self._finish(job, None, maintenance_error(self._last_455, wait, self.provider.name))
 
     def _stop(self, err: PersonaError) -> None:
         if self._stop_error is None:
@@ -574,7 +584,7 @@ class Lane:
         self._ready.clear()
         self._delayed.clear()
         for job in jobs:
-            if not job.abandoned:
+            if not job.gone:
                 err = self._stop_error.for_request(job.request.task_id, job.request.audio_id)
                 self._finish(job, None, err)
 
@@ -595,6 +605,12 @@ class Lane:
             self._wake_all()
 
     def _finish(self, job: _Job, persona: Persona | None, err: PersonaError | None) -> None:
+        if job.done:
+            return
+        job.done = True
+        if job.timer is not None:
+            job.timer.cancel()
+            job.timer = None
         if err is not None:
             err.task_id = job.request.task_id
             err.audio_id = job.request.audio_id

@@ -1,14 +1,31 @@
-"""Admission by rate: never more than ``limit`` starts in any sliding window of ``period``.
+"""Admission by rate, and what a lane learns about its provider's real limit.
 
 Providers count requests per window and reject the excess (kie: 20 per 10 s, then 429). A leaky
 bucket such as ``aiolimiter.AsyncLimiter(N, T)`` starts empty and can let about 2N through in one
-window, so the guarantee is kept here with a log of the last ``limit`` start times instead: a
-start is allowed when the ``limit``-th most recent one is older than the window. That is exact,
-lets a burst of ``limit`` through at once (a web handler does not wait for nothing), and sustains
-the full rate when work is waiting.
+window, so the guarantee is kept here with a log of start times instead: a start is allowed when
+the ``limit``-th most recent one is older than the window. That is exact, lets a burst of
+``limit`` through at once (a web handler does not wait for nothing), and sustains the full rate
+when work is waiting.
 
-On a 429 the *effective* limit is halved and then grows back by a tenth of the configured limit
-per quiet window (AIMD), so a provider whose real limit is lower than configured is not hammered.
+Most providers publish no limit, so the configured one is often wrong. :class:`AdaptiveLimit`
+learns the real one from the provider's 429s, the way TCP learns a path's capacity, but from a
+better signal than a halving:
+
+* **one congestion event per window**: 429s to requests sent before the last decrease are the
+  same event (they were already on their way) and change nothing;
+* **decrease to what the provider delivered**: the requests accepted in the window that ended in
+  the 429 are the best estimate of its limit (but at most by half per event, so a lone 429 from
+  a hiccup cannot pin a lane to the few requests it had sent when it came);
+* **probe upward additively**, after a full window with no 429 in which the lane wanted more than
+  it was allowed; at the level that failed last, only after ``patience`` such windows, doubled
+  by every probe that fails (up to :data:`MAX_PATIENCE`), so a steady state costs about one 429
+  per :data:`MAX_PATIENCE` windows;
+* **never above the configured limit**, and a lane configured with none (``rate_limit=None``)
+  sends freely until its first 429, then paces at what it observed.
+
+A rejected request stays in the log: it was sent, and some providers count it. The cooldown after
+a new event is simply the time until the log allows the next start at the decreased limit, that
+is when the window that produced the 429 has passed.
 """
 
 from __future__ import annotations
@@ -23,7 +40,35 @@ from typing import TYPE_CHECKING, Literal, Protocol
 if TYPE_CHECKING:
     from ._providers import Provider
 
-__all__ = ["DEFAULT_WINDOW_MARGIN", "LaneLimiter", "SharedLimiter", "SlidingWindowLimiter"]
+__all__ = [
+    "DEFAULT_WINDOW_MARGIN",
+    "MAX_PATIENCE",
+    "AdaptiveLimit",
+    "LaneLimiter",
+    "SharedLimiter",
+    "SlidingWindowLimiter",
+    "Start",
+    "advice",
+]
+
+#: The window is widened by this fraction of the period: requests reach the provider a little
+#: after they start here, and network jitter must not make two windows overlap at its end.
+DEFAULT_WINDOW_MARGIN = 0.02
+#: Most clean windows to wait before probing again at a level where the provider said 429.
+MAX_PATIENCE = 16
+#: An upward probe adds this fraction of the current limit (at least one request).
+PROBE_FRACTION = 0.05
+
+
+class Start:
+    """One admitted request: when it left (moved to the real send by ``sent``) and its fate."""
+
+    __slots__ = ("at", "member", "rejected")
+
+    def __init__(self, at: float, member: str | None = None) -> None:
+        self.at = at  # the lane's clock
+        self.member = member  # its entry in a shared log (Redis), if any
+        self.rejected = False  # the provider answered 429
 
 
 class LaneLimiter(Protocol):
@@ -34,22 +79,31 @@ class LaneLimiter(Protocol):
     """
 
     @property
-    def effective_rate(self) -> float: ...
-
-    async def acquire(self) -> float | None:
-        """Wait for a start; return a stamp to hand to ``sent`` (or None)."""
+    def limit(self) -> int | None:
+        """Starts allowed per ``rate_period`` right now; None: no limit known yet."""
         ...
 
-    def sent(self, stamp: float | None) -> None:
-        """The request admitted with ``stamp`` has just been written to the socket."""
+    @property
+    def learned(self) -> int | None:
+        """The provider's sustained limit once settled below the configured one, else None."""
         ...
 
-    def throttled(self) -> None: ...
+    async def acquire(self) -> Start:
+        """Wait for a start; return it, to hand to ``sent`` and then to the outcome."""
+        ...
 
-    def succeeded(self) -> None: ...
+    def sent(self, start: Start) -> None:
+        """The request admitted as ``start`` has just been written to the socket."""
+        ...
+
+    async def throttled(self, start: Start) -> float:
+        """The provider said 429 to ``start``: learn from it; seconds until the next start."""
+        ...
+
+    def succeeded(self, start: Start) -> None: ...
 
     async def hold(self, state: Literal["cooling", "paused"], seconds: float) -> None:
-        """The lane saw a 429 (cooling) or a 455 (paused): tell whoever shares the budget."""
+        """The lane was told to wait (Retry-After, a 455): tell whoever shares the budget."""
         ...
 
     async def aclose(self) -> None:
@@ -66,124 +120,226 @@ class SharedLimiter(Protocol):
 
     def for_lane(self, provider: Provider) -> LaneLimiter: ...
 
-#: The window is widened by this fraction of the period: requests reach the provider a little
-#: after they start here, and network jitter must not make two windows overlap at its end.
-DEFAULT_WINDOW_MARGIN = 0.02
-_DECREASE_FACTOR = 0.5
-_INCREASE_FRACTION = 0.1
+
+class AdaptiveLimit:
+    """The limit a lane runs at, learned from 429s; pure bookkeeping on a caller's clock.
+
+    Example::
+
+        limit = AdaptiveLimit(40, 1.0)      # configured 40 per second
+        limit.congested(sent_at=0.01, now=0.05, delivered=10)   # a 429; 10 got through
+        assert limit.current == 10
+        limit.saturated = True               # the lane wanted more than 10
+        limit.grow(now=1.1)                  # a clean window later: probe one higher
+        assert limit.current == 11
+
+    ``RedisLimiter`` applies the same rules inside Redis, so processes share one limit.
+    """
+
+    __slots__ = (
+        "ceiling",
+        "changed",
+        "configured",
+        "current",
+        "decreased",
+        "grown",
+        "patience",
+        "period",
+        "saturated",
+        "sustained",
+    )
+
+    def __init__(self, configured: int | None, period: float) -> None:
+        self.configured = configured  # never exceeded; None: no limit until a 429
+        self.period = period
+        self.current = configured  # what the lane runs at
+        self.changed = -math.inf  # when `current` last changed
+        self.decreased = -math.inf  # when it last went down: older 429s are that same event
+        self.grown = -math.inf  # when it last went up: a 429 soon after is a failed probe
+        self.ceiling: int | None = None  # the limit at which the last congestion event came
+        self.patience = 1  # clean windows to wait before probing at `ceiling` again
+        self.saturated = False  # the lane wanted more starts than `current` since the change
+        self.sustained: int | None = None  # what the provider delivered at the last event
+
+    def congested(self, *, sent_at: float, now: float, delivered: int) -> bool:
+        """A 429 to a request sent at ``sent_at``; ``delivered`` were accepted in its window.
+
+        Returns True if this is a new congestion event (and the limit went down).
+        """
+        if sent_at < self.decreased:
+            return False  # sent before we reacted to the last 429: the same event
+        before = self.current
+        if now - self.grown < 2 * self.period:
+            self.patience = min(self.patience * 2, MAX_PATIENCE)  # a probe upward failed
+        if self.ceiling is None or now - self.decreased >= 2 * self.period:
+            self.ceiling = before
+        elif before is not None:  # the aftermath of the last event: it failed higher up
+            self.ceiling = max(self.ceiling, before)
+        lowered = max(1, delivered)
+        if before is not None:
+            # At most half per event: a lone 429 early in a run (a gateway's hiccup) would
+            # otherwise pin the lane to the two or three requests it had sent so far.
+            lowered = max(1, min(max(lowered, before // 2), before - 1))
+        self.current = self.sustained = lowered
+        self.decreased = self.changed = now
+        self.saturated = False
+        return True
+
+    def grow(self, now: float) -> None:
+        """Probe one step upward if a clean, saturated window (or ``patience`` of them) passed."""
+        current = self.current
+        if current is None or not self.saturated or current == self.configured:
+            return
+        at_ceiling = self.ceiling is not None and current + 1 >= self.ceiling
+        if now - self.changed < self.period * (self.patience if at_ceiling else 1):
+            return
+        if self.ceiling is not None and current >= self.ceiling:
+            self.ceiling, self.patience = None, 1  # it held where it failed before: forget that
+        step = max(1, int(current * PROBE_FRACTION + 0.5))  # as Redis's Lua rounds
+        self.current = current + step
+        if self.configured is not None:
+            self.current = min(self.current, self.configured)
+        self.changed = self.grown = now
+        self.saturated = False
+
+    def learned(self, now: float) -> int | None:
+        """What the provider sustained, once two windows passed without a new event."""
+        settled = self.sustained is not None and now - self.decreased >= 2 * self.period
+        if not settled or (self.configured is not None and self.sustained == self.configured):
+            return None
+        return self.sustained
+
+
+def advice(name: str, configured: int | None, learned: int, period: float) -> str:
+    """The sentence a user can act on when a lane settled below its configured limit."""
+    was = f"configured {configured} per {period:g} s" if configured else "no rate_limit configured"
+    return (
+        f"{name}: {was}, provider sustained about {learned} per {period:g} s: "
+        f"set rate_limit = {learned}"
+    )
 
 
 class SlidingWindowLimiter:
-    """At most ``limit`` acquisitions in any ``period`` seconds; waiters are served FIFO.
+    """At most ``limit`` starts in any ``period`` seconds; waiters are served FIFO.
 
     Example::
 
         limiter = SlidingWindowLimiter(20, 10.0)
-        await limiter.acquire()   # returns at once for the first 20, then paces
-        ...                       # start the request right away
+        start = await limiter.acquire()   # returns at once for the first 20, then paces
+        ...                               # send the request right away
 
-    ``clock`` and ``sleep`` can be replaced to run on virtual time in tests.
+    ``limit=None`` admits everything until the provider's first 429, then paces at what it
+    learned. ``clock`` and ``sleep`` can be replaced to run on virtual time in tests.
     """
 
-    __slots__ = (
-        "_clock",
-        "_effective",
-        "_last_change",
-        "_lock",
-        "_sleep",
-        "_span",
-        "_starts",
-        "limit",
-        "period",
-    )
+    __slots__ = ("_adaptive", "_clock", "_lock", "_log", "_sleep", "_span", "period")
 
     def __init__(
         self,
-        limit: int,
+        limit: int | None,
         period: float,
         *,
         margin: float = DEFAULT_WINDOW_MARGIN,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
-        if limit < 1 or not period > 0 or margin < 0:
-            raise ValueError("limit must be >= 1, period > 0 and margin >= 0")
-        self.limit = limit
+        if (limit is not None and limit < 1) or not period > 0 or margin < 0:
+            raise ValueError("limit must be >= 1 or None, period > 0 and margin >= 0")
         self.period = period
         self._span = period * (1 + margin)  # the window actually enforced
-        self._effective = limit  # lowered by throttled(), raised back by succeeded()
-        self._starts: list[float] = []  # the most recent start times, sorted, at most `limit`
-        self._last_change = -math.inf  # clock time of the last change to _effective
+        self._adaptive = AdaptiveLimit(limit, period)
+        # Recent starts, sorted by `at`; kept for two spans so a late 429 still finds the
+        # window it belongs to.
+        self._log: list[Start] = []
         self._lock = asyncio.Lock()  # FIFO: one waiter at a time looks at the clock
         self._clock = clock
         self._sleep = sleep
 
     @property
-    def effective_limit(self) -> int:
-        """Starts allowed per window right now (below ``limit`` after a 429)."""
-        return self._effective
+    def configured(self) -> int | None:
+        return self._adaptive.configured
 
     @property
-    def effective_rate(self) -> float:
-        """Starts per second allowed right now."""
-        return self._effective / self.period
+    def limit(self) -> int | None:
+        return self._adaptive.current
+
+    @property
+    def learned(self) -> int | None:
+        return self._adaptive.learned(self._clock())
+
+    @property
+    def effective_rate(self) -> float | None:
+        """Starts per second allowed right now; None when no limit is known."""
+        current = self._adaptive.current
+        return None if current is None else current / self.period
 
     def delay(self) -> float:
         """Seconds until one more start is allowed (0.0 when it is allowed now)."""
-        if len(self._starts) < self._effective:
+        current = self._adaptive.current
+        if current is None or len(self._log) < current:
             return 0.0
-        return max(0.0, self._starts[-self._effective] + self._span - self._clock())
+        return max(0.0, self._log[-current].at + self._span - self._clock())
 
-    async def acquire(self) -> float:
-        """Wait for a start in the window, record it and return its stamp; start at once."""
+    async def acquire(self) -> Start:
+        """Wait for a start in the window, record it and return it; start at once."""
+        adaptive = self._adaptive
         async with self._lock:
-            while (wait := self.delay()) > 0:
+            while True:
+                adaptive.grow(self._clock())
+                if (wait := self.delay()) <= 0:
+                    break
+                adaptive.saturated = True
                 await self._sleep(wait)
-            stamp = self._clock()
-            self._record(stamp)
-            return stamp
+            start = Start(self._clock())
+            self._record(start)
+            return start
 
-    def sent(self, stamp: float | None) -> None:
-        """Move the start admitted at ``stamp`` to now, when the request really left.
+    def sent(self, start: Start) -> None:
+        """Move ``start`` to now, when the request really left.
 
         A request that first has to open a connection (a TLS handshake to a distant host) leaves
         later than it was admitted; the provider counts it from its arrival. Counting it from
         when it was written keeps two windows from overlapping at the provider, whatever the
         connection setup cost; the window margin is then left for network jitter alone.
         """
-        if stamp is None:
-            return
-        index = bisect.bisect_left(self._starts, stamp)
-        if index < len(self._starts) and self._starts[index] == stamp:
-            del self._starts[index]
-        self._record(self._clock())
+        log = self._log
+        index = bisect.bisect_left(log, start.at, key=_at)
+        while index < len(log) and log[index] is not start and log[index].at == start.at:
+            index += 1
+        if index < len(log) and log[index] is start:
+            del log[index]
+        start.at = self._clock()
+        self._record(start)
 
-    def _record(self, stamp: float) -> None:
-        bisect.insort(self._starts, stamp)
-        if len(self._starts) > self.limit:
-            del self._starts[0]
+    def _record(self, start: Start) -> None:
+        log = self._log
+        if log and log[-1].at > start.at:
+            bisect.insort(log, start, key=_at)
+        else:
+            log.append(start)
+        horizon = start.at - 2 * self._span
+        if log[0].at < horizon:
+            del log[: bisect.bisect_left(log, horizon, key=_at)]
+
+    async def throttled(self, start: Start) -> float:
+        """A 429 to ``start``: decrease to what got through, once per event; the cooldown."""
+        start.rejected = True
+        log = self._log
+        # The window is taken a margin wide: a start right on its edge may still count there.
+        lo = bisect.bisect_left(log, start.at - self._span, key=_at)
+        hi = bisect.bisect_left(log, start.at, key=_at)
+        delivered = sum(1 for s in log[lo:hi] if not s.rejected)
+        self._adaptive.congested(sent_at=start.at, now=self._clock(), delivered=delivered)
+        return self.delay()
+
+    def succeeded(self, start: Start) -> None:
+        """Nothing to learn from one success: growth is decided per window, in ``acquire``."""
 
     async def hold(self, state: Literal["cooling", "paused"], seconds: float) -> None:
         """Nothing to share: the lane that owns this limiter already knows."""
 
     async def aclose(self) -> None:
         """Nothing to release."""
-
-    def throttled(self) -> None:
-        """The provider said 429: halve the effective limit (at most once per window)."""
-        now = self._clock()
-        if now - self._last_change >= self.period or self._effective == self.limit:
-            self._effective = max(1, int(self._effective * _DECREASE_FACTOR))
-            self._last_change = now
-
-    def succeeded(self) -> None:
-        """A request went through: after a quiet window, win back a tenth of the limit."""
-        if self._effective < self.limit:
-            now = self._clock()
-            if now - self._last_change >= self.period:
-                step = max(1, round(self.limit * _INCREASE_FRACTION))
-                self._effective = min(self.limit, self._effective + step)
-                self._last_change = now
 
     def note_earlier_sends(self, ages: Sequence[float]) -> None:
         """Count starts made ``ages`` seconds before now (by a process that died) in the window.
@@ -195,4 +351,8 @@ class SlidingWindowLimiter:
         now = self._clock()
         for age in ages:
             if age < self._span:
-                self._record(now - max(age, 0.0))
+                self._record(Start(now - max(age, 0.0)))
+
+
+def _at(start: Start) -> float:
+    return start.at

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 __all__ = [
     "DEFAULT_BACKOFF_INITIAL",
     "DEFAULT_BACKOFF_MAX",
-    "DEFAULT_DEADLINE",
     "DEFAULT_MAX_MAINTENANCE_WAIT",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_RETRY_AFTER_MAX",
@@ -24,21 +23,21 @@ DEFAULT_BACKOFF_INITIAL = 0.5
 DEFAULT_BACKOFF_MAX = 30.0
 #: A provider's Retry-After is honoured up to this many seconds.
 DEFAULT_RETRY_AFTER_MAX = 120.0
-#: Total seconds one request may take, every attempt and wait included.
-DEFAULT_DEADLINE = 300.0
 #: How long a request waits for a provider in maintenance (455) before it fails.
 DEFAULT_MAX_MAINTENANCE_WAIT = 600.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
-    """How one request is retried. Retries go back to the lane's queue with a not-before time."""
+    """How one request is retried. Retries go back to the lane's queue with a not-before time.
+
+    Every wait is also bounded by the request's own deadline (see ``_deadline``).
+    """
 
     max_retries: int = DEFAULT_MAX_RETRIES
     backoff_initial: float = DEFAULT_BACKOFF_INITIAL
     backoff_max: float = DEFAULT_BACKOFF_MAX
     retry_after_max: float = DEFAULT_RETRY_AFTER_MAX
-    deadline: float = DEFAULT_DEADLINE
     max_maintenance_wait: float = DEFAULT_MAX_MAINTENANCE_WAIT
 
     def __post_init__(self) -> None:
@@ -47,8 +46,8 @@ class RetryPolicy:
         for name in ("backoff_initial", "backoff_max", "retry_after_max"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
-        if not self.deadline > 0 or not self.max_maintenance_wait > 0:
-            raise ValueError("deadline and max_maintenance_wait must be > 0")
+        if not self.max_maintenance_wait > 0:
+            raise ValueError("max_maintenance_wait must be > 0")
 
     def backoff(self, retry: int) -> float:
         """Seconds before retry number ``retry`` (1-based): exponential with full jitter."""

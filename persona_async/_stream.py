@@ -24,7 +24,7 @@ from ._exceptions import PersonaError
 from ._models import Outcome, Persona, PersonaRequest
 
 if TYPE_CHECKING:
-    from ._lane import _Job
+    from ._job import _Job
 
 __all__ = ["OutcomeStream"]
 
@@ -167,7 +167,7 @@ class _StreamState:
         self._feeder_scope.cancel()
         for job in self._jobs.values():
             if job is not None:
-                job.abandoned = True
+                job.abandon()
         self._jobs.clear()
         self._ready.clear()
         self._reorder.clear()

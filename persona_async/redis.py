@@ -20,8 +20,9 @@ the key):
   waiting process sleeps exactly that long; it does not poll.
 * **Cooldowns and pauses.** A 429 or a 455 seen by one process is written to Redis with the time
   it ends (a key with that TTL); every process waits it out before its next start.
-* **The effective limit.** A 429 halves it for everyone, and it grows back by a tenth of the limit
-  per quiet window, as in the local limiter.
+* **What was learned.** The limit learned from 429s (``AdaptiveLimit``'s rules, run inside Redis
+  on the shared log: one decrease per congestion event, down to what the provider delivered,
+  additive probing after clean windows) is one value for every process, kept for an hour.
 
 What is not shared: ``max_concurrency`` caps each process on its own. Every process sharing a key
 should configure the same ``rate_limit`` and ``rate_period``.
@@ -41,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 import secrets
 import time
@@ -63,11 +65,12 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from ._exceptions import PersonaError, RedisUnavailableError
 from ._providers import Provider
 from ._ratelimit import (
-    _DECREASE_FACTOR,
-    _INCREASE_FRACTION,
     DEFAULT_WINDOW_MARGIN,
+    MAX_PATIENCE,
+    PROBE_FRACTION,
     LaneLimiter,
     SlidingWindowLimiter,
+    Start,
 )
 
 __all__ = [
@@ -88,61 +91,98 @@ DEFAULT_TIMEOUT = 2.0
 #: with ``fallback="local"``, use the local limiter).
 DEFAULT_RECHECK = 1.0
 
-# KEYS: the sorted set of start times, the hold, the effective limit (a hash).
-# ARGV: "acquire" or a hold state; limit (0: none); window and period in microseconds; 1 if the
-# process saw a 429 since its last call; decrease factor; increase step; then the start's unique
-# member (acquire) or the hold's length in microseconds.
-# Returns {1 if admitted, microseconds to wait otherwise, effective limit}.
-# Times are integer microseconds of Redis's clock. They are formatted with %d before reaching
-# redis.call, because Lua's default number-to-string conversion keeps only 14 digits.
+# KEYS: the sorted set of starts (member -> Redis time at admission), the hold, the learned
+# limit (a hash), the sorted set of starts answered 429.
+# ARGV: mode ("acquire", "throttled", or a hold state "cooling"/"paused"); configured limit
+# (0: none); window and period in microseconds; the start's unique member (acquire, throttled)
+# or the hold's length in microseconds; MAX_PATIENCE; PROBE_FRACTION.
+# Returns {1 if admitted, microseconds to wait otherwise, limit (0: none), sustained (0: none),
+# microseconds since the last decrease}.
+# The rules are AdaptiveLimit's (persona_async._ratelimit), step for step, so every process
+# sharing a key runs at one learned limit. Times are integer microseconds of Redis's clock,
+# formatted with %d before reaching redis.call (Lua's own conversion keeps only 14 digits).
 _SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local function int(n) return string.format('%d', n) end
-local limit, span, period = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local eff = limit
-if limit > 0 then
-  local state = redis.call('HMGET', KEYS[3], 'eff', 'changed')
-  eff = math.min(limit, tonumber(state[1]) or limit)
-  local changed = tonumber(state[2]) or 0
-  local before = eff
-  if ARGV[5] == '1' then
-    if now - changed >= period or eff == limit then
-      eff = math.max(1, math.floor(eff * tonumber(ARGV[6])))
+local mode, configured = ARGV[1], tonumber(ARGV[2])
+local span, period = tonumber(ARGV[3]), tonumber(ARGV[4])
+local max_patience, fraction = tonumber(ARGV[6]), tonumber(ARGV[7])
+local st = redis.call('HMGET', KEYS[3], 'cur', 'changed', 'decreased', 'ceiling', 'patience',
+                      'sat', 'sustained', 'grown')
+local cur = tonumber(st[1]) or configured
+if configured > 0 and (cur == 0 or cur > configured) then cur = configured end
+local changed, decreased = tonumber(st[2]) or 0, tonumber(st[3]) or 0
+local ceiling, patience = tonumber(st[4]) or 0, tonumber(st[5]) or 1
+local sat, sustained, grown = st[6] == '1', tonumber(st[7]) or 0, tonumber(st[8]) or 0
+local dirty = false
+local function save()
+  redis.call('HSET', KEYS[3], 'cur', cur, 'changed', int(changed), 'decreased', int(decreased),
+             'ceiling', ceiling, 'patience', patience, 'sat', sat and 1 or 0,
+             'sustained', sustained, 'grown', int(grown))
+  redis.call('PEXPIRE', KEYS[3], 3600000)
+end
+local function reply(admitted, wait)
+  if dirty then save() end
+  return {admitted, wait, cur, sustained, now - decreased}
+end
+local function delay()
+  if cur == 0 then return 0 end
+  local nth = redis.call('ZREVRANGE', KEYS[1], cur - 1, cur - 1, 'WITHSCORES')
+  if nth[2] and tonumber(nth[2]) + span > now then return tonumber(nth[2]) + span - now end
+  return 0
+end
+if mode == 'throttled' then
+  local s = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[5])) or now
+  redis.call('ZADD', KEYS[4], int(s), ARGV[5])
+  redis.call('PEXPIRE', KEYS[4], math.ceil(2 * span / 1000) + 1)
+  if s >= decreased then
+    local lo, hi = int(s - span), '(' .. int(s)
+    local delivered = redis.call('ZCOUNT', KEYS[1], lo, hi) - redis.call('ZCOUNT', KEYS[4], lo, hi)
+    if now - grown < 2 * period then patience = math.min(patience * 2, max_patience) end
+    if ceiling == 0 or now - decreased >= 2 * period then
+      ceiling = cur
+    elseif cur > 0 then
+      ceiling = math.max(ceiling, cur)
     end
-  elseif eff < limit and now - changed >= period then
-    eff = math.min(limit, eff + tonumber(ARGV[7]))
+    local lowered = math.max(1, delivered)
+    if cur > 0 then
+      lowered = math.max(1, math.min(math.max(lowered, math.floor(cur / 2)), cur - 1))
+    end
+    cur, sustained, decreased, changed, sat, dirty = lowered, lowered, now, now, false, true
   end
-  if eff ~= before then
-    redis.call('HSET', KEYS[3], 'eff', eff, 'changed', int(now))
-    -- from 1 back to the limit takes at most ten quiet windows: forget it after eleven
-    redis.call('PEXPIRE', KEYS[3], math.ceil(period * 11 / 1000))
-  end
+  return reply(0, delay())
 end
 local hold = redis.call('GET', KEYS[2])
 local hold_until = hold and tonumber(string.match(hold, ' (%d+)$')) or 0
-if ARGV[1] ~= 'acquire' then
-  local length = tonumber(ARGV[8])
+if mode ~= 'acquire' then
+  local length = tonumber(ARGV[5])
   if now + length > hold_until then
-    redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. int(now + length),
+    redis.call('SET', KEYS[2], mode .. ' ' .. int(now + length),
                'PX', math.max(1, math.ceil(length / 1000)))
   end
-  return {0, 0, eff}
+  return reply(0, 0)
 end
-if hold_until > now then
-  return {0, hold_until - now, eff}
-end
-if limit > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', int(now - span))
-  local count = redis.call('ZCARD', KEYS[1])
-  if count >= eff then
-    local oldest = redis.call('ZRANGE', KEYS[1], count - eff, count - eff, 'WITHSCORES')
-    return {0, tonumber(oldest[2]) + span - now, eff}
+if hold_until > now then return reply(0, hold_until - now) end
+if cur > 0 and sat and cur ~= configured then
+  local at_ceiling = ceiling > 0 and cur + 1 >= ceiling
+  if now - changed >= period * (at_ceiling and patience or 1) then
+    if ceiling > 0 and cur >= ceiling then ceiling, patience = 0, 1 end
+    cur = cur + math.max(1, math.floor(cur * fraction + 0.5))
+    if configured > 0 and cur > configured then cur = configured end
+    changed, grown, sat, dirty = now, now, false, true
   end
-  redis.call('ZADD', KEYS[1], int(now), ARGV[8])
-  redis.call('PEXPIRE', KEYS[1], math.ceil(span / 1000) + 1)
 end
-return {1, 0, eff}
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', int(now - 2 * span))
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', int(now - 2 * span))
+local wait = delay()
+if wait > 0 then
+  if not sat then sat, dirty = true, true end
+  return reply(0, wait)
+end
+redis.call('ZADD', KEYS[1], int(now), ARGV[5])
+redis.call('PEXPIRE', KEYS[1], math.ceil(2 * span / 1000) + 1)
+return reply(1, 0)
 """
 
 _QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)password=)([^&]*)")
@@ -264,8 +304,8 @@ class _RedisLane:
     __slots__ = (
         "_client",
         "_down",
-        "_eff",
         "_keys",
+        "_limit",
         "_local",
         "_lock",
         "_owner",
@@ -274,24 +314,23 @@ class _RedisLane:
         "_retry_at",
         "_script",
         "_seq",
+        "_settled_at",
         "_span_us",
-        "_step",
-        "_throttle",
+        "_sustained",
         "_token",
     )
 
     def __init__(self, owner: RedisLimiter, provider: Provider) -> None:
         self._owner = owner
         self._provider = provider
-        # A hash tag ({...}) keeps the three keys in one slot of a Redis Cluster.
+        # A hash tag ({...}) keeps the keys in one slot of a Redis Cluster.
         base = f"{owner.prefix}:{{{provider.kind}:{provider.key_fingerprint}}}"
-        self._keys = (f"{base}:window", f"{base}:hold", f"{base}:limit")
-        limit = provider.rate_limit or 0  # 0: no window, only the shared holds
-        self._eff = limit  # the shared effective limit, as of the last reply
-        self._step = max(1, round(limit * _INCREASE_FRACTION))
+        self._keys = (f"{base}:window", f"{base}:hold", f"{base}:limit", f"{base}:rejected")
+        self._limit = provider.rate_limit  # the shared limit, as of the last reply
+        self._sustained: int | None = None  # what the provider delivered at the last event
+        self._settled_at = math.inf  # monotonic time when that is two windows old
         self._span_us = round(provider.rate_period * (1 + owner.margin) * 1e6)
         self._period_us = round(provider.rate_period * 1e6)
-        self._throttle = False  # a 429 not yet reported to Redis
         self._token = secrets.token_hex(8)  # makes this lane's start entries unique
         self._seq = 0
         self._lock = asyncio.Lock()  # one waiter per process asks Redis; the rest queue FIFO
@@ -302,39 +341,43 @@ class _RedisLane:
         self._retry_at = 0.0  # monotonic time when Redis may be tried again
 
     @property
-    def effective_rate(self) -> float:
-        limit = self._provider.rate_limit
-        if not limit:
-            return float("inf")
-        return self._eff / self._provider.rate_period
+    def limit(self) -> int | None:
+        return self._limit
 
-    async def acquire(self) -> float | None:
+    @property
+    def learned(self) -> int | None:
+        sustained = self._sustained
+        if sustained is None or sustained == self._provider.rate_limit:
+            return None
+        return sustained if time.monotonic() >= self._settled_at else None
+
+    async def acquire(self) -> Start:
         async with self._lock:
             while True:
                 if self._down is not None and time.monotonic() < self._retry_at:
                     return await self._without_redis(self._down.for_request(None, None))
                 self._seq += 1
+                member = f"{self._token}:{self._seq}"
                 try:
-                    admitted, wait_us = await self._call("acquire", f"{self._token}:{self._seq}")
+                    admitted, wait_us = await self._call("acquire", member)
                 except RedisUnavailableError as err:
                     return await self._without_redis(err)
                 if admitted:
-                    return None
+                    return Start(time.monotonic(), member)
                 await asyncio.sleep(wait_us / 1e6)
 
-    def sent(self, stamp: float | None) -> None:
+    def sent(self, start: Start) -> None:
         # The shared log is stamped on Redis's clock at admission; moving an entry would cost
         # a round trip per request, so the window margin covers the time to send.
-        if stamp is not None and self._local is not None:
-            self._local.sent(stamp)
+        if start.member is None and self._local is not None:
+            self._local.sent(start)
 
-    async def _without_redis(self, err: PersonaError) -> float | None:
+    async def _without_redis(self, err: PersonaError) -> Start:
         """Redis is out: fail closed, or (``fallback="local"``) take a start locally."""
         if self._owner.fallback is None:
             raise err
-        if self._local is not None:
-            return await self._local.acquire()
-        return None
+        assert self._local is not None
+        return await self._local.acquire()
 
     async def hold(self, state: Literal["cooling", "paused"], seconds: float) -> None:
         if seconds <= 0 or (self._down is not None and time.monotonic() < self._retry_at):
@@ -344,17 +387,19 @@ class _RedisLane:
         with contextlib.suppress(RedisUnavailableError):
             await self._call(state, str(round(seconds * 1e6)))
 
-    def throttled(self) -> None:
-        # Sent with the next call to Redis (hold() comes right after); shown at once.
-        self._throttle = True
-        self._eff = max(1, int(self._eff * _DECREASE_FACTOR))
-        if self._local is not None:
-            self._local.throttled()
+    async def throttled(self, start: Start) -> float:
+        if start.member is None:  # admitted locally during an outage
+            assert self._local is not None
+            return await self._local.throttled(start)
+        start.rejected = True
+        try:
+            _, wait_us = await self._call("throttled", start.member)
+        except RedisUnavailableError:
+            return 0.0  # the next acquire reports the outage; the lane still cools on a hold
+        return wait_us / 1e6
 
-    def succeeded(self) -> None:
-        # Growing back happens in Redis, after a quiet window, when the next start is taken.
-        if self._local is not None:
-            self._local.succeeded()
+    def succeeded(self, start: Start) -> None:
+        """Nothing to send: Redis counts the starts not answered 429 as delivered."""
 
     async def aclose(self) -> None:
         client, self._client, self._script = self._client, None, None
@@ -368,24 +413,24 @@ class _RedisLane:
         if script is None:
             self._client = self._owner._connect()
             script = self._script = self._client.register_script(_SCRIPT)
-        throttle, self._throttle = self._throttle, False
         args = (
             mode,
             self._provider.rate_limit or 0,
             self._span_us,
             self._period_us,
-            int(throttle),
-            _DECREASE_FACTOR,
-            self._step,
             last,
+            MAX_PATIENCE,
+            PROBE_FRACTION,
         )
         try:
-            admitted, wait_us, eff = await script(keys=self._keys, args=args)
+            admitted, wait_us, limit, sustained, since_us = await script(keys=self._keys, args=args)
         except (RedisError, OSError) as exc:
-            self._throttle |= throttle
             # `from None`: the cause's text is already in the message, scrubbed.
             raise self._outage(exc) from None
-        self._eff = int(eff)
+        self._limit = int(limit) or None
+        self._sustained = int(sustained) or None
+        period_us = 2 * self._period_us
+        self._settled_at = time.monotonic() + max(0, period_us - int(since_us)) / 1e6
         if self._down is not None:
             self._down = None
             logger.info(
@@ -410,11 +455,11 @@ class _RedisLane:
                 else "requests fail, unsent, until it answers"
             )
             logger.warning("lane %s: %s; %s", self._provider.name, why, then)
-            limit = self._provider.rate_limit
-            if self._owner.fallback == "local" and self._local is None and limit:
-                # Kept across outages: its window remembers the starts of the last one.
+            if self._owner.fallback == "local" and self._local is None:
+                # Kept across outages: its window remembers the starts of the last one. It
+                # starts from the limit learned so far.
                 self._local = SlidingWindowLimiter(
-                    limit, self._provider.rate_period, margin=self._owner.margin
+                    self._limit, self._provider.rate_period, margin=self._owner.margin
                 )
         self._down = err
         self._retry_at = time.monotonic() + self._owner.recheck

@@ -94,8 +94,11 @@ async def test_fault_heavy_batch_settles_each_item_once_and_makes_no_second_pers
 ) -> None:
     rows = items(2000)
     write_jsonl(tmp_path / "in.jsonl", rows)
-    # A fifth of all requests fail: 429, 500, a gateway's HTML 502, or a reset after creating.
-    async with fake_provider(fault_rate=0.2, seed=11, record_requests=False) as fake:
+    # A fifth of all requests fail: 500, a gateway's HTML 502, a reset after creating, or (more
+    # rarely: each one teaches the lane a lower rate) a 429.
+    mix = [Fault.http(500), Fault.html(502), Fault.reset_after()] * 5 + [Fault.envelope(429)]
+    async with fake_provider(seed=11, record_requests=False) as fake:
+        fake.random_faults(0.2, mix)
         (tmp_path / "persona.toml").write_text(config_text(fake.url))
         result = await run_cli(*batch_args(tmp_path))
     records = read_journal(tmp_path / "results.jsonl")

@@ -1,4 +1,4 @@
-"""SlidingWindowLimiter on virtual time: the window guarantee, the sustained rate, AIMD, FIFO.
+"""SlidingWindowLimiter on virtual time: the window guarantee, the rate, learning the limit, FIFO.
 
 Most tests run on an event loop whose clock only moves when every task is waiting: its
 selector, instead of blocking for ``timeout`` seconds, moves the clock forward by ``timeout``.
@@ -18,7 +18,9 @@ import aiolimiter
 import pytest
 from _support import most_in_any_window
 
-from persona_async._ratelimit import SlidingWindowLimiter
+from persona_async._ratelimit import SlidingWindowLimiter, Start, advice
+from persona_async.testing import RATE_SHAPES, RateShape
+from persona_async.testing._fake import RateWindow
 
 T = TypeVar("T")
 
@@ -59,7 +61,7 @@ def run_virtual(main: Callable[[], Awaitable[T]]) -> T:
         loop.close()
 
 
-def virtual_limiter(limit: int, period: float) -> SlidingWindowLimiter:
+def virtual_limiter(limit: int | None, period: float) -> SlidingWindowLimiter:
     loop = asyncio.get_running_loop()
     return SlidingWindowLimiter(limit, period, clock=loop.time, sleep=asyncio.sleep)
 
@@ -213,7 +215,173 @@ def test_a_cancelled_waiter_leaves_the_line_without_costing_a_start() -> None:
     assert starts == pytest.approx([1.02, 2.04])
 
 
-# -- AIMD -------------------------------------------------------------------------------------
+# -- learning the provider's real limit ---------------------------------------------------------
+#
+# The provider is simulated on the same virtual clock by the fake's own rate windows
+# (persona_async.testing's RateWindow: sliding, fixed, token bucket), so hundreds of windows of
+# traffic run in milliseconds and every figure is exact. Workers act as the lane does: acquire,
+# send (latency/2 to arrive), and on a 429 wait the cooldown the limiter returns, then resend.
+
+REAL = 10  # the provider's real limit per period
+PERIOD = 1.0
+LATENCY = 0.02
+
+
+class Simulation:
+    """What the provider saw: arrival times of accepted and rejected requests."""
+
+    def __init__(self) -> None:
+        self.accepted: list[float] = []
+        self.rejected: list[float] = []
+        self.limiter: SlidingWindowLimiter | None = None
+
+    def share(self, since: float) -> float:
+        """Accepted per second after ``since``, as a share of the provider's real rate."""
+        steady = [t for t in self.accepted if t >= since]
+        return (len(steady) - 1) / (steady[-1] - steady[0]) / (REAL / PERIOD)
+
+    def rejected_per_100(self, since: float = 0.0) -> float:
+        ok = sum(1 for t in self.accepted if t >= since)
+        bad = sum(1 for t in self.rejected if t >= since)
+        return 100 * bad / (ok + bad)
+
+    def longest_stall(self) -> float:
+        times = sorted(self.accepted)
+        return max(b - a for a, b in zip(times, times[1:]))
+
+
+def simulate(
+    shape: RateShape,
+    configured: int | None,
+    items: int,
+    *,
+    real: int = REAL,
+    concurrency: int = 8,
+    count_rejected: bool = False,
+) -> Simulation:
+    async def main() -> Simulation:
+        loop = asyncio.get_running_loop()
+        sim = Simulation()
+        provider = RateWindow(shape, real, PERIOD, count_rejected=count_rejected)
+        limiter = sim.limiter = virtual_limiter(configured, PERIOD)
+        todo = items
+
+        async def worker() -> None:
+            nonlocal todo
+            while todo:
+                todo -= 1
+                while True:
+                    start = await limiter.acquire()
+                    limiter.sent(start)
+                    await asyncio.sleep(LATENCY / 2)
+                    ok = provider.admit(loop.time())
+                    (sim.accepted if ok else sim.rejected).append(loop.time())
+                    await asyncio.sleep(LATENCY / 2)
+                    if ok:
+                        limiter.succeeded(start)
+                        break
+                    await asyncio.sleep(await limiter.throttled(start))
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return sim
+
+    return run_virtual(main)
+
+
+@pytest.mark.parametrize("shape", RATE_SHAPES)
+@pytest.mark.parametrize("configured", [REAL * 4, None], ids=["configured-4x", "unconfigured"])
+def test_a_limit_above_the_providers_converges_to_nearly_all_of_its_real_rate(
+    shape: RateShape, configured: int | None
+) -> None:
+    sim = simulate(shape, configured, 600)
+
+    # Steady state, after the first windows: the targets of issue 8.
+    assert sim.share(since=5 * PERIOD) >= 0.85
+    assert sim.rejected_per_100(since=5 * PERIOD) <= 5
+    assert sim.longest_stall() <= 2 * PERIOD
+    # A whole run, discovery included.
+    assert sim.rejected_per_100() <= (10 if configured else 15)
+    assert sim.limiter is not None
+    assert sim.limiter.learned == REAL
+
+
+@pytest.mark.parametrize("shape", RATE_SHAPES)
+def test_rejections_that_count_against_the_window_still_converge(shape: RateShape) -> None:
+    sim = simulate(shape, REAL * 4, 600, count_rejected=True)
+
+    assert sim.share(since=5 * PERIOD) >= 0.85
+    assert sim.rejected_per_100(since=5 * PERIOD) <= 5
+
+
+@pytest.mark.parametrize("shape", RATE_SHAPES)
+def test_a_limit_at_or_below_the_providers_is_used_fully_and_never_rejected(
+    shape: RateShape,
+) -> None:
+    for configured in (REAL, REAL - 2):
+        sim = simulate(shape, configured, 300)
+
+        assert sim.rejected == []
+        assert sim.share(since=0.0) * REAL >= 0.95 * configured
+        assert sim.limiter is not None and sim.limiter.learned is None
+
+
+def test_a_burst_of_429s_from_one_window_is_one_decrease() -> None:
+    async def main() -> tuple[int | None, int | None]:
+        limiter = virtual_limiter(40, 1.0)
+        starts = [await limiter.acquire() for _ in range(24)]  # 24 on their way at once
+        await asyncio.sleep(0.05)  # their answers come back
+        for start in starts[:10]:
+            limiter.succeeded(start)
+        first = await limiter.throttled(starts[10])  # the provider took 10, then said 429
+        assert first > 0  # cooling until the window that produced it has passed
+        after_first = limiter.limit
+        for start in starts[11:]:  # the same burst: already on its way before we reacted
+            assert await limiter.throttled(start) == pytest.approx(first, abs=1e-9)
+        return after_first, limiter.limit
+
+    after_first, after_all = run_virtual(main)
+    assert after_first == 20  # at most half per event: 10 got through, 40 was configured
+    assert after_all == 20
+
+
+def test_a_429_to_a_request_sent_after_the_decrease_is_a_new_event() -> None:
+    async def main() -> int | None:
+        limiter = virtual_limiter(40, 1.0)
+        starts = [await limiter.acquire() for _ in range(12)]
+        await asyncio.sleep(0.05)
+        await limiter.throttled(starts[10])  # 10 delivered: down to 20 (half of 40)
+        await limiter.throttled(starts[11])  # the same event
+        later = await limiter.acquire()  # sent after that decrease
+        await asyncio.sleep(0.05)
+        return await limiter.throttled(later) and limiter.limit
+
+    assert run_virtual(main) == 10
+
+
+def test_probing_at_a_level_that_failed_waits_longer_each_time() -> None:
+    """After a 429 at 11, the limiter probes 11 again after 1, 2, 4, 8 clean windows."""
+    sim = simulate("sliding", REAL * 4, 1500)
+    # Each failed probe is one 429; they thin out as patience doubles.
+    late = [t for t in sim.rejected if t >= 20 * PERIOD]
+    early = [t for t in sim.rejected if 5 * PERIOD <= t < 20 * PERIOD]
+    assert len(late) / (sim.accepted[-1] - 20 * PERIOD) < len(early) / (15 * PERIOD)
+
+
+def test_an_unconfigured_limiter_admits_everything_until_its_first_429() -> None:
+    async def main() -> list[float]:
+        return await acquire_all(virtual_limiter(None, 1.0), [0.0] * 500)
+
+    assert most_in_any_window(run_virtual(main), 1.0) == 500
+
+
+def test_what_was_learned_reads_as_advice() -> None:
+    assert advice("crun", 40, 10, 1.0) == (
+        "crun: configured 40 per 1 s, provider sustained about 10 per 1 s: set rate_limit = 10"
+    )
+    assert advice("kie", None, 18, 10.0) == (
+        "kie: no rate_limit configured, provider sustained about 18 per 10 s: "
+        "set rate_limit = 18"
+    )
 
 
 class ManualClock:
@@ -228,59 +396,6 @@ class ManualClock:
     async def sleep(self, seconds: float) -> None:
         self.now += seconds
         await asyncio.sleep(0)
-
-
-def test_throttled_halves_the_effective_limit_once_per_window() -> None:
-    clock = ManualClock()
-    limiter = SlidingWindowLimiter(20, 10.0, clock=clock, sleep=clock.sleep)
-    assert (limiter.effective_limit, limiter.effective_rate) == (20, 2.0)
-
-    limiter.throttled()
-    assert (limiter.effective_limit, limiter.effective_rate) == (10, 1.0)
-
-    # A storm of 429s from one window's requests is one signal, not five halvings.
-    for _ in range(5):
-        clock.now += 1.0
-        limiter.throttled()
-    assert limiter.effective_limit == 10
-
-    clock.now += 10.0
-    limiter.throttled()
-    assert limiter.effective_limit == 5
-    for _ in range(10):
-        clock.now += 10.0
-        limiter.throttled()
-    assert limiter.effective_limit == 1  # never below one start per window
-
-
-def test_succeeded_after_quiet_windows_wins_the_configured_limit_back_step_by_step() -> None:
-    clock = ManualClock()
-    limiter = SlidingWindowLimiter(20, 10.0, clock=clock, sleep=clock.sleep)
-    limiter.throttled()
-    assert limiter.effective_limit == 10
-
-    limiter.succeeded()  # same window as the 429: no change yet
-    assert limiter.effective_limit == 10
-
-    seen = []
-    for _ in range(8):
-        clock.now += 10.0
-        limiter.succeeded()
-        limiter.succeeded()  # at most one step per quiet window
-        seen.append(limiter.effective_limit)
-
-    assert seen == [12, 14, 16, 18, 20, 20, 20, 20]
-
-
-def test_the_lowered_limit_is_what_acquire_enforces() -> None:
-    async def main() -> list[float]:
-        limiter = virtual_limiter(10, 1.0)
-        limiter.throttled()  # 5 per window now
-        return await acquire_all(limiter, [0.0] * 50)
-
-    starts = run_virtual(main)
-
-    assert most_in_any_window(starts, 1.0) == 5
 
 
 def test_acquire_with_an_injected_clock_paces_by_sleeping_on_it() -> None:
@@ -328,7 +443,7 @@ def test_sent_for_an_unknown_stamp_still_records_a_start() -> None:
     async def main() -> float:
         loop = asyncio.get_running_loop()
         limiter = virtual_limiter(1, 10.0)
-        limiter.sent(-123.0)  # nothing admitted at that time: counted now, to be safe
+        limiter.sent(Start(-123.0))  # nothing admitted at that time: counted now, to be safe
         await limiter.acquire()
         return loop.time()
 

@@ -21,7 +21,7 @@ import anyio
 
 from .._exceptions import PersonaError
 from .._providers import Provider
-from .._ratelimit import LaneLimiter, SharedLimiter, SlidingWindowLimiter
+from .._ratelimit import LaneLimiter, SharedLimiter, SlidingWindowLimiter, Start
 
 __all__ = ["Gate", "Interrupted", "RESTART_SLACK"]
 
@@ -63,7 +63,6 @@ class Gate:
         if provider.name in self._shared:
             inner = self._shared[provider.name].for_lane(provider)
         else:
-            assert provider.rate_limit is not None  # the config always sets one
             inner = SlidingWindowLimiter(provider.rate_limit, provider.rate_period)
         sent = self._earlier.get(provider.name)
         if sent:
@@ -81,23 +80,28 @@ class _GatedLimiter:
         self._lane = lane
 
     @property
-    def effective_rate(self) -> float:
-        return self._inner.effective_rate
+    def limit(self) -> int | None:
+        return self._inner.limit
 
-    async def acquire(self) -> float | None:
+    @property
+    def learned(self) -> int | None:
+        return self._inner.learned
+
+    async def acquire(self) -> Start:
         self._check()
-        stamp = None
+        start = None
         with anyio.CancelScope() as scope:  # close() cancels it: no wait for the window
             self._gate._waiting.add(scope)
             try:
-                stamp = await self._inner.acquire()
+                start = await self._inner.acquire()
             finally:
                 self._gate._waiting.discard(scope)
         self._check()  # the wait for the window may have been long
-        return stamp
+        assert start is not None  # not cancelled, since the gate is open
+        return start
 
-    def sent(self, stamp: float | None) -> None:
-        self._inner.sent(stamp)
+    def sent(self, start: Start) -> None:
+        self._inner.sent(start)
 
     def _check(self) -> None:
         if self._gate.closed:
@@ -110,11 +114,11 @@ class _GatedLimiter:
             retryable=True,
         )
 
-    def throttled(self) -> None:
-        self._inner.throttled()
+    async def throttled(self, start: Start) -> float:
+        return await self._inner.throttled(start)
 
-    def succeeded(self) -> None:
-        self._inner.succeeded()
+    def succeeded(self, start: Start) -> None:
+        self._inner.succeeded(start)
 
     async def hold(self, state: Literal["cooling", "paused"], seconds: float) -> None:
         await self._inner.hold(state, seconds)

@@ -178,7 +178,9 @@ class Provider:
         if max_concurrency < 1 or not timeout > 0 or not connect_timeout > 0:
             raise ValueError(f"{owner}: max_concurrency must be >= 1 and timeouts > 0")
         self._api_key = key  # never in a repr, log line, URL or error
-        self.base_url = _check_base_url(base_url or self.default_base_url, owner)
+        # e.g. CRUN_BASE_URL: a test or staging endpoint without touching the code.
+        env_url = os.environ.get(f"{self.kind.upper()}_BASE_URL")
+        self.base_url = _check_base_url(base_url or env_url or self.default_base_url, owner)
         self.url = self.base_url + self.path
         self.name = name or self.kind
         self.rate_limit = rate_limit

@@ -20,7 +20,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from ._fake import DEFAULT_API_KEY, DEFAULT_RATE_PERIOD, FakeProvider
+from ._fake import DEFAULT_API_KEY, DEFAULT_RATE_PERIOD, RATE_SHAPES, FakeProvider
 
 _EPILOG = """\
 readiness:
@@ -59,6 +59,18 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_RATE_PERIOD,
         metavar="T",
         help="rate window in seconds",
+    )
+    parser.add_argument(
+        "--rate-shape",
+        choices=RATE_SHAPES,
+        default="sliding",
+        help="how the limit counts: any window of T seconds (sliding), a counter reset every T "
+        "seconds (fixed), or a token bucket of N refilled over T (bucket)",
+    )
+    parser.add_argument(
+        "--count-rejected",
+        action="store_true",
+        help="rejected requests count against the rate window too",
     )
     parser.add_argument(
         "--rate-limit-http", action="store_true", help="send rate-limit rejections as HTTP 429"
@@ -111,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=args.port,
             rate_limit=args.rate_limit,
             rate_period=args.rate_period,
+            rate_shape=args.rate_shape,
+            count_rejected=args.count_rejected,
             rate_limit_http=args.rate_limit_http,
             retry_after=args.retry_after,
             latency=args.latency,

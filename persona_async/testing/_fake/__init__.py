@@ -1,6 +1,7 @@
 """The fake provider, one file per contract: ``crun``, ``family``; the server in ``_server``."""
 
 from ._faults import DEFAULT_FAULT_MIX, Fault
+from ._limits import RATE_SHAPES, RateShape, RateWindow
 from ._server import FakeProvider
 from ._wire import DEFAULT_API_KEY, DEFAULT_RATE_PERIOD, RequestRecord
 from .crun import CRUN_PATH
@@ -12,7 +13,10 @@ __all__ = [
     "DEFAULT_FAULT_MIX",
     "DEFAULT_RATE_PERIOD",
     "FAMILY_PATH",
+    "RATE_SHAPES",
     "FakeProvider",
     "Fault",
+    "RateShape",
+    "RateWindow",
     "RequestRecord",
 ]

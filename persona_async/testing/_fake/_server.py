@@ -32,6 +32,7 @@ from aiohttp import web
 
 from ._contract import _Contract
 from ._faults import _PASS_THROUGH, DEFAULT_FAULT_MIX, Fault, _Injection
+from ._limits import RATE_SHAPES, RateShape, RateWindow
 from ._wire import (
     _MESSAGES,
     DEFAULT_API_KEY,
@@ -95,7 +96,11 @@ class FakeProvider:
     :param rate_limit: Requests accepted per key within any ``rate_period`` seconds; the
         next one is rejected with 429 (not queued) and counted in :attr:`window_violations`.
         ``None`` disables the limit.
-    :param rate_period: Length in seconds of the sliding rate window.
+    :param rate_period: Length in seconds of the rate window.
+    :param rate_shape: How requests are counted: ``"sliding"`` (any ``rate_period`` seconds),
+        ``"fixed"`` (a counter reset on every multiple of ``rate_period`` on the clock) or
+        ``"bucket"`` (a token bucket of ``rate_limit`` tokens refilled over ``rate_period``).
+    :param count_rejected: Rejected requests count against the window too.
     :param rate_limit_http: Send rate-limit rejections as HTTP 429 instead of HTTP 200.
     :param retry_after: Seconds to put in a ``Retry-After`` header on rate-limit
         rejections; ``None`` sends no header (as no provider documents one).
@@ -109,6 +114,7 @@ class FakeProvider:
 
     __slots__ = (
         "_codes",
+        "_count_rejected",
         "_fault_mix",
         "_fault_rate",
         "_faults_served",
@@ -121,6 +127,7 @@ class FakeProvider:
         "_port",
         "_rate_limit",
         "_rate_period",
+        "_rate_shape",
         "_record_requests",
         "_request_count",
         "_resets",
@@ -164,6 +171,8 @@ class FakeProvider:
         port: int = 0,
         rate_limit: int | None = None,
         rate_period: float = DEFAULT_RATE_PERIOD,
+        rate_shape: RateShape = "sliding",
+        count_rejected: bool = False,
         rate_limit_http: bool = False,
         retry_after: float | None = None,
         latency: float = 0.0,
@@ -200,10 +209,14 @@ class FakeProvider:
         # Persona ids come from a counter that reset() keeps, so ids never repeat.
         self._next_persona = 1
         # Per key: arrival times of accepted requests inside the current window, oldest first.
-        self._windows: dict[str, collections.deque[float]] = {}
+        self._windows: dict[str, RateWindow] = {}
         self._rate_limit: int | None = None
         self._rate_period = rate_period
-        self.set_rate_limit(rate_limit, rate_period)
+        self._rate_shape: RateShape = "sliding"
+        self._count_rejected = False
+        self.set_rate_limit(
+            rate_limit, rate_period, shape=rate_shape, count_rejected=count_rejected
+        )
         # Injected faults, FIFO; each entry may apply to several requests.
         self._injections: list[_Injection] = []
         self._rng = random.Random(seed)
@@ -279,8 +292,20 @@ class FakeProvider:
 
     # -- behaviour knobs -------------------------------------------------------------------
 
-    def set_rate_limit(self, limit: int | None, period: float | None = None) -> None:
-        """Change the per-key rate window; requests already in a window keep counting."""
+    def set_rate_limit(
+        self,
+        limit: int | None,
+        period: float | None = None,
+        *,
+        shape: RateShape | None = None,
+        count_rejected: bool | None = None,
+    ) -> None:
+        """Change the per-key rate limit; ``None`` keeps that setting as it is.
+
+        A new limit, period or shape starts every key's window afresh.
+        """
+        if shape is not None and shape not in RATE_SHAPES:
+            raise ValueError(f"rate_shape must be one of {', '.join(RATE_SHAPES)}, got {shape!r}")
         if limit is not None and limit < 1:
             raise ValueError("rate_limit must be >= 1 or None")
         period = self._rate_period if period is None else period
@@ -288,6 +313,11 @@ class FakeProvider:
             raise ValueError("rate_period must be > 0")
         self._rate_limit = limit
         self._rate_period = period
+        if shape is not None:
+            self._rate_shape = shape
+        if count_rejected is not None:
+            self._count_rejected = count_rejected
+        self._windows.clear()
 
     def maintenance(self, seconds: float) -> None:
         """Answer every contract request with code 455 for the next ``seconds``."""
@@ -471,14 +501,10 @@ class FakeProvider:
     def _take_slot(self, api_key: str, now: float, limit: int) -> bool:
         window = self._windows.get(api_key)
         if window is None:
-            window = self._windows[api_key] = collections.deque()
-        horizon = now - self._rate_period
-        while window and window[0] <= horizon:
-            window.popleft()
-        if len(window) >= limit:
-            return False
-        window.append(now)
-        return True
+            window = self._windows[api_key] = RateWindow(
+                self._rate_shape, limit, self._rate_period, count_rejected=self._count_rejected
+            )
+        return window.admit(now)
 
     def _process(self, contract: _Contract, record: RequestRecord) -> _Outcome:
         key = contract.message_key

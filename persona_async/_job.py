@@ -1,0 +1,88 @@
+"""One request's journey through a lane: its encoded body, attempts, deadline, and whether
+its caller still waits for it."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable
+
+from ._exceptions import PersonaError
+from ._models import Persona, PersonaRequest
+from ._ratelimit import Start
+
+__all__ = ["Deliver", "OnSend", "_Job"]
+
+Deliver = Callable[["_Job", "Persona | None", "PersonaError | None"], None]
+OnSend = Callable[[PersonaRequest], "Awaitable[None] | None"]
+
+
+class _Job:
+    """A request in a lane, from submission until ``deliver`` has been called once."""
+
+    __slots__ = (
+        "abandoned",
+        "ambiguous",
+        "attempts",
+        "body",
+        "deadline",
+        "deliver",
+        "done",
+        "failures",
+        "last_error",
+        "last_start",
+        "max_retries",
+        "on_send",
+        "on_wire",
+        "request",
+        "since_maintenance",
+        "start",
+        "submitted",
+        "tag",
+        "timer",
+    )
+
+    def __init__(
+        self,
+        request: PersonaRequest,
+        body: bytes,
+        deliver: Deliver,
+        tag: object,
+        on_send: OnSend | None = None,
+        *,
+        now: float = 0.0,
+        deadline: float = math.inf,
+        min_attempt: float = 0.0,
+        max_retries: int = 0,
+    ) -> None:
+        self.request = request
+        self.on_send = on_send  # called once, right before the first attempt goes out
+        self.last_error: PersonaError | None = None  # why the job is waiting to be retried
+        self.body = body  # encoded once, resent as is
+        self.deliver = deliver
+        self.tag = tag  # the caller's bookkeeping (create_many's sequence number)
+        self.attempts = 0  # requests actually sent
+        self.failures = 0  # retried failures that count against max_retries
+        self.max_retries = max_retries  # this call's, else the client's
+        self.submitted = now  # on the lane's clock
+        self.deadline = now + deadline  # the whole call, queueing and waits included
+        self.last_start = self.deadline - min_attempt  # no attempt starts after this
+        self.timer: asyncio.TimerHandle | None = None  # fails the job at last_start if unsent
+        self.done = False  # deliver has been called
+        self.ambiguous = False  # an earlier attempt was sent and lost: it may have succeeded
+        self.abandoned = False  # the caller went away: never send it again
+        self.on_wire = False  # an attempt is between the POST and its answer
+        self.since_maintenance: float | None = None  # when this job first met a 455
+        self.start: Start | None = None  # the rate limiter's record of the last attempt
+
+    @property
+    def gone(self) -> bool:
+        """Finished or abandoned: a queue holding it skips it."""
+        return self.done or self.abandoned
+
+    def abandon(self) -> None:
+        """Never send this job again (its caller went away)."""
+        self.abandoned = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None

@@ -1,0 +1,263 @@
+"""A request's deadline bounds the whole call, from submission: queueing, cooldowns after 429,
+maintenance waits and retries. It ends the call with the provider's last answer, and it never
+starts an attempt that could not finish in time.
+
+Margins: a call may end at its last start time (the deadline less a quarter of the provider's
+timeout, or of the deadline if shorter) and must end by its deadline; the upper bounds allow a
+loaded machine a few tenths of a second on top.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import pytest
+
+from persona_async import (
+    CrunProvider,
+    KieProvider,
+    MaintenanceError,
+    Outcome,
+    PersonaClient,
+    PersonaError,
+    PersonaRequest,
+    ProviderTimeoutError,
+    RateLimitError,
+    ServerError,
+)
+from persona_async.testing import FakeProvider, Fault
+
+pytestmark = pytest.mark.anyio
+
+SLACK = 0.4  # scheduling noise on a loaded 2-core machine
+
+
+def req(i: int) -> PersonaRequest:
+    return PersonaRequest(f"task-{i}", f"clip-{i}", f"Persona {i}", "Smoky late-night R&B")
+
+
+def crun(fake: FakeProvider, **kw: Any) -> CrunProvider:
+    return CrunProvider(api_key=fake.api_key, base_url=fake.url, **{"rate_limit": None, **kw})
+
+
+def client(provider: CrunProvider | KieProvider, **kw: Any) -> PersonaClient:
+    return PersonaClient([provider], **{"backoff_initial": 0.02, "backoff_max": 0.1, **kw})
+
+
+async def timed_failure(
+    c: PersonaClient, request: PersonaRequest, **kw: Any
+) -> tuple[Any, float]:
+    started = time.monotonic()
+    with pytest.raises(PersonaError) as info:
+        await c.create_persona(request, **kw)
+    return info.value, time.monotonic() - started
+
+
+# -- maintenance -------------------------------------------------------------------------------
+
+
+async def test_a_call_during_maintenance_returns_by_its_deadline_with_maintenance_error(
+    fake: FakeProvider,
+) -> None:
+    fake.maintenance(60.0)
+    # max_maintenance_wait is the default 600 s: only the deadline can end this call early.
+    # Probes go at 0.5 s, then 1.5 s: the call must not wait for the second one.
+    async with client(crun(fake), deadline=1.0, backoff_initial=0.5, backoff_max=30.0) as c:
+        err, elapsed = await timed_failure(c, req(1))
+    assert type(err) is MaintenanceError
+    assert err.code == 455  # the provider's own answer, not a bare timeout
+    assert "deadline" in err.message
+    assert 0.75 - 0.05 <= elapsed <= 1.0 + SLACK  # at its last start time at the earliest
+    assert fake.request_count <= 2  # the first request and one probe, no spinning
+    assert fake.personas == {}
+
+
+async def test_a_per_call_deadline_overrides_the_clients(fake: FakeProvider) -> None:
+    fake.maintenance(60.0)
+    async with client(crun(fake), deadline=30.0) as c:
+        err, elapsed = await timed_failure(c, req(1), deadline=0.5)
+    assert type(err) is MaintenanceError
+    assert elapsed <= 0.5 + SLACK
+
+
+async def test_one_client_serves_a_fast_failing_handler_and_a_stream_that_waits_it_out(
+    fake: FakeProvider,
+) -> None:
+    # The client's defaults: a create_persona call gets a web handler's budget, while
+    # create_many's requests wait out a maintenance window (here 1.2 s).
+    fake.maintenance(1.2)
+    async with client(crun(fake, max_concurrency=2)) as c:
+        started = time.monotonic()
+        err, elapsed = await timed_failure(c, req(0), deadline=0.4)
+        outcomes = [o async for o in c.create_many([req(i) for i in range(1, 5)])]
+        waited = time.monotonic() - started
+    assert type(err) is MaintenanceError
+    assert elapsed <= 0.4 + SLACK
+    assert [o.ok for o in outcomes] == [True] * 4
+    assert waited >= 1.1  # the window was set just before the clock started
+    assert sum(fake.creations.values()) == 4
+
+
+async def test_a_per_stream_deadline_bounds_every_request_of_the_stream(
+    fake: FakeProvider,
+) -> None:
+    fake.maintenance(60.0)
+    async with client(crun(fake, max_concurrency=2)) as c:
+        started = time.monotonic()
+        outcomes: list[Outcome] = [
+            o async for o in c.create_many([req(i) for i in range(6)], deadline=0.6)
+        ]
+        elapsed = time.monotonic() - started
+    assert [type(o.error) for o in outcomes] == [MaintenanceError] * 6
+    assert elapsed <= 0.6 + SLACK
+    assert fake.personas == {}
+
+
+async def test_max_maintenance_wait_still_caps_a_wait_inside_a_longer_deadline(
+    fake: FakeProvider,
+) -> None:
+    fake.maintenance(60.0)
+    async with client(crun(fake), deadline=30.0, max_maintenance_wait=0.3) as c:
+        err, elapsed = await timed_failure(c, req(1))
+    assert type(err) is MaintenanceError
+    assert "after 0.3s" in err.message
+    assert elapsed <= 0.3 + SLACK
+
+
+# -- 429 cooldowns -----------------------------------------------------------------------------
+
+
+async def test_a_cooldown_longer_than_the_deadline_fails_queued_calls_with_the_429(
+    fake: FakeProvider,
+) -> None:
+    fake.inject(Fault.http(429, retry_after=20))
+    async with client(crun(fake, max_concurrency=1)) as c, anyio.create_task_group() as tg:
+        errors: list[Any] = []
+
+        async def call(i: int) -> None:
+            errors.append(await timed_failure(c, req(i), deadline=1.0))
+
+        tg.start_soon(call, 1)  # gets the 429: the lane cools for 20 s
+        await anyio.sleep(0.05)
+        tg.start_soon(call, 2)  # queued behind it, in the cooling lane
+    assert fake.request_count == 1  # nothing went out during the cooldown
+    for err, elapsed in errors:
+        assert type(err) is RateLimitError
+        assert err.retry_after == 20  # what a handler needs for its own Retry-After
+        assert elapsed <= 1.0 + SLACK
+    # The one that got the 429 knew at once that its deadline came first.
+    assert min(elapsed for _, elapsed in errors) < 0.5
+
+
+# -- attempts that could not finish are not started --------------------------------------------
+
+
+async def test_a_queued_call_whose_time_runs_out_is_never_sent(fake: FakeProvider) -> None:
+    fake.inject(Fault.slow(1.5))  # holds the lane's one connection slot
+    async with client(crun(fake, max_concurrency=1)) as c, anyio.create_task_group() as tg:
+        tg.start_soon(c.create_persona, req(1))
+        await anyio.sleep(0.05)
+        err, elapsed = await timed_failure(c, req(2), deadline=0.6)
+    assert type(err) is ProviderTimeoutError
+    assert err.sent is False  # it says why: it never left the queue
+    assert "never sent" in err.message
+    assert 0.45 - 0.05 <= elapsed <= 0.6 + SLACK
+    assert [(r.json or {}).get("suno_id") for r in fake.requests] == ["clip-1"]
+
+
+async def test_a_retry_falling_due_with_too_little_time_left_is_not_sent(
+    fake: FakeProvider,
+) -> None:
+    # timeout 1 s: an attempt needs 0.25 s left. The cooldown ends 0.15 s before the deadline.
+    fake.inject(Fault.http(429, retry_after=1.85))
+    async with client(crun(fake, timeout=1.0), deadline=2.0) as c:
+        err, elapsed = await timed_failure(c, req(1))
+    assert type(err) is RateLimitError
+    assert elapsed < 0.5  # known at the 429: no point waiting
+    assert fake.request_count == 1
+
+
+async def test_a_retry_with_a_fair_share_of_time_left_is_sent(fake: FakeProvider) -> None:
+    fake.inject(Fault.http(429, retry_after=0.5))
+    async with client(crun(fake, timeout=1.0), deadline=2.0) as c:
+        persona = await c.create_persona(req(1))
+    assert persona.persona_id in fake.personas
+    assert fake.request_count == 2
+
+
+# -- max_retries per call ---------------------------------------------------------------------
+
+
+async def test_max_retries_per_call_and_per_stream_override_the_clients(
+    fake: FakeProvider,
+) -> None:
+    fake.inject(Fault.envelope(500), times=100)
+    async with client(crun(fake), max_retries=3, backoff_initial=0.01, backoff_max=0.01) as c:
+        err, _ = await timed_failure(c, req(1), max_retries=0)  # a handler: no resend
+        assert fake.request_count == 1
+        outcomes = [o async for o in c.create_many([req(2)], max_retries=1)]
+        assert fake.request_count == 1 + 2
+        err_default, _ = await timed_failure(c, req(3))  # the client's 3
+        assert fake.request_count == 3 + 4
+    assert type(err) is type(err_default) is type(outcomes[0].error) is ServerError
+
+
+# -- bad values --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan")])
+async def test_a_bad_deadline_is_refused_by_name_before_anything_is_sent(
+    fake: FakeProvider, bad: float
+) -> None:
+    with pytest.raises(ValueError, match="deadline must be > 0"):
+        PersonaClient([crun(fake)], deadline=bad)
+    async with client(crun(fake)) as c:
+        with pytest.raises(ValueError, match="deadline must be > 0"):
+            await c.create_persona(req(1), deadline=bad)
+        with pytest.raises(ValueError, match="deadline must be > 0"):
+            c.create_many([req(2)], deadline=bad)
+    assert fake.request_count == 0
+
+
+async def test_a_bad_max_retries_is_refused_by_name_before_anything_is_sent(
+    fake: FakeProvider,
+) -> None:
+    async with client(crun(fake)) as c:
+        with pytest.raises(ValueError, match="max_retries must be an int >= 0"):
+            await c.create_persona(req(1), max_retries=-1)
+        with pytest.raises(ValueError, match="max_retries must be an int >= 0"):
+            c.create_many([req(2)], max_retries=-1)
+    assert fake.request_count == 0
+
+
+# -- the defaults: a handler's 30 s, a stream's hour ---------------------------------------------
+# Observed through a 429's Retry-After: a cooldown the deadline cannot cover fails the call at
+# once, one it can cover is waited out. With the 60 s provider timeout an attempt needs 7.5 s
+# of a 30 s deadline, so 25 s is too long for create_persona and 20 s is not.
+
+
+async def test_create_persona_defaults_to_a_web_handlers_30_seconds(fake: FakeProvider) -> None:
+    fake.inject(Fault.http(429, retry_after=25))
+    async with client(crun(fake), retry_after_max=120.0) as c:
+        err, elapsed = await timed_failure(c, req(1))
+        assert type(err) is RateLimitError
+        assert elapsed < 0.5
+        fake.inject(Fault.http(429, retry_after=20))
+        with anyio.move_on_after(0.5) as waiting:
+            await c.create_persona(req(2))  # waits out the 20 s cooldown
+    assert waiting.cancelled_caught
+
+
+async def test_create_many_defaults_to_waiting_out_what_a_handler_would_not(
+    fake: FakeProvider,
+) -> None:
+    fake.inject(Fault.http(429, retry_after=25))
+    async with client(crun(fake), retry_after_max=120.0) as c:
+        stream = c.create_many([req(1)])
+        with anyio.move_on_after(0.5) as waiting:
+            await stream.__anext__()
+        stream.close()
+    assert waiting.cancelled_caught
+    assert fake.request_count == 1
