@@ -532,13 +532,12 @@ class Lane:
     async def _throttle(self, job: _Job, err: RateLimitError, now: float) -> None:
         self._throttled += 1
         assert job.start is not None
-        # The limiter decides whether this 429 is news and how long until the window it came
-        # from has passed; a Retry-After, when given, still rules.
+        # The limiter learns from the 429 and says how long until the window it came from has
+        # passed; a Retry-After, when given, rules instead (the limiter still paces after it).
         wait = await self._limiter.throttled(job.start)
         if err.retry_after is not None:
-            told = min(err.retry_after, self._policy.retry_after_max)
-            await self._limiter.hold("cooling", told)
-            wait = max(wait, told)
+            wait = min(err.retry_after, self._policy.retry_after_max)
+            await self._limiter.hold("cooling", wait)
         until = now + wait
         if until > self._cooldown_until:
             self._cooldown_until = until

@@ -13,9 +13,12 @@ better signal than a halving:
 
 * **one congestion event per window**: 429s to requests sent before the last decrease are the
   same event (they were already on their way) and change nothing;
-* **decrease to what the provider delivered**: the requests accepted in the window that ended in
-  the 429 are the best estimate of its limit (but at most by half per event, so a lone 429 from
-  a hiccup cannot pin a lane to the few requests it had sent when it came);
+* **decrease to what the provider delivered**: the requests accepted in the window that ended
+  in the 429 are the best estimate of its limit (but at most by half per event, so a lone 429
+  from a hiccup cannot pin a lane to the few requests it had sent when it came; each further
+  429 of the same burst confirms the estimate and moves the limit halfway on towards it). A
+  window in which nothing got through says nothing about the rate: the lane only waits for it
+  to pass;
 * **probe upward additively**, after a full window with no 429 in which the lane wanted more than
   it was allowed; at the level that failed last, only after ``patience`` such windows, doubled
   by every probe that fails (up to :data:`MAX_PATIENCE`), so a steady state costs about one 429
@@ -142,6 +145,7 @@ class AdaptiveLimit:
         "configured",
         "current",
         "decreased",
+        "evidence",
         "grown",
         "patience",
         "period",
@@ -160,6 +164,7 @@ class AdaptiveLimit:
         self.patience = 1  # clean windows to wait before probing at `ceiling` again
         self.saturated = False  # the lane wanted more starts than `current` since the change
         self.sustained: int | None = None  # what the provider delivered at the last event
+        self.evidence: int | None = None  # accepted in the window of the last event's 429
 
     def congested(self, *, sent_at: float, now: float, delivered: int) -> bool:
         """A 429 to a request sent at ``sent_at``; ``delivered`` were accepted in its window.
@@ -167,7 +172,17 @@ class AdaptiveLimit:
         Returns True if this is a new congestion event (and the limit went down).
         """
         if sent_at < self.decreased:
-            return False  # sent before we reacted to the last 429: the same event
+            # Sent before we reacted to the last 429: the same event. It confirms that event's
+            # estimate, so a decrease that was held at half moves halfway on toward it.
+            evidence = self.evidence
+            if evidence is not None and self.current is not None and self.current > evidence:
+                self.current = self.sustained = max(evidence, (self.current + evidence) // 2)
+            return False
+        if not delivered:
+            # Nothing got through in that window (someone else filled it, or a run before
+            # this one did): no estimate of the rate; wait for the window to pass.
+            self.decreased, self.evidence = now, None
+            return True
         before = self.current
         if now - self.grown < 2 * self.period:
             self.patience = min(self.patience * 2, MAX_PATIENCE)  # a probe upward failed
@@ -175,7 +190,7 @@ class AdaptiveLimit:
             self.ceiling = before
         elif before is not None:  # the aftermath of the last event: it failed higher up
             self.ceiling = max(self.ceiling, before)
-        lowered = max(1, delivered)
+        lowered = self.evidence = max(1, delivered)
         if before is not None:
             # At most half per event: a lone 429 early in a run (a gateway's hiccup) would
             # otherwise pin the lane to the two or three requests it had sent so far.
@@ -302,14 +317,19 @@ class SlidingWindowLimiter:
         when it was written keeps two windows from overlapping at the provider, whatever the
         connection setup cost; the window margin is then left for network jitter alone.
         """
+        index = self._index(start)
+        if index < len(self._log) and self._log[index] is start:
+            del self._log[index]
+        start.at = self._clock()
+        self._record(start)
+
+    def _index(self, start: Start) -> int:
+        """Where ``start`` is in the log (or would go, if no longer there)."""
         log = self._log
         index = bisect.bisect_left(log, start.at, key=_at)
         while index < len(log) and log[index] is not start and log[index].at == start.at:
             index += 1
-        if index < len(log) and log[index] is start:
-            del log[index]
-        start.at = self._clock()
-        self._record(start)
+        return index
 
     def _record(self, start: Start) -> None:
         log = self._log
@@ -327,9 +347,12 @@ class SlidingWindowLimiter:
         log = self._log
         # The window is taken a margin wide: a start right on its edge may still count there.
         lo = bisect.bisect_left(log, start.at - self._span, key=_at)
-        hi = bisect.bisect_left(log, start.at, key=_at)
+        hi = self._index(start)  # the starts before it in the log, equal times included
         delivered = sum(1 for s in log[lo:hi] if not s.rejected)
-        self._adaptive.congested(sent_at=start.at, now=self._clock(), delivered=delivered)
+        now = self._clock()
+        news = self._adaptive.congested(sent_at=start.at, now=now, delivered=delivered)
+        if news and not delivered:
+            return max(0.0, start.at + self._span - now)
         return self.delay()
 
     def succeeded(self, start: Start) -> None:

@@ -109,17 +109,18 @@ local mode, configured = ARGV[1], tonumber(ARGV[2])
 local span, period = tonumber(ARGV[3]), tonumber(ARGV[4])
 local max_patience, fraction = tonumber(ARGV[6]), tonumber(ARGV[7])
 local st = redis.call('HMGET', KEYS[3], 'cur', 'changed', 'decreased', 'ceiling', 'patience',
-                      'sat', 'sustained', 'grown')
+                      'sat', 'sustained', 'grown', 'evidence')
 local cur = tonumber(st[1]) or configured
 if configured > 0 and (cur == 0 or cur > configured) then cur = configured end
 local changed, decreased = tonumber(st[2]) or 0, tonumber(st[3]) or 0
 local ceiling, patience = tonumber(st[4]) or 0, tonumber(st[5]) or 1
 local sat, sustained, grown = st[6] == '1', tonumber(st[7]) or 0, tonumber(st[8]) or 0
+local evidence = tonumber(st[9]) or 0
 local dirty = false
 local function save()
   redis.call('HSET', KEYS[3], 'cur', cur, 'changed', int(changed), 'decreased', int(decreased),
              'ceiling', ceiling, 'patience', patience, 'sat', sat and 1 or 0,
-             'sustained', sustained, 'grown', int(grown))
+             'sustained', sustained, 'grown', int(grown), 'evidence', evidence)
   redis.call('PEXPIRE', KEYS[3], 3600000)
 end
 local function reply(admitted, wait)
@@ -136,9 +137,19 @@ if mode == 'throttled' then
   local s = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[5])) or now
   redis.call('ZADD', KEYS[4], int(s), ARGV[5])
   redis.call('PEXPIRE', KEYS[4], math.ceil(2 * span / 1000) + 1)
-  if s >= decreased then
+  if s < decreased then
+    if evidence > 0 and cur > evidence then
+      cur = math.max(evidence, math.floor((cur + evidence) / 2))
+      sustained, dirty = cur, true
+    end
+  else
     local lo, hi = int(s - span), '(' .. int(s)
     local delivered = redis.call('ZCOUNT', KEYS[1], lo, hi) - redis.call('ZCOUNT', KEYS[4], lo, hi)
+    if delivered <= 0 then
+      decreased = now
+      redis.call('HSET', KEYS[3], 'decreased', int(decreased), 'evidence', 0)
+      return reply(0, math.max(0, s + span - now))
+    end
     if now - grown < 2 * period then patience = math.min(patience * 2, max_patience) end
     if ceiling == 0 or now - decreased >= 2 * period then
       ceiling = cur
@@ -146,6 +157,7 @@ if mode == 'throttled' then
       ceiling = math.max(ceiling, cur)
     end
     local lowered = math.max(1, delivered)
+    evidence = lowered
     if cur > 0 then
       lowered = math.max(1, math.min(math.max(lowered, math.floor(cur / 2)), cur - 1))
     end

