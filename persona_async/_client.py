@@ -13,7 +13,7 @@ import anyio.abc
 
 from ._deadline import DEFAULT_DEADLINE, DEFAULT_STREAM_DEADLINE, check_deadline
 from ._exceptions import InvalidRequestError, PersonaError
-from ._job import Deliver, OnSend, _Job
+from ._job import Deliver, OnSend, OnSubmitted, _Job
 from ._lane import DEFAULT_RETRY_BUDGET, Lane, LaneStats
 from ._models import Persona, PersonaRequest
 from ._orphans import OnOrphan, report_orphan
@@ -281,6 +281,7 @@ class PersonaClient:
         ordered: bool = False,
         max_pending: int | None = None,
         on_send: OnSend | None = None,
+        on_submitted: OnSubmitted | None = None,
         deadline: float | None = None,
         max_retries: int | None = None,
     ) -> OutcomeStream:
@@ -300,6 +301,8 @@ class PersonaClient:
         cooling or paused, deadline), and goes out only if still due. If ``on_send`` or its
         awaitable raises a ``PersonaError``, the request is not sent and that error is its
         outcome.
+        ``on_submitted(request, provider_task_id)`` is called when an async-task provider
+        answers a submit, before the task is polled: record the id to resume by it.
 
         ``deadline`` (seconds, ``None``: the client's, else an hour) bounds each request from
         the moment it is pulled: the bulk default waits out a maintenance window.
@@ -314,7 +317,7 @@ class PersonaClient:
             raise ValueError("max_pending must be >= 1")
         async def start(state: _StreamState) -> None:
             tg = await self._ensure_started()
-            submit = _SubmitMany(self, tg, on_send, seconds, max_retries)
+            submit = _SubmitMany(self, tg, on_send, on_submitted, seconds, max_retries)
             tg.start_soon(state.feed, requests, submit)
 
         return OutcomeStream(max_pending=max_pending, ordered=ordered, start=start)
@@ -329,19 +332,21 @@ class PersonaClient:
 class _SubmitMany:
     """create_many's way into the lanes: invalid requests become outcomes at once."""
 
-    __slots__ = ("_client", "_deadline", "_max_retries", "_on_send", "_tg")
+    __slots__ = ("_client", "_deadline", "_max_retries", "_on_send", "_on_submitted", "_tg")
 
     def __init__(
         self,
         client: PersonaClient,
         tg: anyio.abc.TaskGroup,
         on_send: OnSend | None,
+        on_submitted: OnSubmitted | None,
         deadline: float,
         max_retries: int | None,
     ) -> None:
         self._client = client
         self._tg = tg
         self._on_send = on_send
+        self._on_submitted = on_submitted
         self._deadline = deadline
         self._max_retries = max_retries
 
@@ -357,6 +362,7 @@ class _SubmitMany:
             self._tg,
             seq,
             self._on_send,
+            self._on_submitted,
             deadline=self._deadline,
             max_retries=self._max_retries,
         )

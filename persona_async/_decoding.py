@@ -1,34 +1,100 @@
 """Provider decoding: a raw HTTP reply becomes a persona id or a typed ``PersonaError``.
 
-The envelope ``code`` is the truth, then the HTTP status, then the message (for codes whose
-meaning depends on it). Anything that is not the documented envelope is a
+The provider's reply style (``_providers/_styles.py``) reads the reply into a code and a
+message; the provider's table (``Provider.errors``) says which error the code is. The envelope
+``code`` is the truth where there is one, then the HTTP status, then the message (for codes whose
+meaning depends on it). Anything that is not the documented reply is a
 ``MalformedResponseError`` with the status and a short, safe excerpt.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
 
 from ._exceptions import (
-    CODE_TO_EXCEPTION,
+    GenerationFailedError,
     MalformedResponseError,
     PersonaError,
     RateLimitError,
+    SourceNotReadyError,
+    ValidationError,
+    _MaybeSent,
+    source_not_ready,
 )
+from ._polling import Running
 from ._providers import Provider
 from ._retry import parse_retry_after
 from ._transport import RawResponse, excerpt
 
-__all__ = ["interpret"]
+__all__ = ["interpret", "interpret_task"]
+
+T = TypeVar("T")
 
 # Gateway pages in front of a provider: the provider may be fine a moment later.
 _TRANSIENT_HTTP = frozenset({500, 502, 503, 504})
 
 
 def interpret(provider: Provider, raw: RawResponse) -> str:
-    """Return the persona id of a successful reply or raise the ``PersonaError`` it means."""
+    """Return the persona id of a successful reply (for an async-task provider's submit, its
+    task id) or raise the ``PersonaError`` it means."""
+    status = raw.status
+    reply = _decode(provider, raw, provider.decode)
+    if reply.code == 200:
+        if reply.id:
+            return reply.id
+        if status < 400:
+            what = "a task id" if provider.mode == "task" else "a persona id"
+            raise MalformedResponseError(
+                f"HTTP {status}: success without {what}",
+                http_status=status,
+                provider=provider.name,
+                excerpt=excerpt(provider, raw.body),
+            )
+    _raise_for(provider, raw, reply.code if reply.code != 200 else status, reply.message)
+
+
+def interpret_task(provider: Provider, raw: RawResponse, task_id: str) -> str | Running:
+    """Return the persona id of a finished task, ``Running`` while it runs, or raise the
+    ``PersonaError`` the status reply (or the failed task) means."""
+    status = raw.status
+    task = _decode(provider, raw, provider.decode_task)
+    if task.code != 200 or status >= 400:
+        _raise_for(provider, raw, task.code if task.code != 200 else status, task.message)
+    if task.state == "running":
+        return Running(task.word)
+    if task.state == "failed":
+        said = provider.redact(task.message)
+        code = int(task.fail_code) if task.fail_code.isdigit() else None
+        cls = provider.errors.get(task.fail_code if code is None else code, GenerationFailedError)
+        if cls.default_retryable or issubclass(cls, _MaybeSent):
+            cls = GenerationFailedError  # the task is over: polling again will not change it
+        raise cls(
+            f"task {task_id} failed"
+            + (f" ({task.fail_code})" if task.fail_code else "")
+            + (f": {said}" if said else ""),
+            code=code,
+            http_status=status,
+            provider=provider.name,
+            provider_task_id=task_id,
+            retryable=False,
+        )
+    if task.persona_id:
+        return task.persona_id
+    raise MalformedResponseError(
+        f"HTTP {status}: task {task_id} succeeded without a persona id",
+        http_status=status,
+        provider=provider.name,
+        excerpt=excerpt(provider, raw.body),
+        provider_task_id=task_id,
+        retryable=False,
+    )
+
+
+def _decode(provider: Provider, raw: RawResponse, decode: Callable[[int, bytes], T]) -> T:
     status = raw.status
     if 300 <= status < 400:
         target = urlsplit(raw.location or "")
@@ -41,7 +107,7 @@ def interpret(provider: Provider, raw: RawResponse) -> str:
             retryable=False,
         )
     try:
-        reply = provider.decode(raw.body)
+        return decode(status, raw.body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         if status == 429:
             raise RateLimitError(
@@ -58,20 +124,24 @@ def interpret(provider: Provider, raw: RawResponse) -> str:
             excerpt=excerpt(provider, raw.body),
             retryable=status in _TRANSIENT_HTTP,
         ) from exc
-    if reply.code == 200:
-        if reply.persona_id:
-            return reply.persona_id
-        if status < 400:
-            raise MalformedResponseError(
-                f"HTTP {status}: code 200 without a persona id",
-                http_status=status,
-                provider=provider.name,
-                excerpt=excerpt(provider, raw.body),
-            )
-    # The provider's own number stays on the error; the class says what it means.
-    code = reply.code if reply.code != 200 else status
-    cls = CODE_TO_EXCEPTION.get(provider.classify(code, reply.message), PersonaError)
-    message = provider.redact(reply.message) or f"provider answered code {reply.code}"
+
+
+def _raise_for(provider: Provider, raw: RawResponse, code: int | str, said: str) -> NoReturn:
+    status = raw.status
+    # The provider's own number stays on the error; the class says what it means. A string
+    # code (AceData's `used_up`) leads the message, and the HTTP status is the number.
+    cls = provider.errors.get(provider.classify(code, said), PersonaError)
+    said = provider.redact(said)
+    if isinstance(code, str):
+        message = f"{code}: {said}" if said else code
+        code = status
+    else:
+        message = said or f"provider answered code {code}"
+    if issubclass(cls, _MaybeSent):
+        # A gateway timeout with a body (TTAPI's and AceData's 504): the persona may exist.
+        raise cls(message, code=code, http_status=status, provider=provider.name, retryable=True)
+    if cls is ValidationError and source_not_ready(message):
+        cls = SourceNotReadyError  # the song is still generating: a later resend can succeed
     if cls is RateLimitError:
         raise RateLimitError(
             message,

@@ -8,7 +8,8 @@ The tree::
     ├── NotFoundError                   404
     ├── PersonaExistsError              409  this audio already has a persona
     ├── ValidationError                 422  the provider rejected the request
-    │   └── InvalidRequestError              rejected *before* sending (also a ValueError)
+    │   ├── InvalidRequestError              rejected *before* sending (also a ValueError)
+    │   └── SourceNotReadyError              the source song is still generating (retryable)
     ├── RateLimitError                  429  (and the family's legacy 405/430)
     ├── MusicAccessError                451  the provider could not fetch the audio
     ├── MaintenanceError                455
@@ -19,10 +20,12 @@ The tree::
     ├── ProviderConnectionError              also an OSError
     ├── ProviderTimeoutError                 also a TimeoutError
     ├── OutcomeUnknownError                  the request may or may not have made a persona
+    ├── SourceFailedError                    the source song's music task failed for good
     └── RedisUnavailableError                a shared limiter's Redis is down: nothing was sent
 
 Every error carries ``code``, ``http_status``, ``provider``, ``message``, ``retryable``,
-``task_id``, ``audio_id`` and ``attempts``, never an API key, and survives ``pickle``.
+``task_id``, ``audio_id``, ``attempts`` and ``provider_task_id`` (async-task providers), never an
+API key, and survives ``pickle``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "CODE_TO_EXCEPTION",
+    "HTTP_STATUS_TO_EXCEPTION",
     "AuthenticationError",
     "FeatureDisabledError",
     "GenerationFailedError",
@@ -49,8 +53,12 @@ __all__ = [
     "ProviderTimeoutError",
     "RateLimitError",
     "RedisUnavailableError",
+    "SOURCE_NOT_READY_WORDINGS",
     "ServerError",
+    "SourceFailedError",
+    "SourceNotReadyError",
     "ValidationError",
+    "source_not_ready",
 ]
 
 
@@ -78,6 +86,7 @@ class PersonaError(Exception):
         audio_id: str | None = None,
         retryable: bool | None = None,
         attempts: int = 1,
+        provider_task_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -88,6 +97,8 @@ class PersonaError(Exception):
         self.audio_id = audio_id
         self.retryable = self.default_retryable if retryable is None else retryable
         self.attempts = attempts
+        #: The async-task provider's task this error is about (look it up there), or None.
+        self.provider_task_id = provider_task_id
 
     def __str__(self) -> str:
         where = f"[{self.provider}] " if self.provider else ""
@@ -115,6 +126,7 @@ class PersonaError(Exception):
         clone.__dict__.update(self.__dict__)
         clone.args = self.args
         clone.task_id, clone.audio_id, clone.attempts = task_id, audio_id, 0
+        clone.provider_task_id = None
         return clone
 
 
@@ -164,6 +176,15 @@ class InvalidRequestError(ValidationError, ValueError):
     def __init__(self, message: str, *, field: str | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.field = field
+
+
+class SourceNotReadyError(ValidationError):
+    """The source song (the request's ``task_id``) is not fully generated yet: a 422 whose
+    message says so (see ``SOURCE_NOT_READY_WORDINGS``), or a ``wait_for_source`` wait that ran
+    out. Retryable: the same request can succeed once the song is done, so a CLI rerun sends it
+    again; the lane does not resend it by itself (a song takes minutes, not a backoff)."""
+
+    default_retryable = True
 
 
 class RateLimitError(PersonaError):
@@ -244,6 +265,16 @@ class OutcomeUnknownError(PersonaError):
         self.request = request
 
 
+class SourceFailedError(PersonaError):
+    """The source song's music task failed (``wait_for_source`` read it on the provider's status
+    endpoint): no persona can be made from it, so nothing was sent. ``code`` and ``message``
+    carry what the provider said about the failure; ``status`` is its status word."""
+
+    def __init__(self, message: str, *, status: str = "", **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.status = status
+
+
 class RedisUnavailableError(PersonaError):
     """The Redis behind a shared rate limiter (``persona_async.redis``) could not be used, so
     the request was **not sent**: the lane fails closed rather than drop its rate guarantee.
@@ -275,3 +306,35 @@ CODE_TO_EXCEPTION: Mapping[int, type[PersonaError]] = _table(
     GenerationFailedError,
     FeatureDisabledError,
 )
+
+#: HTTP status -> exception class, for providers whose errors are real HTTP statuses (AceData,
+#: Evolink, TTAPI, the Suno-API gateways, MountSea). A 504 with a body is a gateway timeout:
+#: the provider may have made the persona, so it is an ambiguous ``ProviderTimeoutError``.
+HTTP_STATUS_TO_EXCEPTION: Mapping[int, type[PersonaError]] = MappingProxyType(
+    {
+        **CODE_TO_EXCEPTION,
+        400: ValidationError,
+        502: ServerError,
+        503: ServerError,
+        504: ProviderTimeoutError,
+    }
+)
+
+#: How providers word "the source song is not finished yet" in a 422 (lowercase substrings),
+#: each from a contract: the family's persona page ("If the music is still generating, this
+#: endpoint will return a failure"; "ensure the music generation task is fully completed"), kie's
+#: sibling endpoints ("record status is not success"), and issue 12's "not complete". crun's
+#: "task_id not found" is NOT here: it also means a wrong task id, and only the status endpoint
+#: (``wait_for_source``) can tell the two apart.
+SOURCE_NOT_READY_WORDINGS: tuple[str, ...] = (
+    "still generating",
+    "fully complete",
+    "not complete",
+    "not success",
+)
+
+
+def source_not_ready(message: str) -> bool:
+    """True when a 422's ``message`` says the source song is still being generated."""
+    text = message.lower()
+    return any(wording in text for wording in SOURCE_NOT_READY_WORDINGS)

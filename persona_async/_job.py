@@ -11,10 +11,14 @@ from ._exceptions import PersonaError
 from ._models import Persona, PersonaRequest
 from ._ratelimit import Start
 
-__all__ = ["Deliver", "OnSend", "_Job"]
+__all__ = ["Deliver", "OnSend", "OnSubmitted", "_Job"]
 
 Deliver = Callable[["_Job", "Persona | None", "PersonaError | None"], None]
+#: Called right before a request's first attempt; an awaitable it returns (a journal's sync) is
+#: awaited before the request is sent.
 OnSend = Callable[[PersonaRequest], "Awaitable[None] | None"]
+#: Async-task providers: called with the provider's task id as soon as the submit is answered.
+OnSubmitted = Callable[[PersonaRequest, str], None]
 
 
 class _Job:
@@ -33,6 +37,7 @@ class _Job:
         "last_start",
         "max_retries",
         "on_send",
+        "on_submitted",
         "on_wire",
         "request",
         "since_maintenance",
@@ -49,6 +54,7 @@ class _Job:
         deliver: Deliver,
         tag: object,
         on_send: OnSend | None = None,
+        on_submitted: OnSubmitted | None = None,
         *,
         now: float = 0.0,
         deadline: float = math.inf,
@@ -57,6 +63,7 @@ class _Job:
     ) -> None:
         self.request = request
         self.on_send = on_send  # called once, right before the first attempt goes out
+        self.on_submitted = on_submitted  # async-task providers: called with the task id
         self.last_error: PersonaError | None = None  # why the job is waiting to be retried
         self.body = body  # encoded once, resent as is
         self.deliver = deliver

@@ -46,13 +46,17 @@ from ._exceptions import (
     PersonaError,
     PersonaExistsError,
     RateLimitError,
+    SourceNotReadyError,
     _MaybeSent,
 )
-from ._job import Deliver, OnSend, _Job
+from ._job import Deliver, OnSend, OnSubmitted, _Job
 from ._models import Persona, PersonaRequest
+from ._polling import Poller
 from ._providers import Provider
 from ._ratelimit import LaneLimiter, SlidingWindowLimiter, advice
 from ._retry import RetryPolicy
+from ._sources import SourceGate
+from ._tasks import TaskFlow
 from ._transport import SessionPool
 
 __all__ = ["DEFAULT_RETRY_BUDGET", "Deliver", "Lane", "LaneState", "LaneStats", "OnSend"]
@@ -129,6 +133,11 @@ class Lane:
         self._advised: int | None = None  # the learned limit last told to the log
         # A leaky bucket is the right shape for a retry budget: bursts allowed, long-run capped.
         self._retry_budget = aiolimiter.AsyncLimiter(retry_budget, provider.rate_period)
+        self._poller = Poller(provider.poll)  # status queries: a budget apart from creates
+        self._tasks = None if provider.mode != "task" else TaskFlow(
+            provider, pool, self._poller, finish=self._finish, stop=self._stop, clock=clock
+        )
+        self._sources = SourceGate.for_lane(provider, pool, self._poller)
         self._ready: deque[_Job] = deque()  # FIFO of jobs that may go now
         self._delayed: list[tuple[float, int, _Job]] = []  # heap of (not_before, seq, job)
         self._seq = 0
@@ -159,6 +168,7 @@ class Lane:
         tg: anyio.abc.TaskGroup,
         tag: object = None,
         on_send: OnSend | None = None,
+        on_submitted: OnSubmitted | None = None,
         *,
         deadline: float,
         max_retries: int | None = None,
@@ -175,6 +185,7 @@ class Lane:
             deliver,
             tag,
             on_send,
+            on_submitted,
             now=now,
             deadline=deadline,
             min_attempt=min_attempt_time(self.provider.timeout, deadline),
@@ -183,15 +194,16 @@ class Lane:
         if self._stop_error is not None:
             self._finish(job, None, self._stop_error.for_request(request.task_id, request.audio_id))
             return job
+        if self._tasks is not None and self._tasks.adopt(job, tg):
+            return job  # a task submitted by an earlier run: polled, never submitted again
         if not self._workers_started:
             self._workers_started = True
             for _ in range(self.provider.max_concurrency):
                 tg.start_soon(self._worker)
-        self._ready.append(job)
-        self._wake_one()
-        if math.isfinite(job.last_start):
-            loop = asyncio.get_running_loop()
-            job.timer = loop.call_later(job.last_start - now, self._expire, job)
+        if self._sources is not None:  # wait for the source song first, in the job's own task
+            tg.start_soon(self._sources.hold, job, self._admit)
+        else:
+            self._admit(job, None)
         return job
 
     def abandon(self, job: _Job) -> None:
@@ -224,6 +236,19 @@ class Lane:
             paused=self.state is LaneState.PAUSED,
         )
 
+    def _admit(self, job: _Job, err: PersonaError | None) -> None:
+        """Queue ``job`` (its source, if waited for, is ready) or finish it with ``err``."""
+        if err is not None:
+            self._finish(job, None, err)
+            if isinstance(err, (AuthenticationError, InsufficientCreditsError)):
+                self._stop(err)  # the status query's key is the creates' key
+            return
+        self._ready.append(job)
+        self._wake_one()
+        if math.isfinite(job.last_start):  # the source wait ends by itself at last_start
+            loop = asyncio.get_running_loop()
+            job.timer = loop.call_later(job.last_start - self._clock(), self._expire, job)
+
     def stats(self) -> LaneStats:
         limit = self._limiter.limit
         return LaneStats(
@@ -246,6 +271,7 @@ class Lane:
 
     async def aclose(self) -> None:
         """Release what the rate limiter holds (a shared limiter's connections)."""
+        await self._poller.aclose()
         await self._limiter.aclose()
 
     def fail_pending(self) -> None:
@@ -375,45 +401,21 @@ class Lane:
         except PersonaError as err:  # a shared limiter's store is down: fail closed
             self._finish(job, None, err)
             return
-        if job.gone or self._stop_error is not None:
-            if not job.gone:
-                self._ready.appendleft(job)
-                self._wake_one()
+        if not self._still_to_send(job, probe):
             return
-        if (self.state is LaneState.PAUSED and not probe) or (
-            self.state is LaneState.COOLING and self._clock() < self._cooldown_until
-        ):
-            # A 429 or 455 came back while this job waited for the limiter: it waits in the
-            # queue with the others (the limiter slot is lost; the window stays safe).
-            self._ready.appendleft(job)
-            self._wake_one()
-            return
-        now = self._clock()
-        if now > job.last_start:  # too late for a fair attempt: report the last answer
-            self._finish(job, None, self._give_up(job))
-            return
-        timeout = min(provider.timeout, job.deadline - now)
         if job.on_send is not None:
             on_send, job.on_send = job.on_send, None
-            try:  # e.g. the CLI's journal: "pending" written, then (awaited) on stable storage
-                durable = on_send(job.request)
+            try:
+                durable = on_send(job.request)  # e.g. the CLI's journal: "pending" is written
                 if durable is not None:
-                    await durable
+                    await durable  # ... and on stable storage (a group commit's sync)
             except PersonaError as err:  # the hook refused: this request is not sent
                 self._finish(job, None, err)
                 return
-            now = self._clock()
-            if job.gone or self._stop_error is not None or now > job.last_start or (
-                (self.state is LaneState.PAUSED and not probe)
-                or (self.state is LaneState.COOLING and now < self._cooldown_until)
-            ):
-                # Things changed while the hook waited: back to the queue (its hook spent, its
-                # record written), where the checks above apply again.
-                if not job.gone:
-                    self._ready.appendleft(job)
-                    self._wake_one()
+            # A job put back now keeps its spent hook: its "pending" record is written.
+            if not self._still_to_send(job, probe):
                 return
-            timeout = min(provider.timeout, job.deadline - now)
+        timeout = min(provider.timeout, job.deadline - self._clock())
         job.attempts += 1
         self._sent += 1
         job.on_wire = True
@@ -430,6 +432,27 @@ class Lane:
             job.on_wire = False
             self._on_success(job, persona_id)
 
+    def _still_to_send(self, job: _Job, probe: bool) -> bool:
+        """After a wait (the limiter's, the journal's): may ``job`` go out now?
+
+        It may have been dropped, the lane stopped, cooled or paused meanwhile (it then waits in
+        the queue with the others; the limiter slot is lost, the window stays safe), or its last
+        start time passed (it fails with the provider's last answer).
+        """
+        if job.gone:
+            return False
+        if self._stop_error is not None or (
+            (self.state is LaneState.PAUSED and not probe)
+            or (self.state is LaneState.COOLING and self._clock() < self._cooldown_until)
+        ):
+            self._ready.appendleft(job)
+            self._wake_one()
+            return False
+        if self._clock() > job.last_start:
+            self._finish(job, None, self._give_up(job))
+            return False
+        return True
+
     def _on_success(self, job: _Job, persona_id: str) -> None:
         assert job.start is not None
         self._limiter.succeeded(job.start)
@@ -442,6 +465,8 @@ class Lane:
             logger.warning("lane %s: %s", self.provider.name, said)
         if self.state is LaneState.PAUSED:
             self._set_state(LaneState.RUNNING, "maintenance over")
+        if self._tasks is not None:  # an async-task submit: the "persona id" is the task's id
+            return self._tasks.submitted(job, persona_id)
         request = job.request
         persona = Persona(
             persona_id=persona_id,
@@ -482,7 +507,7 @@ class Lane:
             self._finish(job, None, _exists_after_ambiguous(err))
         elif isinstance(err, _MaybeSent):
             await self._transport_failure(job, err, now)
-        elif err.retryable:
+        elif err.retryable and not isinstance(err, SourceNotReadyError):  # songs take minutes
             await self._retry_or_fail(job, err, now + self._policy.backoff(job.failures + 1))
         else:
             self._finish(job, None, err)

@@ -25,16 +25,22 @@ class PersonaRequest(_RequiredFields, frozen=True, kw_only=True):
     window is in seconds. Rules are checked by the provider before anything is sent::
 
         PersonaRequest("task_1", "clip_1", "Neon Siren", "Smoky late-night R&B", provider="crun")
+
+    ``provider_task_id`` is for async-task providers (kie's market route, Evolink) only: the
+    persona task an earlier run already submitted. The SDK then polls that task and never
+    submits again (a resumed batch does this from its journal).
     """
 
     provider: str | None = None
     vocal_start: float | None = None
     vocal_end: float | None = None
     style: str | None = None
+    provider_task_id: str | None = None
 
 
 class Persona(msgspec.Struct, frozen=True):
-    """A persona the provider created."""
+    """A persona the provider created. ``provider_task_id`` is the provider's own task id for
+    async-task providers (kie's market route, Evolink), else None."""
 
     persona_id: str
     provider: str
@@ -42,6 +48,7 @@ class Persona(msgspec.Struct, frozen=True):
     audio_id: str
     name: str
     description: str
+    provider_task_id: str | None = None
 
 
 class Outcome(msgspec.Struct, frozen=True):
@@ -58,3 +65,10 @@ class Outcome(msgspec.Struct, frozen=True):
     @property
     def ok(self) -> bool:
         return self.persona is not None
+
+    @property
+    def provider_task_id(self) -> str | None:
+        """The async-task provider's task id, when a task was submitted (success or not)."""
+        if self.persona is not None:
+            return self.persona.provider_task_id
+        return self.error.provider_task_id if self.error is not None else None

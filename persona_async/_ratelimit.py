@@ -364,6 +364,7 @@ class SlidingWindowLimiter:
     async def aclose(self) -> None:
         """Nothing to release."""
 
+
     def note_earlier_sends(self, ages: Sequence[float]) -> None:
         """Count starts made ``ages`` seconds before now (by a process that died) in the window.
 

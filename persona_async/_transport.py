@@ -116,6 +116,35 @@ class RawResponse(NamedTuple):
     content_type: str
 
 
+async def _read(provider: Provider, resp: aiohttp.ClientResponse) -> RawResponse:
+    """The reply's status, body (at most ``MAX_BODY_BYTES``) and the headers the SDK reads."""
+    if resp.content_length is not None and resp.content_length > MAX_BODY_BYTES:
+        head = await resp.content.read(EXCERPT_CHARS * 8)
+        raise MalformedResponseError(
+            f"reply of {resp.content_length} bytes exceeds {MAX_BODY_BYTES}",
+            http_status=resp.status,
+            provider=provider.name,
+            excerpt=excerpt(provider, head),
+        )
+    payload = await resp.content.read(MAX_BODY_BYTES + 1)
+    while len(payload) <= MAX_BODY_BYTES and not resp.content.at_eof():
+        payload += await resp.content.read(MAX_BODY_BYTES + 1 - len(payload))
+    if len(payload) > MAX_BODY_BYTES:
+        raise MalformedResponseError(
+            f"reply exceeds {MAX_BODY_BYTES} bytes",
+            http_status=resp.status,
+            provider=provider.name,
+            excerpt=excerpt(provider, payload),
+        )
+    return RawResponse(
+        resp.status,
+        payload,
+        resp.headers.get("Retry-After"),
+        resp.headers.get("Location"),
+        resp.content_type,
+    )
+
+
 class SessionPool:
     """Owns one ``aiohttp.ClientSession`` per lane, created lazily inside the running loop.
 
@@ -183,31 +212,36 @@ class SessionPool:
                 timeout=client_timeout,
                 trace_request_ctx=on_sent,
             ) as resp:
-                if resp.content_length is not None and resp.content_length > MAX_BODY_BYTES:
-                    head = await resp.content.read(EXCERPT_CHARS * 8)
-                    raise MalformedResponseError(
-                        f"reply of {resp.content_length} bytes exceeds {MAX_BODY_BYTES}",
-                        http_status=resp.status,
-                        provider=provider.name,
-                        excerpt=excerpt(provider, head),
-                    )
-                payload = await resp.content.read(MAX_BODY_BYTES + 1)
-                while len(payload) <= MAX_BODY_BYTES and not resp.content.at_eof():
-                    payload += await resp.content.read(MAX_BODY_BYTES + 1 - len(payload))
-                if len(payload) > MAX_BODY_BYTES:
-                    raise MalformedResponseError(
-                        f"reply exceeds {MAX_BODY_BYTES} bytes",
-                        http_status=resp.status,
-                        provider=provider.name,
-                        excerpt=excerpt(provider, payload),
-                    )
-                return RawResponse(
-                    resp.status,
-                    payload,
-                    resp.headers.get("Retry-After"),
-                    resp.headers.get("Location"),
-                    resp.content_type,
-                )
+                return await _read(provider, resp)
+        except PersonaError:
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise _translate(exc, provider) from exc
+
+    async def query(
+        self, provider: Provider, url: str, *, timeout: float, body: bytes | None = None
+    ) -> RawResponse:
+        """A status query: GET ``url`` (POST ``body`` when given) on the lane's session.
+
+        ``url`` must be under the provider's ``base_url`` (the session carries its key). Status
+        queries are safe to repeat, so no ``on_sent`` tracing; failures are translated exactly
+        as for ``post``.
+        """
+        if not url.startswith(provider.base_url + "/"):
+            raise ValueError("a status query must stay on the provider's base_url")
+        session = self._session(provider)
+        client_timeout = aiohttp.ClientTimeout(
+            total=timeout, connect=min(provider.connect_timeout, timeout), sock_read=timeout
+        )
+        try:
+            async with session.request(
+                "GET" if body is None else "POST",
+                url,
+                data=body,
+                allow_redirects=False,
+                timeout=client_timeout,
+            ) as resp:
+                return await _read(provider, resp)
         except PersonaError:
             raise
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:

@@ -19,7 +19,9 @@ import pytest
 from _support import most_in_any_window
 
 from persona_async import (
+    AuthenticationError,
     CrunProvider,
+    InsufficientCreditsError,
     KieProvider,
     LaneState,
     LaneStats,
@@ -268,6 +270,13 @@ async def test_when_the_providers_limit_rises_again_the_lane_climbs_back_to_its_
         assert most_in_any_window(accepted, 0.2) <= 4
         assert most_in_any_window([t for t in accepted if t > start + 3.0], 0.2) == 4
 
+
+# -- 401 / 402: the lane stops ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "error"), [(401, AuthenticationError), (402, InsufficientCreditsError)]
+)
 async def test_401_or_402_stops_its_lane_and_fails_its_queue_while_others_go_on(
     status: int, error: type[PersonaError]
 ) -> None:

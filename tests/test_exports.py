@@ -9,19 +9,25 @@ import persona_async
 
 EXPECTED_ALL = [
     "CODE_TO_EXCEPTION",
+    "AceDataProvider",
     "ApiBoxProvider",
     "ApikleyProvider",
     "AuthenticationError",
+    "CometApiProvider",
     "CrunProvider",
+    "DeerApiProvider",
+    "EvolinkProvider",
     "FeatureDisabledError",
     "GenerationFailedError",
     "InsufficientCreditsError",
     "InvalidRequestError",
+    "KieJobsProvider",
     "KieProvider",
     "LaneState",
     "LaneStats",
     "MaintenanceError",
     "MalformedResponseError",
+    "MountSeaProvider",
     "MusicAccessError",
     "NotFoundError",
     "Outcome",
@@ -32,13 +38,17 @@ EXPECTED_ALL = [
     "PersonaError",
     "PersonaExistsError",
     "PersonaRequest",
+    "PollPolicy",
     "Provider",
     "ProviderConnectionError",
     "ProviderTimeoutError",
     "RateLimitError",
     "RedisUnavailableError",
     "ServerError",
+    "SourceFailedError",
+    "SourceNotReadyError",
     "SunoApiProvider",
+    "TtapiProvider",
     "ValidationError",
     "__version__",
 ]
@@ -72,6 +82,14 @@ PROMISED = {
     "MalformedResponseError",
     "OutcomeUnknownError",
     "CODE_TO_EXCEPTION",
+    # Issue 11 pins these: config kinds and other code depend on them.
+    "KieJobsProvider",
+    "EvolinkProvider",
+    "AceDataProvider",
+    "CometApiProvider",
+    "DeerApiProvider",
+    "TtapiProvider",
+    "MountSeaProvider",
 }
 
 
@@ -114,3 +132,21 @@ def test_names_promised_by_the_issue_are_exported() -> None:
 
 def test_version_matches_the_installed_distribution() -> None:
     assert persona_async.__version__ == importlib.metadata.version("persona-async")
+
+
+def test_issue_11_config_kinds_are_pinned() -> None:
+    from persona_async._providers import PROVIDER_KINDS
+
+    pinned = {
+        "kie-jobs": ("KieJobsProvider", "KIE_API_KEY"),
+        "evolink": ("EvolinkProvider", "EVOLINK_API_KEY"),
+        "acedata": ("AceDataProvider", "ACEDATA_API_KEY"),
+        "cometapi": ("CometApiProvider", "COMETAPI_API_KEY"),
+        "deerapi": ("DeerApiProvider", "DEERAPI_API_KEY"),
+        "ttapi": ("TtapiProvider", "TTAPI_API_KEY"),
+        "mountsea": ("MountSeaProvider", "MOUNTSEA_API_KEY"),
+    }
+    for kind, (name, env) in pinned.items():
+        cls = PROVIDER_KINDS[kind]
+        assert cls is getattr(persona_async, name)
+        assert (cls.kind, cls.api_key_env) == (kind, env)

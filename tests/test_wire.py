@@ -18,6 +18,7 @@ from persona_async import (
     PersonaExistsError,
     PersonaRequest,
     Provider,
+    SourceNotReadyError,
     SunoApiProvider,
     ValidationError,
     __version__,
@@ -300,15 +301,21 @@ async def test_error_reply_without_a_message_still_says_its_code(fake: FakeProvi
 
 
 @pytest.mark.parametrize(
-    ("cls", "message"),
-    [(CrunProvider, "task_id not found"), (KieProvider, "record status is not success")],
+    ("cls", "message", "expected"),
+    [
+        # crun's wording also fits a wrong task id: it stays a plain 422.
+        (CrunProvider, "task_id not found", ValidationError),
+        # the family's says the song is not finished: retryable later.
+        (KieProvider, "record status is not success", SourceNotReadyError),
+    ],
 )
 async def test_unknown_task_is_the_providers_422_with_its_message(
-    fake: FakeProvider, cls: type[Provider], message: str
+    fake: FakeProvider, cls: type[Provider], message: str, expected: type[ValidationError]
 ) -> None:
     fake.missing_tasks.add("task_1")
     err = await fail(make(cls, fake))
-    assert type(err) is ValidationError
+    assert type(err) is expected
+    assert err.retryable is (expected is SourceNotReadyError)
     assert err.message == message
     assert err.http_status == 200
 

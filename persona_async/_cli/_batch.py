@@ -36,6 +36,7 @@ from typing import Any, TextIO
 
 import anyio
 import anyio.lowlevel
+import msgspec
 
 from .._client import PersonaClient
 from .._exceptions import (
@@ -47,6 +48,7 @@ from .._exceptions import (
     OutcomeUnknownError,
     PersonaError,
     PersonaExistsError,
+    ProviderTimeoutError,
     _MaybeSent,
 )
 from .._lane import LaneState, LaneStats
@@ -170,7 +172,9 @@ class Batch:
                     tg.start_soon(self._tick)
                     tg.start_soon(self._watch_stop)
                     with anyio.CancelScope() as self._abort_scope:
-                        stream = client.create_many(self._requests(), on_send=self._on_send)
+                        stream = client.create_many(
+                            self._requests(), on_send=self._on_send, on_submitted=self._submitted
+                        )
                         async with stream:
                             async for outcome in stream:
                                 self._settle(outcome)
@@ -292,6 +296,9 @@ class Batch:
         tally = self.tally
         if self._sends(item, state):
             item.sent_before = state is not State.NEW and state is not State.RETRY
+            task_id = resume.task_ids.get(item.key)
+            if task_id is not None:  # submitted by an earlier run: poll it, never resubmit
+                item.request = msgspec.structs.replace(item.request, provider_task_id=task_id)
             return True
         if state is State.DONE:
             tally.skipped["done"] += 1
@@ -353,6 +360,9 @@ class Batch:
         item.sent = True  # from here on it may reach the provider
         return self._durable(item)
 
+    def _submitted(self, request: PersonaRequest, provider_task_id: str) -> None:
+        self._journal.submitted(self._pulled[id(request)], provider_task_id)
+
     async def _durable(self, item: Item) -> None:
         try:
             await self._journal.durable()  # the pending record is on stable storage
@@ -374,8 +384,9 @@ class Batch:
         attempts = outcome.attempts
         if persona is not None:
             self._journal.outcome(
-                item, "created", persona_id=persona.persona_id, attempts=attempts
-            )
+                item, "created", persona_id=persona.persona_id, attempts=attempts,
+                provider_task_id=persona.provider_task_id,
+            )  # fmt: skip
             lane.created += 1
         elif isinstance(err, Interrupted) or (self._closing and type(err) is PersonaError):
             lane.not_sent += 1
@@ -415,7 +426,10 @@ class Batch:
                 info.message += "; it may have reached the provider, so a persona may exist" + (
                     " (running the same command again settles it)" if info.retryable else ""
                 )
-            self._journal.outcome(item, "failed", error=info, attempts=attempts)
+            self._journal.outcome(
+                item, "failed", error=info, attempts=attempts,
+                provider_task_id=err.provider_task_id,
+            )  # fmt: skip
             lane.failed[type(err).__name__] += 1
         self.tally.done += 1
         if attempts:
@@ -427,6 +441,8 @@ class Batch:
             return self._resends(item.lane)  # a resend can only come back as 409 there
         if err.retryable or isinstance(err, _ACCOUNT_WIDE):
             return True
+        if isinstance(err, ProviderTimeoutError) and err.provider_task_id:
+            return True  # the task outlived the deadline: the next run polls it again
         if isinstance(err, _MaybeSent) and not err.sent:
             return True  # this attempt never left (the deadline passed, TLS refused): harmless
         return attempts == 0 and not item.sent  # never reached the provider

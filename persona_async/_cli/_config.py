@@ -85,6 +85,7 @@ _LANE_KEYS: Mapping[str, _Key] = MappingProxyType(
         "timeout": _POSITIVE,
         "connect_timeout": _POSITIVE,
         "retry_ambiguous": _Key(bool),
+        "wait_for_source": _POSITIVE,  # seconds to wait for the source song before creating
         "limiter": _Key(
             str,
             lambda v: v.startswith(("redis://", "rediss://", "unix://")),

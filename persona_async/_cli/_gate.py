@@ -63,6 +63,7 @@ class Gate:
         if provider.name in self._shared:
             inner = self._shared[provider.name].for_lane(provider)
         else:
+            assert provider.rate_limit is not None  # the config always sets one
             inner = SlidingWindowLimiter(provider.rate_limit, provider.rate_period)
         sent = self._earlier.get(provider.name)
         if sent:
@@ -97,7 +98,7 @@ class _GatedLimiter:
             finally:
                 self._gate._waiting.discard(scope)
         self._check()  # the wait for the window may have been long
-        assert start is not None  # not cancelled, since the gate is open
+        assert start is not None  # only close() cancels the wait
         return start
 
     def sent(self, start: Start) -> None:

@@ -2,7 +2,9 @@
 
 One JSON object per line: ``id``, ``provider``, ``task_id``, ``audio_id``, ``status``,
 ``persona_id``, ``error``, ``attempts``, ``line`` (``pending`` records add ``sent_at``, the wall
-clock when the request was released). The last record of an item is its state.
+clock when the request was released). The last record of an item is its state. An async-task
+provider's submit adds a ``submitted`` record with ``provider_task_id``: from then on the item
+is only polled by that id, never submitted again, whatever records follow.
 
 Guarantees:
 
@@ -59,7 +61,7 @@ __all__ = [
 
 #: Longest time an outcome record waits for a sync while nothing is being sent.
 DEFAULT_SYNC_INTERVAL = 1.0
-STATUSES = frozenset({"pending", "created", "exists", "failed", "invalid"})
+STATUSES = frozenset({"pending", "submitted", "created", "exists", "failed", "invalid"})
 # Every record this module writes starts with these bytes: a first line cut short by a crash
 # is recognised by them, so a stranger's one-line file is never taken for a torn journal.
 _RECORD_START = b'{"id":'
@@ -100,6 +102,11 @@ class Record(msgspec.Struct):
     line: int | None = None
 
 
+class _TaskRecord(Record):
+    #: Async-task providers: the provider's task (``submitted`` and later records).
+    provider_task_id: str = ""
+
+
 class _PendingRecord(Record):
     #: Wall-clock seconds (Unix time) when the request was released: a restart counts it
     #: against the provider's window.
@@ -122,6 +129,7 @@ class _Read(msgspec.Struct):
     attempts: int = 0
     line: int | None = None
     sent_at: float | None = None
+    provider_task_id: str | None = None
 
 
 class State(enum.IntEnum):
@@ -134,6 +142,7 @@ class State(enum.IntEnum):
     RETRY = 4  # failed retryably, never reached the provider
     RETRY_SENT = 5  # failed retryably after reaching the provider
     UNKNOWN = 6  # OutcomeUnknownError on a provider without duplicate detection
+    SUBMITTED = 7  # an async-task provider took it: poll the task, never submit again
 
 
 # An identity's value in ``Resume.states``: its State in the low bits, a flag once this run has
@@ -159,6 +168,8 @@ class Resume:
     #: ``Journal.open``'s ``horizon``), for the provider's window.
     recent_sends: dict[str, list[float]] = field(default_factory=dict)
     records: int = 0
+    #: Identity -> the provider task an earlier run submitted for it (async-task providers).
+    task_ids: dict[bytes, str] = field(default_factory=dict)
 
     def take(self, key: bytes, line: int) -> State | None:
         """Note that this run has read ``key`` on ``line``; return its state after the earlier
@@ -283,21 +294,21 @@ class Journal:
         persona_id: str | None = None,
         error: ErrorInfo | None = None,
         attempts: int = 0,
+        provider_task_id: str | None = None,
     ) -> None:
         request = item.request
-        self.write(
-            Record(
-                item.id,
-                request.provider,
-                request.task_id,
-                request.audio_id,
-                status,
-                persona_id,
-                error,
-                attempts,
-                item.line,
-            )
-        )
+        fields = (
+            item.id, request.provider, request.task_id, request.audio_id, status, persona_id,
+            error, attempts, item.line,
+        )  # fmt: skip
+        task_id = provider_task_id or request.provider_task_id
+        self.write(_TaskRecord(*fields, task_id) if task_id else Record(*fields))
+
+    def submitted(self, item: Item, provider_task_id: str) -> None:
+        """Write ``item``'s ``submitted`` record and ask for a sync (it is the resume state)."""
+        self.outcome(item, "submitted", attempts=1, provider_task_id=provider_task_id)
+        if self._wanted is not None:
+            self.durable()
 
     def invalid(self, entry: Invalid) -> None:
         info = ErrorInfo("InvalidRequestError", None, entry.message, False, entry.field)
@@ -522,6 +533,8 @@ def _apply(resume: Resume, states: dict[bytes, int], record: _Read, recent_since
         return
     key = identity_key(record.id, record.provider, record.task_id, record.audio_id)
     states[key] = _state_of(record)
+    if record.provider_task_id:
+        resume.task_ids[key] = record.provider_task_id
     sent_at = record.sent_at
     if sent_at is not None and sent_at >= recent_since and record.provider is not None:
         resume.recent_sends.setdefault(record.provider, []).append(sent_at)
@@ -531,7 +544,7 @@ def sent_again(state: State, *, resends_pending: bool, resend_unknown: bool = Fa
     """Whether a run sends an item the earlier runs left in ``state``. ``resends_pending``: its
     provider detects duplicates (or resending was allowed), so an item that was in flight when a
     run died is sent again rather than reported as unknown."""
-    if state in (State.NEW, State.RETRY, State.RETRY_SENT):
+    if state in (State.NEW, State.RETRY, State.RETRY_SENT, State.SUBMITTED):
         return True
     if state is State.UNKNOWN:
         return resend_unknown
@@ -544,6 +557,8 @@ def _state_of(record: _Read) -> State:
     status = record.status
     if status == "pending":
         return State.PENDING
+    if status == "submitted":
+        return State.SUBMITTED
     if status in ("created", "exists"):
         return State.DONE
     error = record.error

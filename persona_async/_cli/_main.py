@@ -12,15 +12,18 @@ import asyncio
 import logging
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 
+from .._providers import Provider
 from .._version import __version__
 from ._batch import DEFAULT_GRACE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Batch
+from ._check_sources import check_sources
 from ._config import ConfigError, load_config
 from ._demo import DEFAULT_COUNT, run_demo
 from ._estimate import Estimate
 from ._gate import RESTART_SLACK, Gate
-from ._input import Format, InputError, Invalid, duplicate, open_input
+from ._input import Format, InputError, Invalid, Item, duplicate, open_input
 from ._journal import Journal, JournalError, State, read_resume
 from ._progress import Terminal, TerminalLogHandler, progress_wanted
 
@@ -83,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--format", choices=("jsonl", "csv"), help="override the extension")
     validate.add_argument(
         "--out", help="the journal a batch would resume: count what it already settles"
+    )
+    validate.add_argument(
+        "--check-sources",
+        action="store_true",
+        help="also ask each provider's status endpoint whether each line's source song is "
+        "ready, running, failed or unknown (needs the keys; sends no create; exit 1 unless all "
+        "are ready)",
     )
     validate.set_defaults(run=_validate)
 
@@ -169,25 +179,30 @@ def _say_resume(journal: Journal) -> None:
         f"persona-async: resuming {journal.path}: {resume.records} records, {settled} item(s) "
         f"settled, {states[State.PENDING]} in flight when the last run stopped, "
         f"{states[State.RETRY] + states[State.RETRY_SENT]} to retry, "
-        f"{states[State.UNKNOWN]} with an unknown outcome",
+        f"{states[State.UNKNOWN]} with an unknown outcome"
+        + (f", {n} submitted task(s) to poll" if (n := states[State.SUBMITTED]) else ""),
         file=sys.stderr,
     )
 
 
 def _validate(args: argparse.Namespace, terminal: Terminal) -> int:
     config = load_config(args.config)
-    providers = config.providers({lane.name: _VALIDATE_ONLY_KEY for lane in config.lanes})
+    keys = config.api_keys() if args.check_sources else None
+    providers = config.providers(keys or {lane.name: _VALIDATE_ONLY_KEY for lane in config.lanes})
     resume = read_resume(args.out) if args.out is not None else None
     entries = open_input(args.input, {p.name: p for p in providers}, _format(args))
     estimate = Estimate(providers, resume)
     invalid = 0
     first_lines: dict[bytes, int] = {}
+    to_check: list[Item] = []
     try:
         for entry in entries:
             if not isinstance(entry, Invalid):
                 first = first_lines.setdefault(entry.key, entry.line)
                 if first == entry.line:
                     estimate.add(entry)
+                    if keys is not None:
+                        to_check.append(entry)
                     continue
                 entry = duplicate(entry, first)
             invalid += 1
@@ -198,7 +213,20 @@ def _validate(args: argparse.Namespace, terminal: Terminal) -> int:
         entries.close()
     print(f"{estimate.valid} valid item(s), {invalid} invalid line(s)")
     print(estimate.render())
+    if keys is not None and not _report_sources(providers, to_check, entries.name):
+        return EXIT_FAILED
     return EXIT_FAILED if invalid else EXIT_OK
+
+
+def _report_sources(providers: Sequence[Provider], items: list[Item], name: str) -> bool:
+    """Print each line's source state; True when every source is ready."""
+    lines = asyncio.run(check_sources({p.name: p for p in providers}, items))
+    counts = Counter(line.state for line in lines)
+    for line in lines:
+        print(f"{name}:{line.item.line}: source {line.state}: {line.detail}")
+    states = ("ready", "running", "failed", "unknown")
+    print("sources: " + ", ".join(f"{counts[state]} {state}" for state in states))
+    return counts["ready"] == len(lines)
 
 
 def _demo(args: argparse.Namespace, terminal: Terminal) -> int:

@@ -3,25 +3,52 @@
 from __future__ import annotations
 
 from ._base import Provider, Reply, Wire
+from .acedata import AceDataProvider
 from .apibox import ApiBoxProvider
 from .apikley import ApikleyProvider
+from .cometapi import CometApiProvider
 from .crun import CrunProvider
+from .deerapi import DeerApiProvider
+from .evolink import EvolinkProvider
 from .kie import KieProvider
+from .kie_jobs import KieJobsProvider
+from .mountsea import MountSeaProvider
 from .sunoapi import SunoApiProvider
+from .ttapi import TtapiProvider
 
 __all__ = [
     "PROVIDER_KINDS",
+    "AceDataProvider",
     "ApiBoxProvider",
     "ApikleyProvider",
+    "CometApiProvider",
     "CrunProvider",
+    "DeerApiProvider",
+    "EvolinkProvider",
+    "KieJobsProvider",
     "KieProvider",
+    "MountSeaProvider",
     "Provider",
     "Reply",
     "SunoApiProvider",
+    "TtapiProvider",
     "Wire",
 ]
 
 PROVIDER_KINDS: dict[str, type[Provider]] = {
     cls.kind: cls
-    for cls in (CrunProvider, ApikleyProvider, SunoApiProvider, KieProvider, ApiBoxProvider)
+    for cls in (
+        CrunProvider,
+        ApikleyProvider,
+        SunoApiProvider,
+        KieProvider,
+        ApiBoxProvider,
+        AceDataProvider,
+        CometApiProvider,
+        DeerApiProvider,
+        TtapiProvider,
+        MountSeaProvider,
+        KieJobsProvider,
+        EvolinkProvider,
+    )
 }

@@ -9,18 +9,21 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 import msgspec
 
-from .._exceptions import InvalidRequestError
+from .._exceptions import CODE_TO_EXCEPTION, InvalidRequestError, PersonaError
 from .._models import PersonaRequest
+from .._polling import DEFAULT_POLL_POLICY, PollPolicy
+from ._styles import Reply, ReplyStyle, TaskStatus
 
 if TYPE_CHECKING:
     from .._ratelimit import SharedLimiter
+    from .._sources import SourceStatus
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -28,6 +31,7 @@ __all__ = [
     "DEFAULT_RATE_LIMIT",
     "DEFAULT_RATE_PERIOD",
     "DEFAULT_TIMEOUT",
+    "OPTIONAL_FIELDS",
     "Provider",
     "Reply",
     "Wire",
@@ -43,51 +47,43 @@ DEFAULT_TIMEOUT = 60.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
 
 
-class Reply(NamedTuple):
-    """A decoded envelope. ``persona_id`` is set only when ``code`` is 200."""
+_REQUEST_FIELDS = (
+    "task_id",
+    "audio_id",
+    "name",
+    "description",
+    "vocal_start",
+    "vocal_end",
+    "style",
+)
 
-    code: int
-    message: str
-    persona_id: str | None = None
+
+#: The optional request fields, for ``unsupported_fields``.
+OPTIONAL_FIELDS: frozenset[str] = frozenset({"vocal_start", "vocal_end", "style"})
 
 
 class Wire:
-    """A provider's wire format, from three msgspec Structs; encoder and decoders built once.
+    """A provider's wire format: a msgspec ``body`` Struct and a reply style, built once.
 
-    ``body`` has the request's field names as attributes (``task_id``, ``audio_id``, ``name``,
-    ``description``, ``vocal_start``, ``vocal_end``, ``style``), renamed on the wire as the
-    provider spells them; ``envelope`` has ``code``, ``message`` and ``data`` (a
-    ``msgspec.Raw``, decoded only on success so an error reply with an odd ``data`` is still
-    read); ``data`` has ``persona_id``.
+    ``body`` has the request's field names as attributes (any of ``task_id``, ``audio_id``,
+    ``name``, ``description``, ``vocal_start``, ``vocal_end``, ``style``), renamed on the wire
+    as the provider spells them; a field the contract does not take is simply not declared.
+    Values the request does not carry (``is_public``, ``clips``) come in as ``extra``.
+    ``reply`` is one of the styles in ``_styles.py``.
     """
 
-    __slots__ = ("_body", "_decode_data", "_decode_envelope", "_encode")
+    __slots__ = ("_body", "_encode", "_fields", "decode", "reply")
 
-    def __init__(self, *, body: type[Any], envelope: type[Any], data: type[Any]) -> None:
+    def __init__(self, *, body: type[Any], reply: ReplyStyle) -> None:
         self._body = body
+        self._fields = tuple(f for f in _REQUEST_FIELDS if f in body.__struct_fields__)
         self._encode = msgspec.json.Encoder().encode
-        self._decode_envelope = msgspec.json.Decoder(envelope).decode
-        self._decode_data = msgspec.json.Decoder(data).decode
+        self.reply = reply
+        #: ``(status, body) -> Reply``: the style's decoder, bound once (it runs per reply).
+        self.decode: Callable[[int, bytes], Reply] = reply.decode
 
-    def encode(self, request: PersonaRequest) -> bytes:
-        return self._encode(
-            self._body(
-                task_id=request.task_id,
-                audio_id=request.audio_id,
-                name=request.name,
-                description=request.description,
-                vocal_start=request.vocal_start,
-                vocal_end=request.vocal_end,
-                style=request.style,
-            )
-        )
-
-    def decode(self, body: bytes) -> Reply:
-        envelope = self._decode_envelope(body)
-        message: str = envelope.message or ""
-        if envelope.code != 200:
-            return Reply(envelope.code, message)
-        return Reply(200, message, self._decode_data(envelope.data).persona_id)
+    def encode(self, request: PersonaRequest, **extra: Any) -> bytes:
+        return self._encode(self._body(**{f: getattr(request, f) for f in self._fields}, **extra))
 
 
 def _is_loopback(host: str) -> bool:
@@ -120,6 +116,8 @@ class Provider:
     ``retry_ambiguous`` lets the SDK resend a request whose first attempt may have succeeded;
     it only matters for providers without duplicate detection. ``limiter`` shares the rate
     limit with other processes using the same key (see ``persona_async.redis``).
+    ``wait_for_source`` (seconds, providers with a status endpoint only) makes the lane wait for
+    the request's source song to finish before creating; ``poll`` paces those status queries.
     """
 
     #: Short identifier used in config files and as the default lane name.
@@ -136,8 +134,19 @@ class Provider:
     #: Allowed ``vocal_end - vocal_start`` in seconds, with the defaults used when one is omitted.
     vocal_window: ClassVar[tuple[float, float] | None] = None
     vocal_defaults: ClassVar[tuple[float, float]] = (0.0, 30.0)
-    #: False when the provider documents none of vocal_start, vocal_end and style.
-    accepts_optional_fields: ClassVar[bool] = True
+    #: Optional request fields the provider's API does not document: refused, never dropped.
+    unsupported_fields: ClassVar[frozenset[str]] = frozenset()
+    #: True when vocal_start and vocal_end must be given together or not at all.
+    vocal_pair: ClassVar[bool] = False
+    #: Provider code (an int, or a string code such as AceData's) -> the error it means.
+    errors: ClassVar[Mapping[Any, type[PersonaError]]] = CODE_TO_EXCEPTION
+    #: ``"sync"``: the reply carries the persona id; ``"task"``: it carries a task to poll.
+    mode: ClassVar[str] = "sync"
+    #: Async-task providers: seconds from submit to the first status query (their estimate).
+    estimated_time: ClassVar[float] = 0.0
+    #: How to ask the provider whether a music task is finished (``persona_async._sources``);
+    #: None when it has no status endpoint, and then ``wait_for_source`` is refused.
+    source_status: ClassVar[SourceStatus | None] = None
 
     __slots__ = (
         "_api_key",
@@ -146,11 +155,13 @@ class Provider:
         "limiter",
         "max_concurrency",
         "name",
+        "poll",
         "rate_limit",
         "rate_period",
         "retry_ambiguous",
         "timeout",
         "url",
+        "wait_for_source",
     )
 
     def __init__(
@@ -166,6 +177,8 @@ class Provider:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         retry_ambiguous: bool = False,
         limiter: SharedLimiter | None = None,
+        wait_for_source: float | None = None,
+        poll: PollPolicy = DEFAULT_POLL_POLICY,
     ) -> None:
         owner = type(self).__name__
         key = api_key if api_key is not None else os.environ.get(self.api_key_env, "")
@@ -190,6 +203,12 @@ class Provider:
         self.connect_timeout = float(connect_timeout)
         self.retry_ambiguous = retry_ambiguous
         self.limiter = limiter  # shared across processes; None: this process's own window
+        if wait_for_source is not None and self.source_status is None:
+            raise ValueError(f"{owner}: wait_for_source needs a status endpoint; it has none")
+        if wait_for_source is not None and not wait_for_source > 0:
+            raise ValueError(f"{owner}: wait_for_source must be > 0 seconds (or None)")
+        self.wait_for_source = wait_for_source  # seconds to wait for the source song, or None
+        self.poll = poll  # status queries: their own budget and schedule
 
     def __repr__(self) -> str:
         rate = f"{self.rate_limit}/{self.rate_period:g}s" if self.rate_limit else "unlimited"
@@ -219,11 +238,20 @@ class Provider:
         """The JSON body for ``request`` (already validated)."""
         return self.wire.encode(request)
 
-    def decode(self, body: bytes) -> Reply:
-        """Parse a reply envelope; raise msgspec's ``ValidationError``/``DecodeError`` if bad."""
-        return self.wire.decode(body)
+    def decode(self, status: int, body: bytes) -> Reply:
+        """Parse a reply; raise msgspec's ``ValidationError``/``DecodeError`` if it is not the
+        provider's shape."""
+        return self.wire.decode(status, body)
 
-    def classify(self, code: int, message: str) -> int:
+    def task_url(self, task_id: str) -> str:
+        """Async-task providers: the status URL of a submitted task."""
+        raise NotImplementedError(f"{type(self).__name__} is not an async-task provider")
+
+    def decode_task(self, status: int, body: bytes) -> TaskStatus:
+        """Async-task providers: parse a status reply (msgspec errors if it is not the shape)."""
+        raise NotImplementedError(f"{type(self).__name__} is not an async-task provider")
+
+    def classify(self, code: int | str, message: str) -> int | str:
         """The table code a reply stands for; providers with code quirks override this."""
         return code
 
@@ -246,6 +274,14 @@ class Provider:
                 attempts=0,
             )
 
+        task = request.provider_task_id
+        if task is not None and self.mode != "task":
+            raise fail(
+                "provider_task_id",
+                f"is only for async-task providers; {type(self).__name__} answers at once",
+            )
+        if task is not None and (not isinstance(task, str) or not task.strip()):
+            raise fail("provider_task_id", "must be a non-empty string (the provider's task id)")
         for field in ("task_id", "audio_id", "name", "description"):
             value = getattr(request, field)
             if not isinstance(value, str):
@@ -257,12 +293,18 @@ class Provider:
             for f in ("vocal_start", "vocal_end", "style")
             if getattr(request, f) is not None
         }
-        if extras and not self.accepts_optional_fields:
-            raise fail(
-                next(iter(extras)),
-                f"is not supported by {type(self).__name__} (its API documents no "
-                "vocal_start, vocal_end or style); remove it rather than have it dropped",
-            )
+        for field in extras:
+            if field in self.unsupported_fields:
+                raise fail(
+                    field,
+                    f"is not supported by {type(self).__name__} (its API documents no "
+                    f"{field}); remove it rather than have it dropped",
+                )
+        if self.vocal_pair and ("vocal_start" in extras) != ("vocal_end" in extras):
+            given, missing = ("vocal_start", "vocal_end")
+            if "vocal_end" in extras:
+                given, missing = missing, given
+            raise fail(missing, f"must be given together with {given} ({type(self).__name__})")
         if "style" in extras and not isinstance(request.style, str):
             raise fail("style", f"must be a string, got {type(request.style).__name__}")
         for field, limit in self.max_lengths.items():

@@ -11,7 +11,9 @@ from typing import ClassVar
 
 import msgspec
 
+from .._sources import FamilyStatus
 from ._base import Provider, Wire
+from ._styles import CodeEnvelopeReply
 
 __all__ = ["SunoApiFamilyProvider"]
 
@@ -26,16 +28,6 @@ class _Body(msgspec.Struct, rename="camel", omit_defaults=True):
     style: str | None = None
 
 
-class _Envelope(msgspec.Struct):
-    code: int
-    message: str | None = msgspec.field(default=None, name="msg")
-    data: msgspec.Raw = msgspec.Raw(b"null")
-
-
-class _Data(msgspec.Struct, rename="camel"):
-    persona_id: str
-
-
 # The family's older shared schema (still on some status pages) numbers things differently:
 # 405 and 430 are rate limits, and 429 may mean "insufficient credits". Read code and message.
 _LEGACY_RATE_CODES = frozenset({405, 430})
@@ -47,15 +39,16 @@ class SunoApiFamilyProvider(Provider):
 
     detects_duplicates = True
     path = "/api/v1/generate/generate-persona"
-    wire = Wire(body=_Body, envelope=_Envelope, data=_Data)
+    wire = Wire(body=_Body, reply=CodeEnvelopeReply(message_key="msg", id_key="personaId"))
     vocal_window: ClassVar[tuple[float, float] | None] = (10.0, 30.0)
+    source_status = FamilyStatus()
 
     __slots__ = ()
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key}"}
 
-    def classify(self, code: int, message: str) -> int:
+    def classify(self, code: int | str, message: str) -> int | str:
         if code == 429 and any(word in message.lower() for word in _CREDIT_WORDS):
             return 402
         if code in _LEGACY_RATE_CODES:

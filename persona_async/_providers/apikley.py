@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._base import OPTIONAL_FIELDS
 from ._family import SunoApiFamilyProvider
 
 __all__ = ["ApikleyProvider"]
@@ -14,7 +15,7 @@ class ApikleyProvider(SunoApiFamilyProvider):
     kind = "apikley"
     api_key_env = "APIKLEY_API_KEY"
     default_base_url = "https://api.apikley.ru"
-    accepts_optional_fields = False
+    unsupported_fields = OPTIONAL_FIELDS
     vocal_window = None
 
     __slots__ = ()

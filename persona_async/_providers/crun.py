@@ -6,7 +6,9 @@ from types import MappingProxyType
 
 import msgspec
 
+from .._sources import CrunStatus
 from ._base import Provider, Wire
+from ._styles import CodeEnvelopeReply
 
 __all__ = ["CrunProvider"]
 
@@ -19,16 +21,6 @@ class _Body(msgspec.Struct, omit_defaults=True):
     vocal_start: float | None = None
     vocal_end: float | None = None
     style: str | None = None
-
-
-class _Envelope(msgspec.Struct):
-    code: int
-    message: str | None = None
-    data: msgspec.Raw = msgspec.Raw(b"null")
-
-
-class _Data(msgspec.Struct):
-    persona_id: str
 
 
 class CrunProvider(Provider):
@@ -44,8 +36,9 @@ class CrunProvider(Provider):
     api_key_env = "CRUN_API_KEY"
     default_base_url = "https://api.crun.ai"
     path = "/api/v1/client/job/suno-persona-generate"
-    wire = Wire(body=_Body, envelope=_Envelope, data=_Data)
+    wire = Wire(body=_Body, reply=CodeEnvelopeReply(message_key="message", id_key="persona_id"))
     max_lengths = MappingProxyType({"name": 100, "description": 1000, "style": 1000})
+    source_status = CrunStatus()
 
     __slots__ = ()
 

@@ -1,12 +1,36 @@
-"""One provider contract as the fake needs to know it: field names, limits and state rules."""
+"""One provider contract as the fake needs to know it: field names, limits, state rules and how
+its replies look (the reply styles of PROVIDERS-MORE.md §13d)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
-from ._wire import Kind
+import msgspec
+from aiohttp import web
+
+from ._wire import Kind, RequestRecord, _decode, _encode
+
+if TYPE_CHECKING:
+    from ._tasks import FakeTask, StatusReply, StatusRoute
+
+Style = Literal["code", "acedata", "status", "object"]
+
+# Where a style with real HTTP statuses puts the fake's table codes. 422 is a 400 there;
+# a maintenance window (455) is a 503, as the providers without a 455 would send it.
+_HTTP_FOR_CODE: Mapping[int, int] = {422: 400, 455: 503}
+# AceData's string codes (AceDataCloud/Docs responses.mdx) for the fake's table codes.
+_ACEDATA_CODES: Mapping[int, tuple[int, str]] = {
+    401: (401, "invalid_token"),
+    402: (403, "used_up"),
+    404: (404, "no_api"),
+    422: (400, "bad_request"),
+    429: (429, "too_many_requests"),
+    455: (503, "api_error"),
+    500: (500, "api_error"),
+    504: (504, "timeout"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,49 +38,167 @@ class _Contract:
     """The wire facts of one provider contract that the fake's handling depends on."""
 
     kind: Kind
+    path: str
+    #: The header carrying the key; ``"authorization"`` means ``Bearer KEY``.
+    auth_header: str
+    style: Style
     message_key: str
     persona_id_key: str
-    task: str
+    #: ``None`` for contracts that name no source task (the clip id is enough).
+    task: str | None
     audio: str
     name: str
     description: str
-    vocal_start: str
-    vocal_end: str
-    style: str
+    vocal_start: str | None
+    vocal_end: str | None
+    style_field: str | None
     max_lengths: Mapping[str, int]
     missing_task_message: str
     one_per_audio: bool
     #: The success reply repeats the persona's name and description next to its id.
     echoes_details: bool
+    #: Required fields beyond the persona's own, with the JSON type each must have.
+    extra_required: Mapping[str, type] = field(default_factory=dict)
+    #: False where the contract documents the description as optional.
+    description_required: bool = True
+    #: Async-task contracts: the key holding the fields (``input``, ``model_params``), the
+    #: ``model`` the body must name, and how status queries are found and answered.
+    wrap: str | None = None
+    model: str | None = None
+    status_route: StatusRoute | None = None
+    status_reply: StatusReply | None = None
+    #: Async-task contracts whose submit is not answered by ``success``: the submit reply.
+    submit_reply: Callable[[FakeTask], bytes] | None = None
+
+    def fields_of(self, body: Mapping[str, Any]) -> Mapping[str, Any] | str:
+        """The persona fields of ``body``, or the 422 message if the wrapping is wrong."""
+        if self.model is not None and body.get("model") != self.model:
+            return f"model must be {self.model!r}"
+        if self.wrap is None:
+            return body
+        inner = body.get(self.wrap)
+        return inner if isinstance(inner, dict) else f"{self.wrap} must be an object"
+    success_status: int = 200
 
     def validate(self, body: Mapping[str, Any]) -> str | None:
         """Return the 422 message for the first invalid field, or ``None`` if valid."""
-        for name in (self.task, self.audio, self.name, self.description):
+        described = self.description if self.description_required else None
+        required = [f for f in (self.task, self.audio, self.name, described) if f is not None]
+        for name in required:
             value = body.get(name)
             if value is None:
                 return f"{name} is required"
             if not isinstance(value, str) or not value:
                 return f"{name} must be a non-empty string"
-        for name in (self.vocal_start, self.vocal_end):
-            value = body.get(name)
+        for name, kind in self.extra_required.items():
+            if not isinstance(body.get(name), kind):
+                return f"{name} is required and must be a {kind.__name__}"
+        for optional in (self.vocal_start, self.vocal_end):
+            value = body.get(optional) if optional else None
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int | float) or value < 0
             ):
-                return f"{name} must be a number >= 0"
-        style = body.get(self.style)
-        if style is not None and not isinstance(style, str):
-            return f"{self.style} must be a string"
+                return f"{optional} must be a number >= 0"
+        for optional in (self.style_field, None if self.description_required else self.description):
+            value = body.get(optional) if optional else None
+            if value is not None and not isinstance(value, str):
+                return f"{optional} must be a string"
         for name, limit in self.max_lengths.items():
             value = body.get(name)
             if isinstance(value, str) and len(value) > limit:
                 return f"{name} must be at most {limit} characters"
         return None
 
-    def success_data(self, persona_id: str, body: Mapping[str, Any]) -> dict[str, str]:
-        data = {self.persona_id_key: persona_id}
+    def fields(self) -> tuple[tuple[str | None, str], ...]:
+        """(wire name, request name) of the optional fields the fake records."""
+        return (
+            (self.vocal_start, "vocal_start"),
+            (self.vocal_end, "vocal_end"),
+            (self.style_field, "style"),
+        )
+
+    def success_data(self, persona_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        data: dict[str, Any] = {self.persona_id_key: persona_id}
         if self.echoes_details:
             data["name"] = body[self.name]
-            data["description"] = body[self.description]
+            data["description"] = body.get(self.description)
         return data
 
+    def success(self, persona_id: str, body: Mapping[str, Any]) -> tuple[int, bytes]:
+        """(HTTP status, body) of a successful create (for an async contract, of a submit:
+        ``persona_id`` is then the task id)."""
+        data = self.success_data(persona_id, body)
+        if self.style == "code":
+            return 200, _encode({"code": 200, self.message_key: "success", "data": data})
+        if self.style == "acedata":
+            return 200, _encode({"success": True, "task_id": f"t-{persona_id}", "data": data})
+        if self.style == "status":
+            return 200, _encode({"status": "SUCCESS", "message": "success", "data": data})
+        return self.success_status, _encode(data)
 
+    def error(self, code: int, message: str, status: int | None = None) -> tuple[int, bytes]:
+        """(HTTP status, body) of an error with the fake's table ``code``, in this style.
+
+        ``status`` forces the HTTP status (a ``Fault.http``); by default the code-envelope
+        style answers in HTTP 200 and the others in the status the code stands for.
+        """
+        if self.style == "code":
+            body = {"code": code, self.message_key: message, "data": None}
+            return (200 if status is None else status), _encode(body)
+        natural = _HTTP_FOR_CODE.get(code, code)
+        if self.style == "acedata":
+            natural, name = _ACEDATA_CODES.get(code, (natural, "api_error"))
+            body = {"error": {"code": name, "message": message}, "trace_id": "trace-fake"}
+        elif self.style == "status":
+            body = {"status": "FAILED", "message": message, "data": None}
+        else:
+            body = {"error": {"code": str(code), "message": message, "type": "fake_error"}}
+        return (natural if status is None else status), _encode(body)
+
+
+def find_status(
+    contracts: tuple[_Contract, ...], path: str, query: Mapping[str, str]
+) -> tuple[_Contract | None, str | None]:
+    """The async contract whose status endpoint ``path`` is, and the task id asked about."""
+    for contract in contracts:
+        assert contract.status_route is not None
+        task_id = contract.status_route(path, query)
+        if task_id is not None:
+            return contract, task_id
+    return None, None
+
+
+_SECRET_HEADERS = frozenset({"authorization", "x-api-key", "tt-api-key", "proxy-authorization"})
+
+
+def _api_key(contract: _Contract | None, headers: Mapping[str, str]) -> str | None:
+    if contract is not None and contract.auth_header != "authorization":
+        return headers.get(contract.auth_header)
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return headers.get("x-api-key") if contract is None else None
+
+
+def _record(
+    request: web.Request, body: bytes, kind: Kind, arrived: float, contract: _Contract | None
+) -> RequestRecord:
+    """What the fake keeps of one request: secrets in headers masked, the body parsed."""
+    parsed: Any = None
+    if body:
+        try:
+            parsed = _decode(body)
+        except msgspec.DecodeError:
+            parsed = None
+    headers = request.headers
+    return RequestRecord(
+        method=request.method,
+        path=request.path,
+        kind=kind,
+        query_string=request.query_string,
+        headers={k: "***" if k.lower() in _SECRET_HEADERS else v for k, v in headers.items()},
+        api_key=_api_key(contract, headers),
+        body=body,
+        json=parsed if isinstance(parsed, dict) else None,
+        arrived=arrived,
+    )

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import struct
 from dataclasses import dataclass
 from typing import Final
+
+from aiohttp import web
 
 from ._wire import FaultKind, _message_for
 
@@ -129,3 +134,20 @@ class _Injection:
         self.kind = kind
 
 
+
+
+# SO_LINGER on, zero timeout: close() then sends RST instead of FIN, a true connection reset.
+_LINGER_RESET: Final = struct.pack("ii", 1, 0)
+
+
+def _reset_connection(request: web.Request) -> web.Response:
+    transport = request.transport
+    if transport is not None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # If this fails, an orderly close still tells the client nothing came back.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        transport.abort()
+    # aiohttp notices the transport is gone and drops this response unsent.
+    return web.Response(status=204)

@@ -1,10 +1,12 @@
-"""A fake Suno persona provider: a real aiohttp server on loopback speaking both contracts.
+"""A fake Suno persona provider: a real aiohttp server on loopback speaking every contract.
 
 One :class:`FakeProvider` serves, on one base URL, the crun contract
-(``POST /api/v1/client/job/suno-persona-generate``, ``x-api-key``, snake_case) and the
+(``POST /api/v1/client/job/suno-persona-generate``, ``x-api-key``, snake_case), the
 sunoapi.org family contract (``POST /api/v1/generate/generate-persona``, ``Authorization:
-Bearer``, camelCase), with the state rules of each: crun makes a new persona for every create,
-the family answers 409 for an audio id that already has one.
+Bearer``, camelCase), AceData, the Suno-API gateways, TTAPI and MountSea (each in its own reply
+style), and the async-task contracts of kie's market route and Evolink (a submit, then status
+queries of a task that runs ``task_seconds``), with the state rules of each: crun makes a new
+persona for every create, the family answers 409 for an audio id that already has one.
 
 Around that it can misbehave on purpose, the way real providers and the gateways in front of
 them do: a sliding-window rate limit per key, maintenance windows, and :class:`Fault` values
@@ -18,55 +20,55 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import random
-import socket
-import struct
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final
 
-import msgspec
 from aiohttp import web
 
-from ._contract import _Contract
-from ._faults import _PASS_THROUGH, DEFAULT_FAULT_MIX, Fault, _Injection
+from ._contract import _Contract, _record, find_status
+from ._faults import _PASS_THROUGH, DEFAULT_FAULT_MIX, Fault, _Injection, _reset_connection
 from ._limits import RATE_SHAPES, RateShape, RateWindow
+from ._tasks import FakeTask, TaskBook
 from ._wire import (
     _MESSAGES,
     DEFAULT_API_KEY,
     DEFAULT_RATE_PERIOD,
     Kind,
     RequestRecord,
-    _decode,
     _encode,
     _envelope,
     _nginx_page,
     _Outcome,
     _retry_after_headers,
 )
-from .crun import CRUN, CRUN_PATH
-from .family import FAMILY, FAMILY_PATH
+from .acedata import ACEDATA
+from .crun import CRUN
+from .evolink import EVOLINK
+from .family import FAMILY
+from .gateway import GATEWAY
+from .kie_jobs import KIE_JOBS
+from .mountsea import MOUNTSEA
+from .status import Songs
+from .ttapi import TTAPI
 
-_CONTRACTS: Final[Mapping[str, _Contract]] = {CRUN_PATH: CRUN, FAMILY_PATH: FAMILY}
+_CONTRACTS: Final[Mapping[str, _Contract]] = {
+    c.path: c for c in (CRUN, FAMILY, ACEDATA, GATEWAY, TTAPI, MOUNTSEA, KIE_JOBS, EVOLINK)
+}
+_ASYNC: Final = (KIE_JOBS, EVOLINK)
+# Kinds always listed in stats(); the others appear once they have been seen.
+_STATS_KINDS: Final = ("crun", "family", "other")
 
-_SECRET_HEADERS: Final = frozenset({"authorization", "x-api-key", "proxy-authorization"})
-_REDACTED: Final = "***"
 # Graceful-shutdown budget for in-flight handlers; a fake must close fast, not wait out a
 # slow fault for aiohttp's default 60 s.
 _SHUTDOWN_TIMEOUT: Final = 1.0
-# SO_LINGER on, zero timeout: close() then sends RST instead of FIN, a true connection reset.
-_LINGER_RESET: Final = struct.pack("ii", 1, 0)
 
 
-def _api_key(kind: Kind, headers: Mapping[str, str]) -> str | None:
-    if kind == "crun":
-        return headers.get("x-api-key")
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return headers.get("x-api-key") if kind == "other" else None
+def _reject(contract: _Contract, code: int, message: str) -> _Outcome:
+    status, body = contract.error(code, message)
+    return status, code, body, None
 
 
 class FakeProvider:
@@ -133,8 +135,10 @@ class FakeProvider:
         "_resets",
         "_rng",
         "_runner",
+        "_tasks",
         "_windows",
         "creations",
+        "failing_tasks",
         "in_flight",
         "latency",
         "max_concurrent",
@@ -143,6 +147,8 @@ class FakeProvider:
         "rate_limit_http",
         "requests",
         "retry_after",
+        "songs",
+        "task_seconds",
         "window_violations",
     )
 
@@ -154,12 +160,18 @@ class FakeProvider:
     personas: dict[str, dict[str, Any]]
     #: Task ids that answer 422 as if not found / not finished.
     missing_tasks: set[str]
+    #: Music tasks the status endpoints answer for (see ``status.Songs``).
+    songs: Songs
     #: Requests rejected by the rate window.
     window_violations: int
     #: Most contract requests ever handled at once, and how many are being handled now.
     max_concurrent: int
     in_flight: int
     latency: float
+    #: Async contracts: seconds a persona task runs after its submit.
+    task_seconds: float
+    #: Async contracts: clip ids whose persona task fails (``failCode`` / ``error``).
+    failing_tasks: set[str]
     rate_limit_http: bool
     retry_after: float | None
 
@@ -188,6 +200,10 @@ class FakeProvider:
         self.creations = collections.Counter()
         self.personas = {}
         self.missing_tasks = set()
+        self.failing_tasks = set()
+        self.task_seconds = 0.0
+        self._tasks = TaskBook()
+        self.songs = Songs()
         self.window_violations = 0
         self.max_concurrent = 0
         self.in_flight = 0
@@ -286,6 +302,11 @@ class FakeProvider:
         return self._keys
 
     @property
+    def tasks(self) -> Mapping[str, FakeTask]:
+        """Async persona tasks submitted (kie's market route, Evolink), by task id."""
+        return self._tasks.tasks
+
+    @property
     def request_count(self) -> int:
         """Requests received (control endpoints under ``/_fake/`` excluded)."""
         return self._request_count
@@ -330,13 +351,16 @@ class FakeProvider:
         """Queue ``fault`` for the next ``times`` contract requests.
 
         Queued faults are used first-in first-out, one per request, before random ones.
-        ``path`` of ``"crun"`` or ``"family"`` reserves the fault for that contract; other
-        requests pass it by. Requests to unknown paths never consume faults.
+        ``path`` names a contract kind (``"crun"``, ``"family"``, ``"acedata"``, ...), or an
+        async contract's status queries (``"kie-jobs-status"``, ``"evolink-status"``), and
+        reserves the fault for those requests; other requests pass it by. Requests to unknown
+        paths never consume faults.
         """
         if times < 1:
             raise ValueError("times must be >= 1")
-        if path not in (None, "crun", "family"):
-            raise ValueError('path must be None, "crun" or "family"')
+        kinds = {c.kind for c in _CONTRACTS.values()} | {f"{c.kind}-status" for c in _ASYNC}
+        if path is not None and path not in kinds:
+            raise ValueError(f"path must be None or one of {', '.join(sorted(kinds))}")
         self._injections.append(_Injection(fault, times, path))
 
     def random_faults(self, rate: float, faults: Sequence[Fault] | None = None) -> None:
@@ -367,6 +391,7 @@ class FakeProvider:
         self.max_concurrent = self.in_flight
         self._request_count = 0
         self._kinds.clear()
+        self._tasks.clear()
         self._codes.clear()
         self._resets = 0
         self._faults_served = 0
@@ -385,7 +410,10 @@ class FakeProvider:
         """
         return {
             "request_count": self._request_count,
-            "requests_by_kind": {k: self._kinds[k] for k in ("crun", "family", "other")},
+            "requests_by_kind": {
+                k: n for k, n in self._kinds.items() if n or k in _STATS_KINDS
+            }
+            | {k: self._kinds[k] for k in _STATS_KINDS},
             "response_codes": {str(c): n for c, n in sorted(self._codes.items())},
             "connection_resets": self._resets,
             "creations": self.creations.total(),
@@ -416,41 +444,30 @@ class FakeProvider:
             body = await request.read()
             contract = _CONTRACTS.get(request.path) if request.method == "POST" else None
             kind: Kind = "other" if contract is None else contract.kind
-            parsed: Any = None
-            if body:
-                try:
-                    parsed = _decode(body)
-                except msgspec.DecodeError:
-                    parsed = None
-            headers = request.headers
-            record = RequestRecord(
-                method=request.method,
-                path=request.path,
-                kind=kind,
-                query_string=request.query_string,
-                headers={
-                    k: _REDACTED if k.lower() in _SECRET_HEADERS else v for k, v in headers.items()
-                },
-                api_key=_api_key(kind, headers),
-                body=body,
-                json=parsed if isinstance(parsed, dict) else None,
-                arrived=arrived,
-            )
+            task_id = None
+            if request.method == "GET":
+                contract, task_id = find_status(_ASYNC, request.path, request.query)
+                if contract is not None:
+                    kind = "kie-jobs-status" if contract is KIE_JOBS else "evolink-status"
+            record = _record(request, body, kind, arrived, contract)
             self._request_count += 1
             self._kinds[kind] += 1
             if self._record_requests:
                 self.requests.append(record)
             if contract is None:
                 await self._wait(self.latency)
-                return self._send(record, (404, 404, _envelope("msg", 404, "not found"), None))
-            return await self._respond(request, contract, record)
+                status = self.songs.answer(record, self._keys)  # a status query, if it is one
+                return self._send(
+                    record, status or (404, 404, _envelope("msg", 404, "not found"), None)
+                )
+            return await self._respond(request, contract, record, task_id)
         finally:
             self.in_flight -= 1
 
     async def _respond(
-        self, request: web.Request, contract: _Contract, record: RequestRecord
+        self, request: web.Request, contract: _Contract, record: RequestRecord, task_id: str | None
     ) -> web.StreamResponse:
-        fault = self._next_fault(contract.kind)
+        fault = self._next_fault(record.kind)
         if fault is not None:
             self._faults_served += 1
             if fault.kind not in _PASS_THROUGH:
@@ -458,11 +475,14 @@ class FakeProvider:
                 if fault.kind == "reset_before":
                     return self._reset(request)
                 return self._send_fault(contract, record, fault)
-        outcome = self._admit(contract, record)
+        outcome = self._admit(contract, record, windowed=task_id is None)
         if outcome is None:
             extra = fault.seconds if fault is not None else 0.0
             await self._wait(self.latency + extra)
-            outcome = self._process(contract, record)
+            if task_id is None:
+                outcome = self._process(contract, record)
+            else:
+                outcome = (*self._tasks.status(contract, task_id), None)
         else:
             await self._wait(self.latency)
         if fault is not None and fault.kind == "reset_after":
@@ -480,22 +500,23 @@ class FakeProvider:
             return self._rng.choice(self._fault_mix)
         return None
 
-    def _admit(self, contract: _Contract, record: RequestRecord) -> _Outcome | None:
+    def _admit(
+        self, contract: _Contract, record: RequestRecord, *, windowed: bool = True
+    ) -> _Outcome | None:
         """Judge maintenance, key and rate window at arrival; ``None`` lets the request in."""
-        key = contract.message_key
         if record.arrived < self._maintenance_until:
-            return 200, 455, _envelope(key, 455, _MESSAGES[455]), None
+            return _reject(contract, 455, _MESSAGES[455])
         api_key = record.api_key
         if api_key is None or api_key not in self._keys:
-            return 200, 401, _envelope(key, 401, _MESSAGES[401]), None
+            return _reject(contract, 401, _MESSAGES[401])
         limit = self._rate_limit
         # A fresh reading rather than `arrived` keeps each window sorted even when bodies of
         # concurrent requests finish reading out of arrival order.
-        if limit is not None and not self._take_slot(api_key, time.monotonic(), limit):
+        if windowed and limit is not None and not self._take_slot(api_key, time.monotonic(), limit):
             self.window_violations += 1
-            status = 429 if self.rate_limit_http else 200
-            headers = _retry_after_headers(self.retry_after)
-            return status, 429, _envelope(key, 429, _MESSAGES[429]), headers
+            forced = 429 if self.rate_limit_http else None
+            status, body = contract.error(429, _MESSAGES[429], forced)
+            return status, 429, body, _retry_after_headers(self.retry_after)
         return None
 
     def _take_slot(self, api_key: str, now: float, limit: int) -> bool:
@@ -507,38 +528,52 @@ class FakeProvider:
         return window.admit(now)
 
     def _process(self, contract: _Contract, record: RequestRecord) -> _Outcome:
-        key = contract.message_key
-        body = record.json
-        if body is None:
-            return 200, 422, _envelope(key, 422, "request body must be a JSON object"), None
+        if record.json is None:
+            return _reject(contract, 422, "request body must be a JSON object")
+        body = contract.fields_of(record.json)
+        if isinstance(body, str):
+            return _reject(contract, 422, body)
         error = contract.validate(body)
         if error is not None:
-            return 200, 422, _envelope(key, 422, error), None
-        if body[contract.task] in self.missing_tasks:
-            return 200, 422, _envelope(key, 422, contract.missing_task_message), None
+            return _reject(contract, 422, error)
+        if body[contract.task or contract.audio] in self.missing_tasks:
+            return _reject(contract, 422, contract.missing_task_message)
+        refused = self.songs.refuse_create(contract, body)
+        if refused is not None:
+            return refused
         audio_key = (contract.kind, body[contract.audio])
         if contract.one_per_audio and self.creations[audio_key]:
-            return 200, 409, _envelope(key, 409, _MESSAGES[409]), None
+            return _reject(contract, 409, _MESSAGES[409])
         persona_id = f"persona_{self._next_persona}"
         self._next_persona += 1
         self.creations[audio_key] += 1
         details: dict[str, Any] = {
             "kind": contract.kind,
-            "task_id": body[contract.task],
+            "task_id": body.get(contract.task) if contract.task else None,
             "audio_id": body[contract.audio],
             "name": body[contract.name],
-            "description": body[contract.description],
+            "description": body.get(contract.description),
         }
-        for wire, name in (
-            (contract.vocal_start, "vocal_start"),
-            (contract.vocal_end, "vocal_end"),
-            (contract.style, "style"),
-        ):
-            if body.get(wire) is not None:
+        for wire, name in contract.fields():
+            if wire is not None and body.get(wire) is not None:
                 details[name] = body[wire]
+        if contract.status_reply is not None:
+            return self._submit(contract, body[contract.audio], persona_id, details)
         self.personas[persona_id] = details
-        data = contract.success_data(persona_id, body)
-        return 200, 200, _envelope(key, 200, "success", data), None
+        status, reply = contract.success(persona_id, body)
+        return status, 200, reply, None
+
+    def _submit(
+        self, contract: _Contract, audio_id: str, persona_id: str, details: dict[str, Any]
+    ) -> _Outcome:
+        fails = audio_id in self.failing_tasks
+        task = self._tasks.submit(contract, audio_id, persona_id, self.task_seconds, fails)
+        if not fails:  # the persona exists once the task is made; it is readable when done
+            self.personas[persona_id] = details | {"provider_task_id": task.task_id}
+        if contract.submit_reply is not None:
+            return 200, 200, contract.submit_reply(task), None
+        status, reply = contract.success(task.task_id, {})
+        return status, 200, reply, None
 
     def _send(self, record: RequestRecord, outcome: _Outcome) -> web.Response:
         status, code, body, headers = outcome
@@ -552,11 +587,12 @@ class FakeProvider:
     def _send_fault(self, contract: _Contract, record: RequestRecord, fault: Fault) -> web.Response:
         headers = _retry_after_headers(fault.retry_after)
         if fault.code is not None:  # envelope and http
-            body = _envelope(contract.message_key, fault.code, fault.message)
-            return self._send(record, (fault.status, fault.code, body, headers))
+            forced = fault.status if fault.kind == "http" else None
+            status, body = contract.error(fault.code, fault.message, forced)
+            return self._send(record, (status, fault.code, body, headers))
         if fault.kind == "truncated":
-            data = {contract.persona_id_key: "persona_0"}
-            whole = _envelope(contract.message_key, 200, "success", data)
+            details = {contract.name: "n", contract.description: "d"}
+            whole = contract.success("persona_0", details)[1]
             raw = whole[: len(whole) // 2]
         elif fault.kind == "html":
             raw = _nginx_page(fault.status)
@@ -573,16 +609,7 @@ class FakeProvider:
 
     def _reset(self, request: web.Request) -> web.Response:
         self._resets += 1
-        transport = request.transport
-        if transport is not None:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                # If this fails, an orderly close still tells the client nothing came back.
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-            transport.abort()
-        # aiohttp notices the transport is gone and drops this response unsent.
-        return web.Response(status=204)
+        return _reset_connection(request)
 
     @staticmethod
     async def _wait(seconds: float) -> None:

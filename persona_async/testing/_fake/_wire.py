@@ -12,7 +12,19 @@ import msgspec
 DEFAULT_API_KEY: Final = "test-key"
 DEFAULT_RATE_PERIOD: Final = 10.0
 
-Kind = Literal["crun", "family", "other"]
+Kind = Literal[
+    "crun",
+    "family",
+    "acedata",
+    "gateway",
+    "ttapi",
+    "mountsea",
+    "kie-jobs",
+    "evolink",
+    "kie-jobs-status",
+    "evolink-status",
+    "other",
+]
 FaultKind = Literal[
     "envelope",
     "http",

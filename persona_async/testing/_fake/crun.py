@@ -9,6 +9,9 @@ from ._contract import _Contract
 CRUN_PATH: Final = "/api/v1/client/job/suno-persona-generate"
 
 CRUN: Final = _Contract(
+    path=CRUN_PATH,
+    auth_header="x-api-key",
+    style="code",
     kind="crun",
     message_key="message",
     persona_id_key="persona_id",
@@ -18,7 +21,7 @@ CRUN: Final = _Contract(
     description="description",
     vocal_start="vocal_start",
     vocal_end="vocal_end",
-    style="style",
+    style_field="style",
     # Only crun documents length limits; the family documents none.
     max_lengths={"name": 100, "description": 1000, "style": 1000},
     missing_task_message="task_id not found",

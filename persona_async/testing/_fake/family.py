@@ -9,6 +9,9 @@ from ._contract import _Contract
 FAMILY_PATH: Final = "/api/v1/generate/generate-persona"
 
 FAMILY: Final = _Contract(
+    path=FAMILY_PATH,
+    auth_header="authorization",
+    style="code",
     kind="family",
     message_key="msg",
     persona_id_key="personaId",
@@ -18,7 +21,7 @@ FAMILY: Final = _Contract(
     description="description",
     vocal_start="vocalStart",
     vocal_end="vocalEnd",
-    style="style",
+    style_field="style",
     max_lengths={},
     missing_task_message="record status is not success",
     one_per_audio=True,
