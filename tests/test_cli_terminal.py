@@ -103,8 +103,9 @@ async def test_verbose_log_lines_and_the_live_line_share_the_terminal_cleanly(
 ) -> None:
     write_input_with_blank_lines(tmp_path / "in.jsonl", items(40))
     async with fake_provider(latency=0.05) as fake:
-        fake.inject(Fault.envelope(429), times=2, path="crun")  # crun cools down, then runs
-        fake.inject(Fault.envelope(455), times=1, path="family")  # kie pauses, then runs
+        # Each lane pauses for maintenance, then runs again: four log lines.
+        fake.inject(Fault.envelope(455), times=1, path="crun")
+        fake.inject(Fault.envelope(455), times=1, path="family")
         (tmp_path / "persona.toml").write_text(config_text(fake.url, max_concurrency=2))
         args = ["batch", str(tmp_path / "in.jsonl"), "--config", str(tmp_path / "persona.toml"),
                 "--out", str(tmp_path / "results.jsonl"), "-v"]  # fmt: skip
@@ -114,12 +115,12 @@ async def test_verbose_log_lines_and_the_live_line_share_the_terminal_cleanly(
     assert frames, output  # the total leaves the blank lines out
     assert all(re.match(rb"\[[#.]{20}\]  \d+/40 ", frame) for frame in frames)  # a bar
     logs = list(_LOG_LINE.finditer(output))
-    assert len(logs) >= 4, output  # cooling, running, paused, running
+    assert len(logs) >= 4, output  # paused, running, on each lane
     for log in logs:
         before = output[: log.start()]
         # At the start of a line: after a newline, or right after the live line was cleared.
         assert before.endswith((b"\n", b"\r\x1b[K")), before[-120:] + output[log.start() :][:80]
     # The interaction happened: some log line came while the live line was up.
     assert any(output[: log.start()].endswith(b"\r\x1b[K") for log in logs)
-    assert b"cooling" in output
-    assert b"paused" in output
+    assert b"lane crun paused" in output
+    assert b"lane kie paused" in output
