@@ -239,7 +239,7 @@ class Simulation:
     def share(self, since: float) -> float:
         """Accepted per second after ``since``, as a share of the provider's real rate."""
         steady = [t for t in self.accepted if t >= since]
-        return (len(steady) - 1) / (steady[-1] - steady[0]) / (REAL / PERIOD)
+        return (len(steady) - REAL) / (steady[-1] - steady[0]) / (REAL / PERIOD)
 
     def rejected_per_100(self, since: float = 0.0) -> float:
         ok = sum(1 for t in self.accepted if t >= since)
