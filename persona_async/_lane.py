@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import functools
 import heapq
 import logging
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from types import MappingProxyType
 
 import aiolimiter
@@ -56,6 +54,7 @@ from ._providers import Provider
 from ._ratelimit import LaneLimiter, SlidingWindowLimiter, advice
 from ._retry import RetryPolicy
 from ._sources import SourceGate
+from ._stats import LaneState, LaneStats
 from ._tasks import TaskFlow
 from ._transport import SessionPool
 
@@ -66,46 +65,6 @@ logger = logging.getLogger("persona_async")
 #: Retries of failed requests (500s, transport errors) a lane may send per rate period, on top
 #: of first attempts: an outage must not multiply the load on a provider.
 DEFAULT_RETRY_BUDGET = 10
-
-
-class LaneState(str, enum.Enum):
-    RUNNING = "running"
-    COOLING = "cooling"  # after a 429, until the cooldown ends
-    PAUSED = "paused"  # provider in maintenance (455); one probe at a time
-    STOPPED = "stopped"  # 401/402: nothing more is sent
-
-
-@dataclass(frozen=True, slots=True)
-class LaneStats:
-    """A snapshot of one lane; ``failed`` counts final failures by error class name."""
-
-    name: str
-    kind: str
-    state: LaneState
-    in_flight: int
-    queued: int
-    sent: int
-    succeeded: int
-    failed: Mapping[str, int]
-    retries: int
-    throttled: int
-    #: Starts per second the lane allows right now; None: no limit configured or learned.
-    effective_rate: float | None
-    #: Starts per ``rate_period`` the lane runs at now: the configured ``rate_limit``, or less
-    #: when the provider's 429s taught it less; None: no limit configured or learned yet.
-    limit: int | None = None
-    rate_limit: int | None = None
-    rate_period: float = 0.0
-    #: What the provider sustained once the lane settled below ``rate_limit`` (or learned a
-    #: limit with none configured); None otherwise. ``advice`` puts it in words.
-    learned_limit: int | None = None
-
-    @property
-    def advice(self) -> str | None:
-        """ "crun: configured 40 per 1 s, provider sustained about 10 per 1 s: set ..." or None."""
-        if self.learned_limit is None:
-            return None
-        return advice(self.name, self.rate_limit, self.learned_limit, self.rate_period)
 
 
 class Lane:
