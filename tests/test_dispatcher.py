@@ -237,16 +237,16 @@ async def test_one_429_cools_the_whole_lane_for_its_retry_after() -> None:
         assert fake.window_violations == 0
 
 
-async def test_a_429_without_retry_after_still_cools_the_lane_for_the_backoff() -> None:
+async def test_a_429_without_retry_after_cools_the_lane_until_its_window_has_passed() -> None:
     async with FakeProvider() as fake:
         fake.inject(Fault.envelope(429))
-        provider = crun(fake, max_concurrency=1)
-        async with PersonaClient([provider], backoff_initial=0.3, backoff_max=0.3) as client:
+        provider = crun(fake, max_concurrency=1, rate_period=0.5)
+        async with PersonaClient([provider], **FAST) as client:
             outcomes = await collect(client, [req(i) for i in range(3)])
 
         assert all(o.ok for o in outcomes)
         first, second = fake.requests[0].arrived, fake.requests[1].arrived
-        assert second - first >= 0.3
+        assert second - first >= 0.5  # not the 0.01-0.05 s backoff: the window
 
 
 async def test_when_the_providers_limit_rises_again_the_lane_climbs_back_to_its_own() -> None:

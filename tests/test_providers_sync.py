@@ -342,7 +342,8 @@ async def test_ttapi_failed_inside_http_200_is_a_generation_failure(fake: FakePr
 
 async def test_ttapi_queue_exhausted_499_is_retried_later_not_failed(fake: FakeProvider) -> None:
     fake.inject(Fault.body(b'{"status":"FAILED","message":"queue full"}', status=499))
-    persona = await create(make(TtapiProvider, fake))
+    # Retried as a 429 is: after the window (kept short here) has passed.
+    persona = await create(make(TtapiProvider, fake, rate_period=0.2))
     assert persona.persona_id in fake.personas
     assert [r.http_status for r in fake.requests] == [499, 200]
 
