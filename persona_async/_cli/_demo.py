@@ -1,9 +1,11 @@
 """``persona-async demo``: a real batch against the embedded fake provider, no key, no network.
 
-Two lanes (crun and kie) against one ``FakeProvider`` on loopback, with the published limit of
-20 requests per 10 seconds compressed tenfold (20 per second) so a few hundred personas take
-seconds. On the way: random 429s and 500s on both lanes, a maintenance window (455) that pauses
-both (one fake serves both), and connection resets after creating on kie. Resets go to kie
+Two lanes (crun and kie) against one ``FakeProvider`` on loopback, which allows each key kie's
+published 20 requests per 10 seconds compressed tenfold (20 per second), so a few hundred
+personas take seconds. crun publishes no limit, so its lane is configured too high (40 per
+second), as users often do: it learns the real 20 from the 429s and the summary says so. On the
+way: random 500s on both lanes, a maintenance window (455) that pauses both (one fake serves
+both), and connection resets after creating on kie. Resets go to kie
 only, on purpose: the family detects duplicates, so the SDK resends and reports the 409 as
 ``exists`` (the persona our earlier attempt made); a reset on crun would honestly end as
 ``OutcomeUnknownError``, which is a failure the demo's exit code 0 could not claim.
@@ -31,6 +33,8 @@ __all__ = ["DEFAULT_COUNT", "run_demo"]
 
 DEFAULT_COUNT = 300
 _RATE, _PERIOD = 20, 1.0
+#: crun's lane is configured above the fake's real limit: it has to learn the real one.
+_CRUN_CONFIGURED = 40
 _LATENCY = 0.05
 _FAULT_RATE = 0.03
 _NAMES = ("Neon Siren", "Velvet Static", "Glass Choir", "Low Tide", "Copper Bloom", "Night Bus")
@@ -96,13 +100,13 @@ async def run_demo(count: int, *, out: str | None, terminal: Terminal) -> int:
             seed=1,
             record_requests=False,
         ) as fake:
-            fake.random_faults(_FAULT_RATE, (Fault.envelope(429), Fault.http(500)))
+            fake.random_faults(_FAULT_RATE, (Fault.http(500),))
             gate = Gate()
             providers = [
                 cls(
                     api_key=keys[cls.kind],
                     base_url=fake.url,
-                    rate_limit=_RATE,
+                    rate_limit=_CRUN_CONFIGURED if cls is CrunProvider else _RATE,
                     rate_period=_PERIOD,
                     max_concurrency=4,
                     limiter=gate,
@@ -111,8 +115,10 @@ async def run_demo(count: int, *, out: str | None, terminal: Terminal) -> int:
             ]
             terminal.say(
                 f"persona-async demo: {count} personas across crun and kie on a local fake "
-                f"provider ({fake.url}), {_RATE} requests per {_PERIOD:g}s per lane (the "
-                "published 20 per 10 s, compressed tenfold). On the way: random 429s and 500s, "
+                f"provider ({fake.url}) that allows {_RATE} requests per {_PERIOD:g}s per key "
+                "(kie's published 20 per 10 s, compressed tenfold). crun publishes no limit and "
+                f"its lane is configured at {_CRUN_CONFIGURED}: it learns the real one from the "
+                "429s. On the way: random 500s, "
                 "a maintenance window that pauses both lanes, and connection resets on kie "
                 "after the persona was made: kie is asked again and its 409 is counted as "
                 "'exists' (the persona our first attempt made, not a second one). No key, no "
