@@ -12,10 +12,20 @@ while a bulk stream would rather wait out a maintenance window than fail a thous
 
 from __future__ import annotations
 
+import asyncio
+import heapq
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from ._exceptions import MaintenanceError, PersonaError, ProviderTimeoutError, RateLimitError
+
+if TYPE_CHECKING:
+    from ._job import _Job
 
 __all__ = [
     "DEFAULT_DEADLINE",
+    "Deadlines",
     "DEFAULT_STREAM_DEADLINE",
     "check_deadline",
     "give_up_error",
@@ -92,3 +102,69 @@ def maintenance_error(said: MaintenanceError | None, waited: float, lane: str) -
         http_status=said.http_status if said else None,
         provider=lane,
     )
+
+
+class Deadlines:
+    """One loop timer for a lane's waiting jobs: each is failed at its last start time.
+
+    A timer per request costs a call into the loop's timer heap to set and one to cancel; a
+    lane keeps its own heap of ``(last_start, seq, job)`` instead, behind a single loop timer
+    set for the earliest. A job that stops waiting is only marked (``disarm``); the heap drops
+    it when it comes up, or is rebuilt once most of it is stale.
+
+    ``expire(job)`` is called for a job still armed at its last start time.
+    """
+
+    __slots__ = ("_at", "_clock", "_expire", "_handle", "_heap", "_seq", "_stale")
+
+    def __init__(self, expire: Callable[[_Job], None], clock: Callable[[], float]) -> None:
+        self._expire = expire
+        self._clock = clock  # the lane's, which last_start is on
+        self._heap: list[tuple[float, int, _Job]] = []
+        self._seq = 0  # ties in time go in arming order; jobs are never compared
+        self._stale = 0  # disarmed entries still in the heap
+        self._handle: asyncio.TimerHandle | None = None
+        self._at = math.inf  # when the loop timer fires
+
+    def arm(self, job: _Job) -> None:
+        if job.armed or job.done or not math.isfinite(job.last_start):
+            return
+        job.armed = True
+        self._seq += 1
+        heapq.heappush(self._heap, (job.last_start, self._seq, job))
+        if job.last_start < self._at:
+            self._schedule(job.last_start)
+
+    def disarm(self, job: _Job) -> None:
+        if job.armed:
+            job.armed = False
+            self._stale += 1
+            if self._stale > 64 and self._stale * 2 > len(self._heap):
+                self._heap = [entry for entry in self._heap if entry[2].armed]
+                heapq.heapify(self._heap)
+                self._stale = 0
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _schedule(self, at: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._at = at
+        loop = asyncio.get_running_loop()
+        self._handle = loop.call_later(max(0.0, at - self._clock()), self._fire)
+
+    def _fire(self) -> None:
+        self._handle, self._at = None, math.inf
+        heap, now = self._heap, self._clock()
+        while heap and (heap[0][0] <= now or not heap[0][2].armed):
+            job = heapq.heappop(heap)[2]
+            if job.armed:
+                job.armed = False
+                self._expire(job)
+            else:
+                self._stale -= 1
+        if heap:
+            self._schedule(heap[0][0])

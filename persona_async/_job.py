@@ -3,7 +3,6 @@ its caller still waits for it."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Awaitable, Callable
 
@@ -27,6 +26,7 @@ class _Job:
     __slots__ = (
         "abandoned",
         "ambiguous",
+        "armed",
         "attempts",
         "body",
         "deadline",
@@ -44,7 +44,6 @@ class _Job:
         "start",
         "submitted",
         "tag",
-        "timer",
     )
 
     def __init__(
@@ -74,7 +73,7 @@ class _Job:
         self.submitted = now  # on the lane's clock
         self.deadline = now + deadline  # the whole call, queueing and waits included
         self.last_start = self.deadline - min_attempt  # no attempt starts after this
-        self.timer: asyncio.TimerHandle | None = None  # fails the job at last_start if unsent
+        self.armed = False  # the lane's Deadlines will fail it at last_start if still unsent
         self.done = False  # deliver has been called
         self.ambiguous = False  # an earlier attempt was sent and lost: it may have succeeded
         self.abandoned = False  # the caller went away: never send it again
@@ -90,6 +89,3 @@ class _Job:
     def abandon(self) -> None:
         """Never send this job again (its caller went away)."""
         self.abandoned = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None

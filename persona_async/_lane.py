@@ -25,7 +25,6 @@ import contextlib
 import functools
 import heapq
 import logging
-import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from types import MappingProxyType
 import aiolimiter
 import anyio.abc
 
-from ._deadline import give_up_error, maintenance_error, min_attempt_time
+from ._deadline import Deadlines, give_up_error, maintenance_error, min_attempt_time
 from ._decoding import interpret
 from ._exceptions import (
     AuthenticationError,
@@ -90,12 +89,14 @@ class Lane:
             else SlidingWindowLimiter(provider.rate_limit, provider.rate_period, clock=clock)
         )
         self._advised: int | None = None  # the learned limit last told to the log
+        self._deadlines = Deadlines(self._expire, clock)  # fails waiting jobs at last_start
         # A leaky bucket is the right shape for a retry budget: bursts allowed, long-run capped.
         self._retry_budget = aiolimiter.AsyncLimiter(retry_budget, provider.rate_period)
         self._poller = Poller(provider.poll)  # status queries: a budget apart from creates
         self._tasks = None if provider.mode != "task" else TaskFlow(
-            provider, pool, self._poller, finish=self._finish, stop=self._stop, clock=clock
-        )
+            provider, pool, self._poller, finish=self._finish, stop=self._stop,
+            clock=clock, disarm=self._deadlines.disarm,
+        )  # fmt: skip
         self._sources = SourceGate.for_lane(provider, pool, self._poller)
         self._ready: deque[_Job] = deque()  # FIFO of jobs that may go now
         self._delayed: list[tuple[float, int, _Job]] = []  # heap of (not_before, seq, job)
@@ -169,6 +170,7 @@ class Lane:
         """The caller went away: never send ``job`` again. Unless an attempt is on the wire (its
         answer is delivered when it comes), deliver its last error now: a lost attempt counts."""
         job.abandon()
+        self._deadlines.disarm(job)
         if not job.on_wire and not job.done:
             job.done = True
             left = PersonaError("the caller left before the request was sent")
@@ -176,7 +178,6 @@ class Lane:
 
     def _expire(self, job: _Job) -> None:
         # Its last start time: unless on the wire (never cut), it fails with the last answer.
-        job.timer = None
         if job.gone or job.on_wire:
             return
         with contextlib.suppress(ValueError):
@@ -203,10 +204,16 @@ class Lane:
                 self._stop(err)  # the status query's key is the creates' key
             return
         self._ready.append(job)
-        self._wake_one()
-        if math.isfinite(job.last_start):  # the source wait ends by itself at last_start
-            loop = asyncio.get_running_loop()
-            job.timer = loop.call_later(job.last_start - self._clock(), self._expire, job)
+        if not self._wake_one() or self.state is not LaneState.RUNNING:
+            self._arm(job)  # it will wait in the queue
+
+    def _arm(self, job: _Job) -> None:
+        """Fail ``job`` at its last start time, unless it is on the wire by then.
+
+        Only a job that waits is armed (most go out at once): one queued behind busy workers or
+        a cooling or paused lane, one about to wait for the rate limiter or a journal, a retry.
+        """
+        self._deadlines.arm(job)
 
     def stats(self) -> LaneStats:
         limit = self._limiter.limit
@@ -230,6 +237,7 @@ class Lane:
 
     async def aclose(self) -> None:
         """Release what the rate limiter holds (a shared limiter's connections)."""
+        self._deadlines.close()
         await self._poller.aclose()
         await self._limiter.aclose()
 
@@ -326,12 +334,14 @@ class Lane:
             if waiter in self._idle:  # timed out or cancelled while parked: leave the line
                 self._idle.remove(waiter)
 
-    def _wake_one(self) -> None:
+    def _wake_one(self) -> bool:
+        """Wake one parked worker; False if none was parked."""
         while self._idle:
             waiter = self._idle.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-                return
+                return True
+        return False
 
     def _wake_all(self) -> None:
         idle, self._idle = self._idle, deque()
@@ -348,6 +358,7 @@ class Lane:
     def _requeue(self, job: _Job, not_before: float) -> None:
         self._seq += 1
         heapq.heappush(self._delayed, (not_before, self._seq, job))
+        self._arm(job)
         self._wake_one()  # someone must set a timer for it
 
     # -- one attempt ---------------------------------------------------------------------------
@@ -355,6 +366,8 @@ class Lane:
     async def _attempt(self, job: _Job, probe: bool) -> None:
         provider = self.provider
         limiter = self._limiter
+        if limiter.busy:
+            self._arm(job)  # a wait for the window is coming
         try:
             start = await limiter.acquire()
         except PersonaError as err:  # a shared limiter's store is down: fail closed
@@ -367,6 +380,7 @@ class Lane:
             try:
                 durable = on_send(job.request)  # e.g. the CLI's journal: "pending" is written
                 if durable is not None:
+                    self._arm(job)
                     await durable  # ... and on stable storage (a group commit's sync)
             except PersonaError as err:  # the hook refused: this request is not sent
                 self._finish(job, None, err)
@@ -405,6 +419,7 @@ class Lane:
             or (self.state is LaneState.COOLING and self._clock() < self._cooldown_until)
         ):
             self._ready.appendleft(job)
+            self._arm(job)
             self._wake_one()
             return False
         if self._clock() > job.last_start:
@@ -458,6 +473,7 @@ class Lane:
             elif not job.done:
                 self._retries += 1
                 self._ready.appendleft(job)  # waits for the next probe, holding nothing
+                self._arm(job)
                 self._wake_one()
         elif isinstance(err, (AuthenticationError, InsufficientCreditsError)):
             self._finish(job, None, err)
@@ -577,6 +593,9 @@ class Lane:
                 # A later maintenance window gets a fresh allowance of waiting.
                 for job in [*self._ready, *(entry[2] for entry in self._delayed)]:
                     job.since_maintenance = None
+            if state is not LaneState.RUNNING:
+                for job in self._ready:  # they wait now
+                    self._arm(job)
             self.state = state
             logger.log(
                 logging.WARNING if state is not LaneState.RUNNING else logging.INFO,
@@ -591,9 +610,7 @@ class Lane:
         if job.done:
             return
         job.done = True
-        if job.timer is not None:
-            job.timer.cancel()
-            job.timer = None
+        self._deadlines.disarm(job)
         if err is not None:
             err.task_id = job.request.task_id
             err.audio_id = job.request.audio_id

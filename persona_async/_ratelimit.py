@@ -91,6 +91,11 @@ class LaneLimiter(Protocol):
         """The provider's sustained limit once settled below the configured one, else None."""
         ...
 
+    @property
+    def busy(self) -> bool:
+        """An ``acquire`` now might wait (True when unsure)."""
+        ...
+
     async def acquire(self) -> Start:
         """Wait for a start; return it, to hand to ``sent`` and then to the outcome."""
         ...
@@ -285,6 +290,10 @@ class SlidingWindowLimiter:
     @property
     def learned(self) -> int | None:
         return self._adaptive.learned(self._clock())
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked() or self.delay() > 0
 
     @property
     def effective_rate(self) -> float | None:

@@ -44,7 +44,7 @@ Finish = Callable[["_Job", "Persona | None", "PersonaError | None"], None]
 class TaskFlow:
     """One lane's submitted tasks: who to tell about them, and the polling of each."""
 
-    __slots__ = ("_clock", "_finish", "_poller", "_pool", "_provider", "_stop", "_tg")
+    __slots__ = ("_clock", "_disarm", "_finish", "_poller", "_pool", "_provider", "_stop", "_tg")
 
     def __init__(
         self,
@@ -55,6 +55,7 @@ class TaskFlow:
         finish: Finish,
         stop: Callable[[PersonaError], None],
         clock: Callable[[], float],
+        disarm: Callable[[_Job], None],
     ) -> None:
         self._provider = provider
         self._pool = pool
@@ -62,6 +63,7 @@ class TaskFlow:
         self._finish = finish  # the lane's: records the outcome and answers the caller
         self._stop = stop  # the lane's: nothing more is sent (a refused key)
         self._clock = clock
+        self._disarm = disarm  # the lane's: its deadline timer lets go of a job
         self._tg: anyio.abc.TaskGroup | None = None
 
     def adopt(self, job: _Job, tg: anyio.abc.TaskGroup) -> bool:
@@ -89,13 +91,10 @@ class TaskFlow:
         first = min(self._provider.estimated_time, self._provider.poll.max_interval)
         self._tg.start_soon(self._follow, job, task_id, first)
 
-    @staticmethod
-    def _polling(job: _Job) -> None:
+    def _polling(self, job: _Job) -> None:
         # The task exists: from here its deadline is the poller's, which fails it naming the
-        # task id (the lane's own timer would only say it was not sent).
-        if job.timer is not None:
-            job.timer.cancel()
-            job.timer = None
+        # task id (the lane's own deadline timer would only say it was not sent).
+        self._disarm(job)
 
     async def _follow(self, job: _Job, task_id: str, first: float) -> None:
         provider = self._provider

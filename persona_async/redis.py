@@ -359,6 +359,10 @@ class _RedisLane:
         return self._limit
 
     @property
+    def busy(self) -> bool:
+        return True  # only Redis knows
+
+    @property
     def learned(self) -> int | None:
         sustained = self._sustained
         if sustained is None or sustained == self._provider.rate_limit:

@@ -9,6 +9,7 @@ loaded machine a few tenths of a second on top.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -27,6 +28,8 @@ from persona_async import (
     RateLimitError,
     ServerError,
 )
+from persona_async._deadline import Deadlines
+from persona_async._job import _Job
 from persona_async.testing import FakeProvider, Fault
 
 pytestmark = pytest.mark.anyio
@@ -46,9 +49,7 @@ def client(provider: CrunProvider | KieProvider, **kw: Any) -> PersonaClient:
     return PersonaClient([provider], **{"backoff_initial": 0.02, "backoff_max": 0.1, **kw})
 
 
-async def timed_failure(
-    c: PersonaClient, request: PersonaRequest, **kw: Any
-) -> tuple[Any, float]:
+async def timed_failure(c: PersonaClient, request: PersonaRequest, **kw: Any) -> tuple[Any, float]:
     started = time.monotonic()
     with pytest.raises(PersonaError) as info:
         await c.create_persona(request, **kw)
@@ -261,3 +262,35 @@ async def test_create_many_defaults_to_waiting_out_what_a_handler_would_not(
         stream.close()
     assert waiting.cancelled_caught
     assert fake.request_count == 1
+
+
+# -- one timer for a lane's waiting jobs ---------------------------------------------------------
+
+
+async def test_one_deadline_timer_fails_each_waiting_job_on_time_however_many_came_and_went() -> (
+    None
+):
+    loop = asyncio.get_running_loop()
+    expired: list[tuple[str, float]] = []
+    deadlines = Deadlines(lambda job: expired.append((job.request.task_id, loop.time())), loop.time)
+
+    def job(task: str, seconds: float) -> _Job:
+        request = PersonaRequest(task, "clip", "Neon Siren", "R&B")
+        return _Job(request, b"", lambda *_: None, None, now=loop.time(), deadline=seconds)
+
+    started = loop.time()
+    late, early = job("late", 0.3), job("early", 0.15)
+    deadlines.arm(late)
+    gone = [job(f"gone-{i}", 0.2 + i / 1000) for i in range(500)]
+    for j in gone:  # armed, then sent or finished before their time: never expired
+        deadlines.arm(j)
+    deadlines.arm(early)
+    for j in gone:
+        deadlines.disarm(j)
+    await asyncio.sleep(0.45)
+    deadlines.close()
+
+    assert [task for task, _ in expired] == ["early", "late"]
+    assert expired[0][1] - started == pytest.approx(0.15, abs=0.05)
+    assert expired[1][1] - started == pytest.approx(0.3, abs=0.05)
+    assert len(deadlines._heap) < 100  # the stale entries were dropped, not kept for an hour

@@ -88,6 +88,10 @@ class _GatedLimiter:
     def learned(self) -> int | None:
         return self._inner.learned
 
+    @property
+    def busy(self) -> bool:
+        return self._inner.busy
+
     async def acquire(self) -> Start:
         self._check()
         start = None
