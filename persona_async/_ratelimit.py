@@ -256,7 +256,7 @@ class SlidingWindowLimiter:
     learned. ``clock`` and ``sleep`` can be replaced to run on virtual time in tests.
     """
 
-    __slots__ = ("_adaptive", "_clock", "_lock", "_log", "_sleep", "_span", "period")
+    __slots__ = ("_adaptive", "_clock", "_lock", "_log", "_slack", "_sleep", "_span", "period")
 
     def __init__(
         self,
@@ -271,6 +271,7 @@ class SlidingWindowLimiter:
             raise ValueError("limit must be >= 1 or None, period > 0 and margin >= 0")
         self.period = period
         self._span = period * (1 + margin)  # the window actually enforced
+        self._slack = period * margin / 10  # a start this close to its send is not moved
         self._adaptive = AdaptiveLimit(limit, period)
         # Recent starts, sorted by `at`; kept for two spans so a late 429 still finds the
         # window it belongs to.
@@ -330,6 +331,9 @@ class SlidingWindowLimiter:
         when it was written keeps two windows from overlapping at the provider, whatever the
         connection setup cost; the window margin is then left for network jitter alone.
         """
+        now = self._clock()
+        if now - start.at < self._slack:
+            return  # it left as it was admitted: well inside the window's margin
         log = self._log
         # It was admitted moments ago: look for it from the end of the log.
         for index in range(len(log) - 1, -1, -1):
@@ -339,7 +343,7 @@ class SlidingWindowLimiter:
                 break
             if entry.at < start.at:
                 break  # past where it would be: not in the log any more
-        start.at = self._clock()
+        start.at = now
         self._record(start)
 
     def _index(self, start: Start) -> int:

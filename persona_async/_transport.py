@@ -169,10 +169,11 @@ class SessionPool:
     default headers. ``aclose()`` is idempotent.
     """
 
-    __slots__ = ("_closed", "_sessions")
+    __slots__ = ("_closed", "_sessions", "_timeouts")
 
     def __init__(self) -> None:
         self._sessions: dict[str, aiohttp.ClientSession] = {}  # lane name -> its session
+        self._timeouts: dict[str, aiohttp.ClientTimeout] = {}  # lane name -> its usual timeout
         self._closed = False
 
     def _session(self, provider: Provider) -> aiohttp.ClientSession:
@@ -200,6 +201,20 @@ class SessionPool:
             self._sessions[provider.name] = session
         return session
 
+    def _timeout(self, provider: Provider, seconds: float) -> aiohttp.ClientTimeout:
+        # `total` bounds the reply too (a sock_read timer would only cost a timer); the usual
+        # value, the provider's own timeout, is built once per lane.
+        if seconds == provider.timeout:
+            usual = self._timeouts.get(provider.name)
+            if usual is None:
+                usual = self._timeouts[provider.name] = self._timeout_for(provider, seconds)
+            return usual
+        return self._timeout_for(provider, seconds)
+
+    @staticmethod
+    def _timeout_for(provider: Provider, seconds: float) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(total=seconds, connect=min(provider.connect_timeout, seconds))
+
     async def post(
         self,
         provider: Provider,
@@ -215,14 +230,13 @@ class SessionPool:
         that connection is open.
         """
         session = self._session(provider)
-        # `total` bounds the reply too: a separate sock_read timer would only cost a timer.
-        client_timeout = aiohttp.ClientTimeout(
-            total=timeout, connect=min(provider.connect_timeout, timeout)
-        )
         token = _ON_SENT.set(on_sent)
         try:
             async with session.post(
-                provider.url, data=body, allow_redirects=False, timeout=client_timeout
+                provider.url,
+                data=body,
+                allow_redirects=False,
+                timeout=self._timeout(provider, timeout),
             ) as resp:
                 return await _read(provider, resp)
         except PersonaError:
@@ -244,9 +258,7 @@ class SessionPool:
         if not url.startswith(provider.base_url + "/"):
             raise ValueError("a status query must stay on the provider's base_url")
         session = self._session(provider)
-        client_timeout = aiohttp.ClientTimeout(
-            total=timeout, connect=min(provider.connect_timeout, timeout)
-        )
+        client_timeout = self._timeout(provider, timeout)
         try:
             async with session.request(
                 "GET" if body is None else "POST",
