@@ -193,10 +193,11 @@ class AdaptiveLimit:
         before = self.current
         if now - self.grown < 2 * self.period:
             self.patience = min(self.patience * 2, MAX_PATIENCE)  # a probe upward failed
-        if self.ceiling is None or now - self.decreased >= 2 * self.period:
+        aftermath = self.decreased > self.grown and now - self.decreased < 2 * self.period
+        if aftermath and self.ceiling is not None and before is not None:
+            self.ceiling = max(self.ceiling, before)  # it failed higher up, moments ago
+        else:
             self.ceiling = before
-        elif before is not None:  # the aftermath of the last event: it failed higher up
-            self.ceiling = max(self.ceiling, before)
         lowered = self.evidence = max(1, delivered)
         if before is not None:
             # At most half per event: a lone 429 early in a run (a gateway's hiccup) would
@@ -256,7 +257,18 @@ class SlidingWindowLimiter:
     learned. ``clock`` and ``sleep`` can be replaced to run on virtual time in tests.
     """
 
-    __slots__ = ("_adaptive", "_clock", "_lock", "_log", "_slack", "_sleep", "_span", "period")
+    __slots__ = (
+        "_adaptive",
+        "_clock",
+        "_last",
+        "_lock",
+        "_log",
+        "_rejected",
+        "_slack",
+        "_sleep",
+        "_span",
+        "period",
+    )
 
     def __init__(
         self,
@@ -273,9 +285,12 @@ class SlidingWindowLimiter:
         self._span = period * (1 + margin)  # the window actually enforced
         self._slack = period * margin / 10  # a start this close to its send is not moved
         self._adaptive = AdaptiveLimit(limit, period)
-        # Recent starts, sorted by `at`; kept for two spans so a late 429 still finds the
-        # window it belongs to.
-        self._log: list[Start] = []
+        # Times of recent starts, sorted, and of those answered 429; kept two spans so a late
+        # 429 still finds its window. Plain floats, each one distinct: the garbage collector
+        # does not walk them, and a time names its start.
+        self._log: list[float] = []
+        self._rejected: list[float] = []
+        self._last = -math.inf  # the latest time handed out
         self._lock = asyncio.Lock()  # FIFO: one waiter at a time looks at the clock
         self._clock = clock
         self._sleep = sleep
@@ -307,7 +322,7 @@ class SlidingWindowLimiter:
         current = self._adaptive.current
         if current is None or len(self._log) < current:
             return 0.0
-        return max(0.0, self._log[-current].at + self._span - self._clock())
+        return max(0.0, self._log[-current] + self._span - self._clock())
 
     async def acquire(self) -> Start:
         """Wait for a start in the window, record it and return it; start at once."""
@@ -319,8 +334,8 @@ class SlidingWindowLimiter:
                     break
                 adaptive.saturated = True
                 await self._sleep(wait)
-            start = Start(self._clock())
-            self._record(start)
+            start = Start(self._stamp())
+            self._record(start.at)
             return start
 
     def sent(self, start: Start) -> None:
@@ -331,51 +346,48 @@ class SlidingWindowLimiter:
         when it was written keeps two windows from overlapping at the provider, whatever the
         connection setup cost; the window margin is then left for network jitter alone.
         """
-        now = self._clock()
-        if now - start.at < self._slack:
+        if self._clock() - start.at < self._slack:
             return  # it left as it was admitted: well inside the window's margin
         log = self._log
-        # It was admitted moments ago: look for it from the end of the log.
-        for index in range(len(log) - 1, -1, -1):
-            entry = log[index]
-            if entry is start:
-                del log[index]
-                break
-            if entry.at < start.at:
-                break  # past where it would be: not in the log any more
-        start.at = now
-        self._record(start)
+        index = bisect.bisect_left(log, start.at)
+        if index < len(log) and log[index] == start.at:
+            del log[index]
+        start.at = self._stamp()
+        self._record(start.at)
 
-    def _index(self, start: Start) -> int:
-        """Where ``start`` is in the log (or would go, if no longer there)."""
-        log = self._log
-        index = bisect.bisect_left(log, start.at, key=_at)
-        while index < len(log) and log[index] is not start and log[index].at == start.at:
-            index += 1
-        return index
+    def _stamp(self) -> float:
+        # Now, or just after the last time handed out: no two starts share a time.
+        now = self._clock()
+        self._last = now if now > self._last else self._last + 1e-9
+        return self._last
 
-    def _record(self, start: Start) -> None:
+    def _record(self, at: float) -> None:
         log = self._log
-        if log and log[-1].at > start.at:
-            bisect.insort(log, start, key=_at)
+        if log and log[-1] > at:
+            bisect.insort(log, at)
         else:
-            log.append(start)
-        horizon = start.at - 2 * self._span
-        if log[0].at < horizon:
-            del log[: bisect.bisect_left(log, horizon, key=_at)]
+            log.append(at)
+        horizon = at - 2 * self._span
+        if log[0] < horizon:
+            del log[: bisect.bisect_left(log, horizon)]
+            rejected = self._rejected
+            if rejected and rejected[0] < horizon:
+                del rejected[: bisect.bisect_left(rejected, horizon)]
 
     async def throttled(self, start: Start) -> float:
         """A 429 to ``start``: decrease to what got through, once per event; the cooldown."""
         start.rejected = True
-        log = self._log
+        s = start.at
+        bisect.insort(self._rejected, s)
         # The window is taken a margin wide: a start right on its edge may still count there.
-        lo = bisect.bisect_left(log, start.at - self._span, key=_at)
-        hi = self._index(start)  # the starts before it in the log, equal times included
-        delivered = sum(1 for s in log[lo:hi] if not s.rejected)
+        lo, log, rejected = s - self._span, self._log, self._rejected
+        delivered = (bisect.bisect_left(log, s) - bisect.bisect_left(log, lo)) - (
+            bisect.bisect_left(rejected, s) - bisect.bisect_left(rejected, lo)
+        )
         now = self._clock()
-        news = self._adaptive.congested(sent_at=start.at, now=now, delivered=delivered)
+        news = self._adaptive.congested(sent_at=s, now=now, delivered=delivered)
         if news and not delivered:
-            return max(0.0, start.at + self._span - now)
+            return max(0.0, s + self._span - now)
         return self.delay()
 
     def succeeded(self, start: Start) -> None:
@@ -387,7 +399,6 @@ class SlidingWindowLimiter:
     async def aclose(self) -> None:
         """Nothing to release."""
 
-
     def note_earlier_sends(self, ages: Sequence[float]) -> None:
         """Count starts made ``ages`` seconds before now (by a process that died) in the window.
 
@@ -398,8 +409,7 @@ class SlidingWindowLimiter:
         now = self._clock()
         for age in ages:
             if age < self._span:
-                self._record(Start(now - max(age, 0.0)))
-
-
-def _at(start: Start) -> float:
-    return start.at
+                at = now - max(age, 0.0)
+                while at in self._log:  # distinct times, as _stamp keeps them
+                    at -= 1e-9
+                self._record(at)

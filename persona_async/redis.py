@@ -152,10 +152,10 @@ if mode == 'throttled' then
       return reply(0, math.max(0, s + span - now))
     end
     if now - grown < 2 * period then patience = math.min(patience * 2, max_patience) end
-    if ceiling == 0 or now - decreased >= 2 * period then
-      ceiling = cur
-    elseif cur > 0 then
+    if decreased > grown and now - decreased < 2 * period and ceiling > 0 and cur > 0 then
       ceiling = math.max(ceiling, cur)
+    else
+      ceiling = cur
     end
     local lowered = math.max(1, delivered)
     evidence = lowered

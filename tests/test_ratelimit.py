@@ -413,7 +413,7 @@ def test_acquire_with_an_injected_clock_paces_by_sleeping_on_it() -> None:
             starts.append(clock.now)
         return starts
 
-    assert asyncio.run(main()) == [0.0, 0.0, 1.0, 1.0, 2.0, 2.0]
+    assert asyncio.run(main()) == pytest.approx([0.0, 0.0, 1.0, 1.0, 2.0, 2.0])
 
 
 @pytest.mark.parametrize(
