@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import heapq
 import logging
 import time
@@ -50,12 +49,12 @@ from ._job import Deliver, OnSend, OnSubmitted, _Job
 from ._models import Persona, PersonaRequest
 from ._polling import Poller
 from ._providers import Provider
-from ._ratelimit import LaneLimiter, SlidingWindowLimiter, advice
+from ._ratelimit import LaneLimiter, SlidingWindowLimiter, Start, advice
 from ._retry import RetryPolicy
 from ._sources import SourceGate
 from ._stats import LaneState, LaneStats
 from ._tasks import TaskFlow
-from ._transport import SessionPool
+from ._transport import SessionPool, hook_sends
 
 __all__ = ["DEFAULT_RETRY_BUDGET", "Deliver", "Lane", "LaneState", "LaneStats", "OnSend"]
 
@@ -265,11 +264,13 @@ class Lane:
     # -- workers -------------------------------------------------------------------------------
 
     async def _worker(self) -> None:
+        sent = _SentHook(self._limiter)  # this worker's: told when each request leaves
+        hook_sends(sent)
         while True:
             job, probe = await self._take()
             self._in_flight.add(job)
             try:
-                await self._attempt(job, probe)
+                await self._attempt(job, probe, sent)
             except Exception as exc:
                 # A bug must cost one request, not the lane: the other jobs go on.
                 logger.exception("lane %s: unexpected error", self.provider.name)
@@ -363,7 +364,7 @@ class Lane:
 
     # -- one attempt ---------------------------------------------------------------------------
 
-    async def _attempt(self, job: _Job, probe: bool) -> None:
+    async def _attempt(self, job: _Job, probe: bool, sent: _SentHook) -> None:
         provider = self.provider
         limiter = self._limiter
         if limiter.busy:
@@ -393,10 +394,9 @@ class Lane:
         self._sent += 1
         job.on_wire = True
         job.start = start
-        # Only a limit needs the exact moment the request left (it costs a trace per request).
-        on_sent = None if limiter.limit is None else functools.partial(limiter.sent, start)
+        sent.start = start
         try:
-            raw = await self._pool.post(provider, job.body, timeout, on_sent)
+            raw = await self._pool.post(provider, job.body, timeout, sent)
             persona_id = interpret(provider, raw)
         except PersonaError as err:
             job.on_wire = False
@@ -404,6 +404,8 @@ class Lane:
         else:
             job.on_wire = False
             self._on_success(job, persona_id)
+        finally:
+            sent.start = None
 
     def _still_to_send(self, job: _Job, probe: bool) -> bool:
         """After a wait (the limiter's, the journal's): may ``job`` go out now?
@@ -619,6 +621,23 @@ class Lane:
         else:
             self._succeeded += 1
         job.deliver(job, persona, err)
+
+
+class _SentHook:
+    """A worker's ``on_sent``: moves its current start to the moment the request leaves.
+
+    One per worker, reused for every request it sends: nothing is allocated per request.
+    """
+
+    __slots__ = ("limiter", "start")
+
+    def __init__(self, limiter: LaneLimiter) -> None:
+        self.limiter = limiter
+        self.start: Start | None = None  # the request on its way, if any
+
+    def __call__(self) -> None:
+        if self.start is not None:
+            self.limiter.sent(self.start)
 
 
 def _exists_after_ambiguous(err: PersonaExistsError) -> PersonaExistsError:

@@ -31,7 +31,15 @@ if TYPE_CHECKING:
     from aiohttp.connector import Connection
     from aiohttp.tracing import Trace
 
-__all__ = ["EXCERPT_CHARS", "MAX_BODY_BYTES", "USER_AGENT", "RawResponse", "SessionPool", "excerpt"]
+__all__ = [
+    "EXCERPT_CHARS",
+    "MAX_BODY_BYTES",
+    "USER_AGENT",
+    "RawResponse",
+    "SessionPool",
+    "excerpt",
+    "hook_sends",
+]
 
 logger = logging.getLogger("persona_async")
 
@@ -103,6 +111,13 @@ def excerpt(provider: Provider, body: bytes) -> str:
 _ON_SENT: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
     "persona_async_on_sent", default=None
 )
+
+
+def hook_sends(on_sent: Callable[[], None]) -> None:
+    """Bind ``on_sent`` to the current task for good: for a long-lived task that sends many
+    requests with the same hook (a lane's worker), so ``post`` need not set the context for
+    each (a new context, token and map per request, all work for the garbage collector)."""
+    _ON_SENT.set(on_sent)
 
 
 class _StampingConnector(aiohttp.TCPConnector):
@@ -230,7 +245,7 @@ class SessionPool:
         that connection is open.
         """
         session = self._session(provider)
-        token = _ON_SENT.set(on_sent)
+        token = None if _ON_SENT.get() is on_sent else _ON_SENT.set(on_sent)
         try:
             async with session.post(
                 provider.url,
@@ -244,7 +259,8 @@ class SessionPool:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise _translate(exc, provider) from exc
         finally:
-            _ON_SENT.reset(token)
+            if token is not None:
+                _ON_SENT.reset(token)
 
     async def query(
         self, provider: Provider, url: str, *, timeout: float, body: bytes | None = None
@@ -259,6 +275,8 @@ class SessionPool:
             raise ValueError("a status query must stay on the provider's base_url")
         session = self._session(provider)
         client_timeout = self._timeout(provider, timeout)
+        # A poll may run in a task made from a lane worker's context: it stamps nothing.
+        token = None if _ON_SENT.get() is None else _ON_SENT.set(None)
         try:
             async with session.request(
                 "GET" if body is None else "POST",
@@ -272,6 +290,9 @@ class SessionPool:
             raise
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise _translate(exc, provider) from exc
+        finally:
+            if token is not None:
+                _ON_SENT.reset(token)
 
     async def aclose(self) -> None:
         self._closed = True
