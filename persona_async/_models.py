@@ -9,14 +9,16 @@ from ._exceptions import PersonaError
 __all__ = ["Outcome", "Persona", "PersonaRequest"]
 
 
-class _RequiredFields(msgspec.Struct, frozen=True):
+# gc=False: these hold only strings and numbers, so they cannot be part of a reference cycle;
+# untracked, the thousands of them a stream keeps in flight cost the garbage collector nothing.
+class _RequiredFields(msgspec.Struct, frozen=True, gc=False):
     task_id: str
     audio_id: str
     name: str
     description: str
 
 
-class PersonaRequest(_RequiredFields, frozen=True, kw_only=True):
+class PersonaRequest(_RequiredFields, frozen=True, kw_only=True, gc=False):
     """One persona to create.
 
     ``task_id`` is the music task that produced the clip and ``audio_id`` the Suno clip id
@@ -38,7 +40,7 @@ class PersonaRequest(_RequiredFields, frozen=True, kw_only=True):
     provider_task_id: str | None = None
 
 
-class Persona(msgspec.Struct, frozen=True):
+class Persona(msgspec.Struct, frozen=True, gc=False):
     """A persona the provider created. ``provider_task_id`` is the provider's own task id for
     async-task providers (kie's market route, Evolink), else None."""
 
