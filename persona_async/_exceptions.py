@@ -161,6 +161,17 @@ class PersonaExistsError(PersonaError):
         super().__init__(message, **kw)
         self.after_ambiguous_attempt = after_ambiguous_attempt
 
+    def after_ambiguous_attempt_error(self) -> PersonaExistsError:
+        """This 409, as the answer to a resend of a request whose earlier attempt was lost."""
+        return PersonaExistsError(
+            f"{self.message}; an earlier attempt of this request was sent and lost, "
+            "so that attempt may have created this persona",
+            after_ambiguous_attempt=True,
+            code=self.code,
+            http_status=self.http_status,
+            provider=self.provider,
+        )
+
 
 class ValidationError(PersonaError):
     """422: the provider rejected the parameters; often "task not found / not ready"."""

@@ -20,7 +20,6 @@ its last answer is still delivered, so that a persona made for nobody can be rep
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import heapq
 import logging
@@ -49,7 +48,8 @@ from ._job import Deliver, OnSend, OnSubmitted, _Job
 from ._models import Persona, PersonaRequest
 from ._polling import Poller
 from ._providers import Provider
-from ._ratelimit import LaneLimiter, SlidingWindowLimiter, Start, advice
+from ._queue import WorkerPark
+from ._ratelimit import LaneLimiter, SentHook, SlidingWindowLimiter, advice
 from ._retry import RetryPolicy
 from ._sources import SourceGate
 from ._stats import LaneState, LaneStats
@@ -100,7 +100,7 @@ class Lane:
         self._ready: deque[_Job] = deque()  # FIFO of jobs that may go now
         self._delayed: list[tuple[float, int, _Job]] = []  # heap of (not_before, seq, job)
         self._seq = 0
-        self._idle: deque[asyncio.Future[None]] = deque()  # parked workers, FIFO
+        self._park = WorkerPark()  # workers with nothing to do now
         self._in_flight: set[_Job] = set()
         self._workers_started = False
         self.state = LaneState.RUNNING
@@ -203,7 +203,7 @@ class Lane:
                 self._stop(err)  # the status query's key is the creates' key
             return
         self._ready.append(job)
-        if not self._wake_one() or self.state is not LaneState.RUNNING:
+        if not self._park.wake_one() or self.state is not LaneState.RUNNING:
             self._arm(job)  # it will wait in the queue
 
     def _arm(self, job: _Job) -> None:
@@ -264,7 +264,7 @@ class Lane:
     # -- workers -------------------------------------------------------------------------------
 
     async def _worker(self) -> None:
-        sent = _SentHook(self._limiter)  # this worker's: told when each request leaves
+        sent = SentHook(self._limiter)  # this worker's: told when each request leaves
         hook_sends(sent)
         while True:
             job, probe = await self._take()
@@ -320,34 +320,7 @@ class Lane:
                     job = self._ready.popleft()
                     if not job.gone:
                         return job, False
-            await self._park(timeout)
-
-    async def _park(self, wake_in: float | None) -> None:
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._idle.append(waiter)
-        timer = loop.call_later(wake_in, _resolve, waiter) if wake_in is not None else None
-        try:
-            await waiter
-        finally:
-            if timer is not None:
-                timer.cancel()
-            if waiter in self._idle:  # timed out or cancelled while parked: leave the line
-                self._idle.remove(waiter)
-
-    def _wake_one(self) -> bool:
-        """Wake one parked worker; False if none was parked."""
-        while self._idle:
-            waiter = self._idle.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return True
-        return False
-
-    def _wake_all(self) -> None:
-        idle, self._idle = self._idle, deque()
-        for waiter in idle:
-            _resolve(waiter)
+            await self._park.wait(timeout)
 
     def _promote_due(self, now: float) -> None:
         while self._delayed and self._delayed[0][0] <= now:
@@ -360,11 +333,11 @@ class Lane:
         self._seq += 1
         heapq.heappush(self._delayed, (not_before, self._seq, job))
         self._arm(job)
-        self._wake_one()  # someone must set a timer for it
+        self._park.wake_one()  # someone must set a timer for it
 
     # -- one attempt ---------------------------------------------------------------------------
 
-    async def _attempt(self, job: _Job, probe: bool, sent: _SentHook) -> None:
+    async def _attempt(self, job: _Job, probe: bool, sent: SentHook) -> None:
         provider = self.provider
         limiter = self._limiter
         if limiter.busy:
@@ -422,7 +395,7 @@ class Lane:
         ):
             self._ready.appendleft(job)
             self._arm(job)
-            self._wake_one()
+            self._park.wake_one()
             return False
         if self._clock() > job.last_start:
             self._finish(job, None, self._give_up(job))
@@ -476,12 +449,12 @@ class Lane:
                 self._retries += 1
                 self._ready.appendleft(job)  # waits for the next probe, holding nothing
                 self._arm(job)
-                self._wake_one()
+                self._park.wake_one()
         elif isinstance(err, (AuthenticationError, InsufficientCreditsError)):
             self._finish(job, None, err)
             self._stop(err)
         elif isinstance(err, PersonaExistsError) and job.ambiguous:
-            self._finish(job, None, _exists_after_ambiguous(err))
+            self._finish(job, None, err.after_ambiguous_attempt_error())
         elif isinstance(err, _MaybeSent):
             await self._transport_failure(job, err, now)
         elif err.retryable and not isinstance(err, SourceNotReadyError):  # songs take minutes
@@ -606,7 +579,7 @@ class Lane:
                 state.value,
                 why,
             )
-            self._wake_all()
+            self._park.wake_all()
 
     def _finish(self, job: _Job, persona: Persona | None, err: PersonaError | None) -> None:
         if job.done:
@@ -623,38 +596,5 @@ class Lane:
         job.deliver(job, persona, err)
 
 
-class _SentHook:
-    """A worker's ``on_sent``: moves its current start to the moment the request leaves.
-
-    One per worker, reused for every request it sends: nothing is allocated per request.
-    """
-
-    __slots__ = ("limiter", "start")
-
-    def __init__(self, limiter: LaneLimiter) -> None:
-        self.limiter = limiter
-        self.start: Start | None = None  # the request on its way, if any
-
-    def __call__(self) -> None:
-        if self.start is not None:
-            self.limiter.sent(self.start)
-
-
-def _exists_after_ambiguous(err: PersonaExistsError) -> PersonaExistsError:
-    return PersonaExistsError(
-        f"{err.message}; an earlier attempt of this request was sent and lost, "
-        "so that attempt may have created this persona",
-        after_ambiguous_attempt=True,
-        code=err.code,
-        http_status=err.http_status,
-        provider=err.provider,
-    )
-
-
 def _earliest(a: float | None, b: float) -> float:
     return b if a is None else min(a, b)
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)

@@ -48,6 +48,7 @@ __all__ = [
     "MAX_PATIENCE",
     "AdaptiveLimit",
     "LaneLimiter",
+    "SentHook",
     "SharedLimiter",
     "SlidingWindowLimiter",
     "Start",
@@ -72,6 +73,23 @@ class Start:
         self.at = at  # the lane's clock
         self.member = member  # its entry in a shared log (Redis), if any
         self.rejected = False  # the provider answered 429
+
+
+class SentHook:
+    """A lane worker's ``on_sent``: moves its current start to the moment the request leaves.
+
+    One per worker, reused for every request it sends: nothing is allocated per request.
+    """
+
+    __slots__ = ("limiter", "start")
+
+    def __init__(self, limiter: LaneLimiter) -> None:
+        self.limiter = limiter
+        self.start: Start | None = None  # the request on its way, if any
+
+    def __call__(self) -> None:
+        if self.start is not None:
+            self.limiter.sent(self.start)
 
 
 class LaneLimiter(Protocol):
