@@ -149,10 +149,11 @@ class RawResponse(NamedTuple):
 
 async def _read(provider: Provider, resp: aiohttp.ClientResponse) -> RawResponse:
     """The reply's status, body (at most ``MAX_BODY_BYTES``) and the headers the SDK reads."""
-    if resp.content_length is not None and resp.content_length > MAX_BODY_BYTES:
+    length = resp.content_length
+    if length is not None and length > MAX_BODY_BYTES:
         head = await resp.content.read(EXCERPT_CHARS * 8)
         raise MalformedResponseError(
-            f"reply of {resp.content_length} bytes exceeds {MAX_BODY_BYTES}",
+            f"reply of {length} bytes exceeds {MAX_BODY_BYTES}",
             http_status=resp.status,
             provider=provider.name,
             excerpt=excerpt(provider, head),
@@ -167,12 +168,14 @@ async def _read(provider: Provider, resp: aiohttp.ClientResponse) -> RawResponse
             provider=provider.name,
             excerpt=excerpt(provider, payload),
         )
+    headers = resp.headers
     return RawResponse(
         resp.status,
         payload,
-        resp.headers.get("Retry-After"),
-        resp.headers.get("Location"),
-        resp.content_type,
+        headers.get("Retry-After"),
+        headers.get("Location"),
+        # The header as sent (for error messages); aiohttp's content_type parses it each time.
+        headers.get("Content-Type", "").partition(";")[0].strip(),
     )
 
 

@@ -285,12 +285,19 @@ class Provider:
             raise self._invalid(
                 request, "provider_task_id", "must be a non-empty string (the provider's task id)"
             )
-        for field in ("task_id", "audio_id", "name", "description"):
-            value = getattr(request, field)
-            if not isinstance(value, str):
-                raise self._invalid(request, field, f"must be a string, got {type(value).__name__}")
-            if not value.strip():
-                raise self._invalid(request, field, "must not be empty")
+        for field, value in (
+            ("task_id", request.task_id),
+            ("audio_id", request.audio_id),
+            ("name", request.name),
+            ("description", request.description),
+        ):
+            if type(value) is not str or not value or value.isspace():
+                if not isinstance(value, str):
+                    raise self._invalid(
+                        request, field, f"must be a string, got {type(value).__name__}"
+                    )
+                if not value.strip():
+                    raise self._invalid(request, field, "must not be empty")
         extras = [
             f
             for f, v in (
