@@ -22,6 +22,8 @@ ranges, and each client's ratio to the lean loop's run of the same round.
     python benchmarks/bench_cpu.py                    # 20k requests, concurrency 64
     python benchmarks/bench_cpu.py --n 3000 --concurrency 32 --rounds 9 --clients ours,lean
     python benchmarks/bench_cpu.py --profile          # cProfile of the rate-limited lane's run
+    python benchmarks/bench_cpu.py --instructions --n 3000 --concurrency 32 --rounds 2 \
+        --clients ours,unlimited,lean                 # instructions/request under callgrind
 """
 
 from __future__ import annotations
@@ -33,9 +35,12 @@ import importlib.util
 import io
 import json
 import math
+import os
 import pstats
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -262,6 +267,46 @@ def run(
     return rows
 
 
+def instructions(clients: Sequence[str], concurrency: int, rounds: int) -> list[dict[str, Any]]:
+    """Instructions per request, counted by valgrind's callgrind: stable however busy the
+    machine is. Each client runs at two sizes; the difference over the extra requests leaves
+    out start-up and warm-up. Slow (valgrind runs Python ~50x slower): minutes."""
+    small, large = 500, 2500
+    counts: dict[str, list[float]] = {impl: [] for impl in clients}
+    with FakeProcess() as fake, tempfile.TemporaryDirectory() as tmp:
+
+        def count(impl: str, n: int) -> int:
+            out = os.path.join(tmp, f"callgrind.{_KEYS[impl]}.{n}")
+            subprocess.run(
+                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "-q",
+                 sys.executable, __file__, "--worker", _KEYS[impl], "--url", fake.url,
+                 "--n", str(n), "--concurrency", str(concurrency), "--warmup", "300"],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            fake.reset()
+            with open(out) as file:
+                for line in file:
+                    if line.startswith(("summary:", "totals:")):
+                        return int(line.split()[1])
+            raise RuntimeError(f"no instruction total in {out}")
+
+        for r in range(rounds):
+            for impl in clients:
+                per = (count(impl, large) - count(impl, small)) / (large - small)
+                counts[impl].append(per)
+                print(f"  round {r + 1} {impl:<34} {per:,.0f} instructions/req", file=sys.stderr)
+    base = counts.get(RAW)
+    return [
+        {
+            "impl": impl,
+            "median": statistics.median(v),
+            "range": (min(v), max(v)),
+            "ratio": statistics.median(v) / statistics.median(base) if base else math.nan,
+        }
+        for impl, v in counts.items()
+    ]
+
+
 def available(clients: Sequence[str]) -> list[str]:
     """``clients`` without httpx when it is not installed (it is only in the bench extra)."""
     if HTTPX in clients and importlib.util.find_spec("httpx") is None:
@@ -341,6 +386,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--profile", action="store_true", help="profile one persona_async run with cProfile"
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per request with valgrind's callgrind (slow, but stable)",
+    )
     parser.add_argument("--worker", choices=sorted(_KEYS.values()), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -364,6 +414,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown client {exc}; choose from {', '.join(_IMPL_BY_KEY)}")
     clients = available(clients)
     print(machine())
+    if args.instructions:
+        rows = instructions(clients, args.concurrency, max(1, min(args.rounds, 3)))
+        print(
+            table(
+                ["client", "instructions/request (median)", "range", "vs lean loop"],
+                [
+                    [
+                        r["impl"],
+                        f"{r['median']:,.0f}",
+                        f"{r['range'][0]:,.0f}-{r['range'][1]:,.0f}",
+                        f"{r['ratio']:.3f}x",
+                    ]
+                    for r in rows
+                ],
+            )  # fmt: skip
+        )
+        return 0
     rows = run(args.n, args.concurrency, args.rounds, args.warmup, clients, args.httpx_rounds)
     print(render(rows))
     return 0
