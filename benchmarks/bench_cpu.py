@@ -282,7 +282,7 @@ def instructions(clients: Sequence[str], concurrency: int, rounds: int) -> list[
                  sys.executable, __file__, "--worker", _KEYS[impl], "--url", fake.url,
                  "--n", str(n), "--concurrency", str(concurrency), "--warmup", "300"],
                 check=True, capture_output=True,
-            )  # fmt: skip
+            )
             fake.reset()
             with open(out) as file:
                 for line in file:
@@ -428,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ]
                     for r in rows
                 ],
-            )  # fmt: skip
+            )
         )
         return 0
     rows = run(args.n, args.concurrency, args.rounds, args.warmup, clients, args.httpx_rounds)
