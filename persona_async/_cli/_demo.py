@@ -129,6 +129,8 @@ async def run_demo(count: int, *, out: str | None, terminal: Terminal) -> int:
                 batch = Batch(
                     providers=providers,
                     client_options={
+                        # Resets, a 502 and a random 500 can all land on one kie item.
+                        "max_retries": 5,
                         "backoff_initial": 0.05,
                         "backoff_max": 1.0,
                         "retry_after_max": 2.0,
