@@ -11,6 +11,15 @@ from typing import Any
 from persona_async import Provider
 from persona_async.testing import FakeProvider
 
+#: How much earlier than the client's window a test's fake provider ends its own. The fake
+#: stamps a request when its handler runs, after loopback and event-loop delays; a real provider
+#: counting 20 per 10 s sees network jitter well inside the limiter's 2% margin (200 ms), but a
+#: test compresses the window to a fraction of a second, where 2% is 10 ms and a loaded 2-core
+#: machine delays a handler by more. A limiter that lets even one request too many through a
+#: window is still caught: that request arrives within milliseconds of the others. The exact
+#: guarantee is pinned on virtual time in test_ratelimit.py.
+JITTER = 0.05
+
 
 def free_port() -> int:
     """A loopback port nothing listens on (bound, then released)."""
@@ -83,6 +92,10 @@ class HeldPort:
                 task.add_done_callback(self._pipes.discard)
 
         self._server = await asyncio.start_server(relay, sock=self._listener)
+
+    async def open_after(self, delay: float, target: str) -> None:
+        await asyncio.sleep(delay)
+        await self.open(target)
 
     async def aclose(self) -> None:
         pipes = list(self._pipes)

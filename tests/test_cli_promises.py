@@ -30,14 +30,11 @@ from _cli_support import (
     run_cli,
     write_jsonl,
 )
-from _support import most_in_any_window
+from _support import JITTER, most_in_any_window
 
 from persona_async.testing import FakeProvider
 
 pytestmark = pytest.mark.anyio
-
-#: See test_dispatcher.py: the fake judges windows at arrival, after scheduling delays.
-JITTER = 0.03
 
 
 def fake_provider(**kw: Any) -> FakeProvider:

@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from _support import most_in_any_window
+from _support import JITTER, most_in_any_window
 
 from persona_async import (
     AuthenticationError,
@@ -58,12 +58,6 @@ async def collect(client: PersonaClient, requests: Any, **options: Any) -> list[
     return [outcome async for outcome in client.create_many(requests, **options)]
 
 
-#: The fake judges windows at arrival, after loopback and event-loop delays that on a loaded
-#: machine can exceed the limiter's 2% margin of a 0.5 s window; the fake's window is this much
-#: shorter so that scheduling noise is not counted. A limiter that lets even one request too
-#: many through a window is still caught: that request arrives milliseconds after the others.
-#: The exact guarantee is pinned on virtual time in test_ratelimit.py.
-JITTER = 0.03
 
 
 def arrivals(fake: FakeProvider, **match: Any) -> list[float]:
@@ -98,7 +92,7 @@ async def test_create_many_over_three_lanes_never_breaks_a_window_and_uses_it_fu
             assert most_in_any_window(arrivals(fake, api_key=key), fake_window) <= limit
         # Each lane's last burst can start once (per_lane / limit - 1) full windows are over.
         ideal = (per_lane / limit - 1) * period
-        assert ideal / elapsed >= 0.85, f"{elapsed:.2f}s for {ideal:.2f}s of windows"
+        assert ideal / elapsed >= 0.8, f"{elapsed:.2f}s for {ideal:.2f}s of windows"
 
 
 async def test_create_persona_callers_and_a_running_create_many_share_one_window() -> None:
@@ -234,7 +228,6 @@ async def test_one_429_cools_the_whole_lane_for_its_retry_after() -> None:
         assert retried[1].arrived - throttled.arrived >= 0.8
         assert stats.throttled == 1
         assert stats.retries == 1
-        assert fake.window_violations == 0
 
 
 async def test_a_429_without_retry_after_still_cools_the_lane_for_the_backoff() -> None:
@@ -249,32 +242,28 @@ async def test_a_429_without_retry_after_still_cools_the_lane_for_the_backoff() 
         assert second - first >= 0.3
 
 
-async def test_429_cuts_the_effective_rate_which_recovers_after_quiet_windows() -> None:
+async def test_after_a_429_the_provider_sees_half_the_rate_then_a_tenth_more_per_window() -> None:
+    limit, period = 10, 0.3
     async with FakeProvider() as fake:
-        provider = crun(fake, rate_limit=4, rate_period=0.2)
+        fake.inject(Fault.http(429, retry_after=0.05))
+        provider = crun(fake, rate_limit=limit, rate_period=period, max_concurrency=limit)
         async with PersonaClient([provider], **FAST) as client:
-            assert client.stats()["crun"].effective_rate == pytest.approx(20.0)
-            fake.inject(Fault.http(429, retry_after=0.01))
-            await client.create_persona(req(0))
-            cut = client.stats()["crun"]
-            assert cut.effective_rate == pytest.approx(10.0)
-            assert (cut.throttled, cut.retries, cut.sent, cut.succeeded) == (1, 1, 2, 1)
+            outcomes = await collect(client, [req(i) for i in range(80)])
 
-            cut_at = time.monotonic()
-            rates = []
-            for i in range(1, 40):
-                await client.create_persona(req(i))
-                rates.append(client.stats()["crun"].effective_rate)
-                if rates[-1] == pytest.approx(20.0):
-                    break
-                await anyio.sleep(0.05)
-            recovered_after = time.monotonic() - cut_at
-
-        assert rates[-1] == pytest.approx(20.0)
-        assert rates == sorted(rates)  # gradually, never down without a 429
-        assert pytest.approx(15.0) in rates  # one step per quiet window: 2 -> 3 -> 4 per 0.2 s
-        assert recovered_after >= 0.3
-        assert fake.window_violations == 0
+    assert all(o.ok for o in outcomes)
+    [throttled] = [r.arrived for r in fake.requests if r.response_code == 429]
+    after = sorted(r.arrived for r in fake.requests if r.arrived > throttled + 0.06)
+    windows = []  # requests per window, each window opening with its first request
+    while after:
+        opened = after[0]
+        windows.append(sum(1 for t in after if t < opened + period))
+        after = [t for t in after if t >= opened + period]
+    # Half the limit, plus the tenth won back by the time the first window opens; then a
+    # tenth more per window, never down without a 429; then the full limit again.
+    assert windows[0] <= limit // 2 + limit // 10, windows
+    assert windows[:5] == sorted(windows[:5]), windows
+    assert max(windows[5:-1]) == limit, windows
+    assert most_in_any_window(arrivals(fake), period - JITTER) <= limit
 
 
 # -- 401 / 402: the lane stops ----------------------------------------------------------------
@@ -297,6 +286,7 @@ async def test_401_or_402_stops_its_lane_and_fails_its_queue_while_others_go_on(
             requests = [req(i, "broken" if i % 2 else "healthy") for i in range(60)]
             started = time.monotonic()
             outcomes = await collect(client, requests)
+            sent_by_then = bad.request_count
             later = None
             try:
                 await client.create_persona(req(1000, "broken"))
@@ -315,7 +305,7 @@ async def test_401_or_402_stops_its_lane_and_fails_its_queue_while_others_go_on(
         assert sum(o.attempts for o in by_lane["broken"]) == bad.request_count
         assert isinstance(later, error)
         assert later.attempts == 0
-        assert bad.request_count <= 2
+        assert bad.request_count == sent_by_then  # the stopped lane sent nothing more
         assert stats["broken"].state is LaneState.STOPPED
         assert stats["broken"].failed == {error.__name__: 31}
         assert stats["healthy"].state is LaneState.RUNNING
@@ -392,7 +382,10 @@ async def test_stats_is_a_frozen_snapshot_of_each_lane() -> None:
         with pytest.raises(TypeError):
             idle.failed["X"] = 1  # type: ignore[index]
 
-        assert first is not None
+        # Each request has one outcome: the first, then the other nine.
+        assert sorted(o.request.task_id for o in [first, *rest]) == sorted(
+            f"task-{i}" for i in range(10)
+        )
         assert during.in_flight >= 1
         assert during.queued >= 1
         assert during.sent < after.sent
@@ -403,7 +396,7 @@ async def test_stats_is_a_frozen_snapshot_of_each_lane() -> None:
         assert after.succeeded == 9
         assert after.failed == {"ValidationError": 1}
         assert (after.in_flight, after.queued, after.throttled) == (0, 0, 0)
-        assert idle.sent == 0  # an earlier snapshot does not move
+        assert (idle.sent, dict(idle.failed)) == (0, {})  # an earlier snapshot does not move
 
 
 async def test_each_lane_state_change_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
@@ -436,18 +429,6 @@ async def test_each_lane_state_change_is_logged_once(caplog: pytest.LogCaptureFi
 
 
 # -- closing ----------------------------------------------------------------------------------
-
-
-async def test_aclose_is_idempotent() -> None:
-    async with FakeProvider() as fake:
-        client = PersonaClient([crun(fake)], **FAST)
-        async with client:
-            await client.create_persona(req(1))
-            await client.aclose()
-            await client.aclose()
-        await client.aclose()
-        assert fake.request_count == 1
-        assert "closed=True" in repr(client)
 
 
 async def test_create_persona_calls_pending_at_close_fail_instead_of_hanging() -> None:

@@ -3,17 +3,16 @@
 A mutation check (one deliberate bug at a time, the whole suite after each) found these
 promises unguarded; every test here fails with its bug. Real loopback servers throughout: the
 :class:`FakeProvider`, and :class:`HeldPort` for a connection that takes long (or forever) to
-open.
+open. (Windows counted from the real send: test_transport.py.)
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import anyio
 import pytest
-from _support import HeldPort, most_in_any_window
+from _support import HeldPort
 
 from persona_async import (
     AuthenticationError,
@@ -30,12 +29,6 @@ from persona_async.testing import FakeProvider, Fault
 pytestmark = pytest.mark.anyio
 
 FAST: dict[str, Any] = {"backoff_initial": 0.01, "backoff_max": 0.02}
-#: Arrival stamps at the fake lag the client's sends by loopback and event-loop delays; on a
-#: loaded machine that exceeds the limiter's 2% margin of a sub-second window, so the fake's
-#: window is this much shorter (see test_dispatcher.py). One request too many in a window still
-#: arrives within milliseconds of the others and is caught.
-JITTER = 0.03
-
 
 def req(i: int) -> PersonaRequest:
     return PersonaRequest(f"task-{i}", f"clip-{i}", f"Persona {i}", "Smoky late-night R&B")
@@ -110,18 +103,13 @@ async def test_a_connect_timeout_sent_nothing_so_crun_retries_it_and_creates_one
         provider = crun(port.url, connect_timeout=0.2, timeout=5.0)
         async with PersonaClient([provider], max_retries=5, **FAST) as client:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_open_later, port, fake.url, 0.3)
+                tg.start_soon(port.open_after, 0.3, fake.url)
                 persona = await client.create_persona(req(0))
             stats = client.stats()[provider.name]
     assert persona.audio_id == "clip-0"
     assert stats.retries >= 1  # at least one attempt timed out connecting
     assert fake.request_count == 1
     assert fake.creations[("crun", "clip-0")] == 1
-
-
-async def _open_later(port: HeldPort, target: str, delay: float) -> None:
-    await anyio.sleep(delay)
-    await port.open(target)
 
 
 async def test_a_connect_timeout_is_reported_as_not_sent_after_every_retry() -> None:
@@ -173,28 +161,3 @@ async def test_a_retry_is_never_squeezed_in_just_before_the_deadline(
     else:
         assert isinstance(error, RateLimitError)  # what the provider last said
         assert fake.request_count == 1
-
-
-# -- windows count from the real send ------------------------------------------------------------
-
-
-async def test_a_slow_connection_setup_cannot_make_two_windows_overlap_at_the_provider() -> None:
-    limit, period = 2, 1.0
-    # The first connections take a SYN retransmission (about 1 s) to open: the first two
-    # requests are admitted at once but written a second later. Had their window started at
-    # admission, the next two would follow them at once.
-    async with (
-        FakeProvider(rate_limit=limit, rate_period=period - JITTER) as fake,
-        HeldPort() as port,
-    ):
-        provider = crun(port.url, rate_limit=limit, rate_period=period, connect_timeout=5.0)
-        async with PersonaClient([provider], **FAST) as client:
-            started = time.monotonic()
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_open_later, port, fake.url, 0.3)
-                outcomes = [o async for o in client.create_many([req(i) for i in range(4)])]
-    assert all(o.ok for o in outcomes), [o.error for o in outcomes]
-    arrivals = sorted(r.arrived for r in fake.requests)
-    assert arrivals[0] - started >= 0.5, "the connection opened at once: the test proves nothing"
-    assert fake.window_violations == 0
-    assert most_in_any_window(arrivals, period - JITTER) <= limit
