@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import pytest
 from _support import HeldPort
+from aiohttp import web
 
 from persona_async import (
     AuthenticationError,
@@ -161,3 +162,36 @@ async def test_a_retry_is_never_squeezed_in_just_before_the_deadline(
     else:
         assert isinstance(error, RateLimitError)  # what the provider last said
         assert fake.request_count == 1
+
+
+# -- keep-alive ----------------------------------------------------------------------------------
+
+
+async def test_a_keep_alive_connection_the_server_closed_while_idle_is_never_reused() -> None:
+    # A server that drops idle connections after 0.1 s (nginx's keepalive_timeout, shortened).
+    # Writing a create into such a socket would be reset: on crun, an OutcomeUnknownError for a
+    # request that never reached the provider. The pool must open a fresh connection instead.
+    peers: list[int] = []
+
+    async def create(request: web.Request) -> web.Response:
+        peers.append(request.transport.get_extra_info("peername")[1])  # type: ignore[union-attr]
+        body = {"code": 200, "msg": "success", "data": {"persona_id": f"p{len(peers)}"}}
+        return web.json_response(body)
+
+    app = web.Application()
+    app.router.add_post("/api/v1/client/job/suno-persona-generate", create)
+    runner = web.AppRunner(app, keepalive_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        provider = crun(f"http://127.0.0.1:{port}")
+        async with PersonaClient([provider], max_retries=0) as client:
+            first = await client.create_persona(req(0))
+            await anyio.sleep(0.4)  # the server has closed the idle connection by now
+            second = await client.create_persona(req(1))
+    finally:
+        await runner.cleanup()
+    assert (first.persona_id, second.persona_id) == ("p1", "p2")
+    assert peers[0] != peers[1]  # a new connection for the second create
