@@ -210,6 +210,8 @@ async def test_http_429_with_a_non_json_body_is_still_a_rate_limit() -> None:
     assert type(err) is RateLimitError
     assert err.http_status == 429
     assert err.retry_after == 60.0
+    assert err.provider == "crun"
+    assert "429" in err.message
 
 
 @pytest.mark.parametrize("message", ["insufficient credits", "Your credit balance is too low"])
@@ -374,6 +376,37 @@ async def test_redirect_is_an_error_and_never_followed(
     assert err.retryable is False
     assert "redirect" in err.message
     assert fake.request_count == 1
+
+
+@pytest.mark.parametrize("make", PROVIDERS)
+async def test_a_redirect_names_where_it_pointed_and_any_3xx_is_one(
+    fake: FakeProvider, make: MakeProvider
+) -> None:
+    fake.inject(Fault.redirect("https://login.example.net/api"))
+    err = await raised(make(fake))
+    assert type(err) is MalformedResponseError
+    assert "redirect to https://login.example.net refused" in err.message
+    assert "base_url" in err.message
+    assert err.provider == make(fake).name
+    # 300 is the first redirect status: refused the same way, even without a Location.
+    fake.inject(Fault.body(b'{"code": 200, "data": {"personaId": "p"}}', status=300))
+    first = await raised(make(fake))
+    assert (type(first), first.http_status) == (MalformedResponseError, 300)
+    assert "HTTP 300 redirect refused" in first.message
+
+
+@pytest.mark.parametrize("make", PROVIDERS)
+async def test_a_4xx_html_page_is_malformed_with_what_came_back(
+    fake: FakeProvider, make: MakeProvider
+) -> None:
+    # 400 is past the redirects: the page is read and shown, not refused as a redirect.
+    fake.inject(Fault.body(b"<html>400 Bad Request</html>", status=400, content_type="text/html"))
+    err = await raised(make(fake))
+    assert type(err) is MalformedResponseError
+    assert err.http_status == 400
+    assert "400 Bad Request" in err.excerpt
+    assert "redirect" not in err.message
+    assert err.provider == make(fake).name
 
 
 @pytest.mark.parametrize("provider_cls", [CrunProvider, KieProvider])
