@@ -319,7 +319,50 @@ async def test_reply_that_is_not_the_envelope_is_malformed(
     assert len(err.excerpt) <= 163
     assert err.retryable is False
     assert (err.task_id, err.audio_id) == ("task_1", "clip_1")
+    assert err.provider == make(fake).name
+    assert err.message.startswith(f"HTTP {status} ")
+    # What was wrong, in words: nothing at all, or not the provider's envelope.
+    assert ("empty reply" in err.message) is (fault.kind == "empty")
+    assert ("envelope" in err.message) is (fault.kind != "empty")
     assert fake.request_count == 1
+
+
+@pytest.mark.parametrize("make", PROVIDERS)
+async def test_the_content_type_of_a_reply_that_is_not_the_envelope_is_named(
+    fake: FakeProvider, make: MakeProvider
+) -> None:
+    fake.inject(Fault.body(b"not json at all", content_type="text/plain"))
+    err = await raised(make(fake))
+    assert "HTTP 200 text/plain: " in err.message
+
+
+@pytest.mark.parametrize("make", PROVIDERS)
+@pytest.mark.parametrize("status", [400, 418])
+async def test_code_200_without_a_persona_id_on_an_error_status_is_read_by_the_status(
+    fake: FakeProvider, make: MakeProvider, status: int
+) -> None:
+    # The envelope says 200 but the HTTP status does not, and there is no persona: the status
+    # is the only code there is (a 4xx or 5xx is never a success).
+    fake.inject(Fault.body(_no_persona_id(make), status=status))
+    err = await raised(make(fake))
+    assert (err.code, err.http_status) == (status, status)
+    assert type(err) is PersonaError  # neither code is in the table
+
+
+@pytest.mark.parametrize("make", PROVIDERS)
+async def test_code_200_without_a_persona_id_is_malformed(
+    fake: FakeProvider, make: MakeProvider
+) -> None:
+    fake.inject(Fault.body(_no_persona_id(make)))
+    err = await raised(make(fake))
+    assert type(err) is MalformedResponseError
+    assert err.message == "HTTP 200: code 200 without a persona id"
+    assert err.provider == make(fake).name
+
+
+def _no_persona_id(make: MakeProvider) -> bytes:
+    key = "persona_id" if make is crun else "personaId"
+    return b'{"code": 200, "msg": "ok", "data": {"%s": ""}}' % key.encode()
 
 
 async def test_truncated_json_excerpt_shows_what_came_back(fake: FakeProvider) -> None:
