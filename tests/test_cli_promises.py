@@ -100,7 +100,8 @@ async def test_ctrl_c_while_waiting_for_the_rate_window_sends_nothing_more_and_e
             stderr = b"".join([chunk async for chunk in process.stderr or ()])
         sent_before_resume = fake.request_count
         interrupted = last_records(read_journal(journal))
-        resumed = await run_cli(*batch_args(tmp_path))
+        (tmp_path / "persona.toml").write_text(config_text(fake.url, lanes=("crun",)))
+        resumed = await run_cli(*batch_args(tmp_path))  # at full speed: the rest, once
     assert process.returncode == 130, stderr
     assert b"stopping" in stderr
     assert sent_before_resume == 1, "a request admitted after Ctrl-C was sent"
