@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -466,6 +467,40 @@ async def test_connection_refused_is_a_connection_error_that_was_not_sent(
     assert err.retryable is True
     assert err.provider == provider.name
     assert (err.task_id, err.audio_id) == ("task_1", "clip_1")
+
+
+async def test_a_transport_error_says_what_failed_and_whether_it_was_sent(
+    fake: FakeProvider,
+) -> None:
+    port = closed_port()
+    refused = await raised(
+        CrunProvider(api_key="k", base_url=f"http://127.0.0.1:{port}", rate_limit=None)
+    )
+    assert refused.message.startswith("ClientConnectorError before the request was sent: ")
+    assert f"127.0.0.1:{port}" in refused.message  # aiohttp's own words, kept
+    fake.inject(Fault.reset_after())
+    reset = await raised(kie(fake))
+    assert type(reset) is ProviderConnectionError
+    # ClientOSError or ServerDisconnectedError, as the reset happens to land.
+    assert re.match(r"\w+Error after the request was sent", reset.message), reset.message
+
+
+@pytest.mark.parametrize(
+    ("body", "shown"),
+    [
+        (b"\xff\xfe not UTF-8 at all", "\ufffd\ufffd not UTF-8 at all"),
+        (b"x" * 160, "x" * 160),
+        (b"y" * 161, "y" * 160 + "..."),
+    ],
+    ids=["not-utf8", "exactly-160", "longer"],
+)
+async def test_the_excerpt_of_a_bad_reply_shows_its_start_readably(
+    fake: FakeProvider, body: bytes, shown: str
+) -> None:
+    fake.inject(Fault.body(body, content_type="text/plain"))
+    err = await raised(kie(fake))
+    assert type(err) is MalformedResponseError
+    assert err.excerpt == shown
 
 
 @pytest.mark.parametrize("provider_cls", [CrunProvider, KieProvider])
