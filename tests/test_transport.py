@@ -7,6 +7,8 @@ import time
 import anyio
 import pytest
 from _support import JITTER, HeldPort, most_in_any_window
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from persona_async import CrunProvider, PersonaClient, PersonaRequest
 from persona_async.testing import FakeProvider
@@ -46,3 +48,27 @@ async def test_a_slow_connection_setup_cannot_make_two_windows_overlap_at_the_pr
     assert arrivals[0] - started >= 0.5, "the connection opened at once: the test proves nothing"
     assert fake.window_violations == 0
     assert most_in_any_window(arrivals, period - JITTER) <= limit
+
+
+async def test_a_cookie_set_by_the_provider_is_never_sent_back() -> None:
+    # Cookies would tie requests together behind the key's back (and leak between lanes'
+    # callers); nothing in the contracts uses them, so the pool keeps none.
+    cookies: list[str | None] = []
+
+    async def create(request: web.Request) -> web.Response:
+        cookies.append(request.headers.get("Cookie"))
+        body = {"code": 200, "msg": "success", "data": {"persona_id": f"p{len(cookies)}"}}
+        response = web.json_response(body)
+        response.set_cookie("session", "abc123")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/api/v1/client/job/suno-persona-generate", create)
+    async with TestServer(app, host="127.0.0.1") as server:
+        # A host name, not an IP: cookie jars ignore cookies from bare IP addresses.
+        url = f"http://localhost:{server.port}"
+        provider = CrunProvider(api_key="k", base_url=url, rate_limit=None)
+        async with PersonaClient([provider]) as client:
+            await client.create_persona(req(0))
+            await client.create_persona(req(1))
+    assert cookies == [None, None]
