@@ -384,6 +384,40 @@ async def test_oversized_body_is_malformed_and_not_read_whole(
     assert str(MAX_BODY_BYTES) in err.message
     assert 0 < len(err.excerpt) <= 163
     assert err.excerpt.startswith('{"code": 200')
+    assert err.provider == make(fake).name
+
+
+@pytest.mark.parametrize("make", PROVIDERS)
+async def test_a_reply_of_exactly_the_size_limit_is_still_read(
+    fake: FakeProvider, make: MakeProvider
+) -> None:
+    key = "persona_id" if make is crun else "personaId"
+    envelope = b'{"code": 200, "msg": "ok", "data": {"%s": "p-big"}}' % key.encode()
+    fake.inject(Fault.body(envelope + b" " * (MAX_BODY_BYTES - len(envelope))))
+    async with client(make(fake)) as c:
+        persona = await c.create_persona(request())
+    assert persona.persona_id == "p-big"
+
+
+async def test_a_reply_trickling_in_byte_by_byte_still_ends_at_the_attempt_timeout() -> None:
+    # Each byte comes well within the timeout, but the attempt as a whole does not.
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for _ in range(40):
+            await response.write(b" ")
+            await asyncio.sleep(0.05)
+        await response.write(b'{"code": 200, "msg": "ok", "data": {"persona_id": "late"}}')
+        return response
+
+    async with serve(trickle) as url:
+        provider = CrunProvider(api_key="k", base_url=url, rate_limit=None, timeout=0.5)
+        started = asyncio.get_running_loop().time()
+        err = await raised(provider)
+        took = asyncio.get_running_loop().time() - started
+    assert type(err) is OutcomeUnknownError  # sent, then timed out: crun does not resend
+    assert isinstance(err.__cause__, ProviderTimeoutError)
+    assert took < 1.5
 
 
 async def test_oversized_streamed_body_without_length_is_malformed() -> None:
