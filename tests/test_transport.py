@@ -6,7 +6,7 @@ import time
 
 import anyio
 import pytest
-from _support import JITTER, HeldPort, most_in_any_window
+from _support import JITTER, HeldPort, free_port, most_in_any_window
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -72,3 +72,20 @@ async def test_a_cookie_set_by_the_provider_is_never_sent_back() -> None:
             await client.create_persona(req(0))
             await client.create_persona(req(1))
     assert cookies == [None, None]
+
+
+async def test_proxy_variables_in_the_environment_are_ignored(
+    fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A proxy from the environment would receive every request, API key included: the key
+    # goes only to its own provider's host.
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, nowhere)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    provider = CrunProvider(api_key=fake.api_key, base_url=fake.url, rate_limit=None)
+    async with PersonaClient([provider], max_retries=0) as client:
+        persona = await client.create_persona(req(0))
+    assert persona.audio_id == "clip-0"
+    assert fake.request_count == 1
