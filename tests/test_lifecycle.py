@@ -18,9 +18,13 @@ async def test_sessions_left_open_warn_when_the_pool_is_collected() -> None:
         pool = SessionPool()
         await pool.post(provider, provider.encode(PersonaRequest("t", "a", "n", "d")), 5.0)
         session = pool._sessions[provider.name]  # kept, so this test can close it afterwards
-        with pytest.warns(ResourceWarning, match="persona_async client was not closed"):
+        with pytest.warns(ResourceWarning) as caught:
             del pool  # the last reference: collected here
         await session.close()
+    assert str(caught[0].message) == (
+        "persona_async client was not closed; use 'async with PersonaClient(...)' "
+        "or 'await client.aclose()'"
+    )
 
 
 async def test_a_closed_client_opens_nothing_and_closing_twice_is_fine() -> None:

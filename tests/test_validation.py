@@ -272,10 +272,6 @@ async def test_not_a_persona_request_is_refused(fake: FakeProvider) -> None:
     assert fake.request_count == 0
 
 
-def test_invalid_request_error_is_also_a_value_error() -> None:
-    assert issubclass(InvalidRequestError, ValueError)
-
-
 # -- configuration -----------------------------------------------------------------------------
 
 

@@ -1,0 +1,283 @@
+"""The batch command's promises that need a real rate limit, a failing disk or the system calls
+to see: real ``python -m persona_async`` subprocesses against a ``FakeProvider`` on loopback.
+
+Also the input and config paths no other test walks: CSV errors, a one-lane config whose lines
+name no provider, and ``retry_ambiguous = true`` on resume.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from _cli_support import (
+    KEYS,
+    cli_env,
+    command,
+    config_text,
+    identity,
+    items,
+    last_records,
+    read_journal,
+    run_cli,
+    write_jsonl,
+)
+from _support import JITTER, most_in_any_window
+
+from persona_async.testing import FakeProvider
+
+pytestmark = pytest.mark.anyio
+
+
+def fake_provider(**kw: Any) -> FakeProvider:
+    return FakeProvider(api_keys=tuple(KEYS.values()), **kw)
+
+
+def batch_args(tmp_path: Path, source: str = "in.jsonl", *extra: str) -> list[str]:
+    return ["batch", str(tmp_path / source), "--config", str(tmp_path / "persona.toml"),
+            "--out", str(tmp_path / "results.jsonl"), "--no-progress", *extra]
+
+
+# -- a real rate limit ---------------------------------------------------------------------------
+
+
+async def test_a_batch_with_a_real_rate_limit_waits_for_each_window_and_never_breaks_one(
+    tmp_path: Path,
+) -> None:
+    limit, period = 3, 0.5
+    rows = items(12)  # six per lane: a burst, then two more windows each
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    async with fake_provider(rate_limit=limit, rate_period=period - JITTER) as fake:
+        (tmp_path / "persona.toml").write_text(
+            config_text(fake.url, rate_limit=limit, rate_period=period)
+        )
+        result = await run_cli(*batch_args(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert fake.window_violations == 0
+    for key in KEYS.values():
+        arrivals = sorted(r.arrived for r in fake.requests if r.api_key == key)
+        assert len(arrivals) == 6
+        assert most_in_any_window(arrivals, period - JITTER) <= limit
+        assert arrivals[-1] - arrivals[0] >= period  # it waited for the next window
+    last = last_records(read_journal(tmp_path / "results.jsonl"))
+    assert {r["status"] for r in last.values()} == {"created"}
+
+
+async def test_ctrl_c_while_waiting_for_the_rate_window_sends_nothing_more_and_exits_130(
+    tmp_path: Path,
+) -> None:
+    rows = items(6, lanes=("crun",))
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    journal = tmp_path / "results.jsonl"
+    async with fake_provider() as fake:
+        # One start per 2 s: the second item waits in the rate limiter for the window.
+        (tmp_path / "persona.toml").write_text(
+            config_text(fake.url, rate_limit=1, rate_period=2.0, max_concurrency=1,
+                        lanes=("crun",))
+        )
+        async with await anyio.open_process(
+            command(*batch_args(tmp_path)), env=cli_env()
+        ) as process:
+            with anyio.fail_after(10):
+                while True:
+                    if '"created"' in (journal.read_text() if journal.exists() else ""):
+                        break
+                    await anyio.sleep(0.01)
+            await anyio.sleep(0.3)  # the next item is deep in its wait for the window
+            signalled = time.monotonic()
+            process.send_signal(signal.SIGINT)
+            with anyio.fail_after(10):
+                await process.wait()
+            took = time.monotonic() - signalled
+            stderr = b"".join([chunk async for chunk in process.stderr or ()])
+        sent_before_resume = fake.request_count
+        interrupted = last_records(read_journal(journal))
+        (tmp_path / "persona.toml").write_text(config_text(fake.url, lanes=("crun",)))
+        resumed = await run_cli(*batch_args(tmp_path))  # at full speed: the rest, once
+    assert process.returncode == 130, stderr
+    assert b"stopping" in stderr
+    assert sent_before_resume == 1, "a request admitted after Ctrl-C was sent"
+    assert took < 5.0  # not the 30 s grace period: nothing was in flight
+    assert [r["status"] for r in interrupted.values()] == ["created"]
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(fake.creations) == len(rows)
+    assert max(fake.creations.values()) == 1
+
+
+# -- the journal: on disk before the send, fsynced at the end --------------------------------------
+
+
+_WITH_FILE_SIZE_LIMIT = (
+    "import os, resource, sys\n"
+    "limit = int(sys.argv[1])\n"
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))\n"
+    "os.execv(sys.executable, [sys.executable, '-m', 'persona_async', *sys.argv[2:]])\n"
+)
+
+
+async def test_a_pending_record_that_cannot_be_written_stops_its_send(tmp_path: Path) -> None:
+    rows = items(4, lanes=("crun",))
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    journal = tmp_path / "results.jsonl"
+    async with fake_provider() as fake:
+        (tmp_path / "persona.toml").write_text(config_text(fake.url, lanes=("crun",)))
+        # The file may not grow past 40 bytes: the first pending record cannot be written
+        # whole (the write fails with EFBIG, as on a full disk).
+        with anyio.fail_after(60):
+            full = await anyio.run_process(
+                [sys.executable, "-c", _WITH_FILE_SIZE_LIMIT, "40", *batch_args(tmp_path)],
+                check=False,
+                env=cli_env(),
+            )
+        sent_while_full = fake.request_count
+        resumed = await run_cli(*batch_args(tmp_path))
+    assert sent_while_full == 0, "a request went out without its pending record on disk"
+    assert full.returncode != 0
+    assert b"File too large" in full.stderr or b"EFBIG" in full.stderr, full.stderr
+    # The next run with room repairs the torn line and sends everything once.
+    assert resumed.returncode == 0, resumed.stderr
+    assert {identity(r) for r in rows} == set(last_records(read_journal(journal)))
+    assert max(fake.creations.values()) == 1
+    assert len(fake.creations) == len(rows)
+
+
+async def test_a_finished_run_fsyncs_its_journal_after_the_last_record(tmp_path: Path) -> None:
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.fail("strace is not installed (Debian: apt-get install strace)")
+    write_jsonl(tmp_path / "in.jsonl", items(3))
+    trace = tmp_path / "trace.txt"
+    async with fake_provider() as fake:
+        (tmp_path / "persona.toml").write_text(config_text(fake.url))
+        with anyio.fail_after(60):
+            result = await anyio.run_process(
+                [strace, "-f", "-qq", "-o", str(trace), "-e",
+                 "trace=openat,write,fsync,fdatasync,close", *command(*batch_args(tmp_path))],
+                check=False,
+                env=cli_env(),
+            )
+    assert result.returncode == 0, result.stderr
+    assert len(read_journal(tmp_path / "results.jsonl")) == 6
+    calls = _journal_calls(trace.read_text(), str(tmp_path / "results.jsonl"))
+    assert "write" in calls, calls
+    last_write = len(calls) - 1 - calls[::-1].index("write")
+    assert calls[-1] == "close", calls
+    # A finished run's last records survive a power cut: fsync after the last write.
+    assert {"fsync", "fdatasync"} & set(calls[last_write:]), calls
+
+
+def _journal_calls(trace: str, path: str) -> list[str]:
+    """The write/fsync/close calls on the journal's read-write descriptor, in order."""
+    fd = None
+    calls: list[str] = []
+    for line in trace.splitlines():
+        opened = re.search(r'openat\([^,]+, "([^"]+)", ([A-Z_|]+).*\) = (\d+)', line)
+        if fd is None:
+            if opened and opened.group(1) == path and "O_RDWR" in opened.group(2):
+                fd = opened.group(3)
+            continue
+        call = re.search(r"\b(write|fsync|fdatasync|close)\((\d+)\b", line)
+        if call and call.group(2) == fd:
+            calls.append(call.group(1))
+            if call.group(1) == "close":
+                break
+    return calls
+
+
+# -- input and config paths -----------------------------------------------------------------------
+
+
+async def test_csv_lines_with_bad_utf8_a_wrong_field_count_or_a_bad_number_are_each_named(
+    tmp_path: Path,
+) -> None:
+    header = b"provider,task_id,audio_id,name,description,vocal_start\n"
+    lines = [
+        b"crun,t1,a1,Neon Siren,Smoky,\n",
+        b"crun,t2,a2,N\xff\xfeon,Smoky,\n",  # line 3: not UTF-8
+        b"crun,t3,a3,Neon Siren\n",  # line 4: 4 fields
+        b"crun,t4,a4,Neon Siren,Smoky,soon\n",  # line 5: not a number
+        b"crun,t5,a5,Neon Siren,Smoky,2.5\n",
+    ]
+    (tmp_path / "in.csv").write_bytes(header + b"".join(lines))
+    async with fake_provider() as fake:
+        (tmp_path / "persona.toml").write_text(config_text(fake.url, lanes=("crun",)))
+        result = await run_cli(
+            "validate", str(tmp_path / "in.csv"), "--config", str(tmp_path / "persona.toml")
+        )
+    assert fake.request_count == 0
+    assert result.returncode == 1, result.stderr
+    report = result.stdout.decode().splitlines()
+    assert [line.split(":")[1] for line in report[:-1]] == ["3", "4", "5"], report
+    assert "UTF-8" in report[0]
+    assert "4 fields, the header has 6" in report[1]
+    assert "vocal_start" in report[2]
+    assert report[-1] == "2 valid item(s), 3 invalid line(s)"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", b"empty CSV file"),
+        (b"provider,task_id,audio_id,name,description,mood\n", b"unknown column 'mood'"),
+        (b"provider,task_id,name,description\n", b"no 'audio_id' column"),
+        (b"provider,task_id,audio_id,name,name,description\n", b"appears twice"),
+    ],
+    ids=["empty", "unknown-column", "missing-column", "duplicate-column"],
+)
+async def test_a_csv_header_error_exits_2_naming_the_file_and_column(
+    tmp_path: Path, content: bytes, message: bytes
+) -> None:
+    (tmp_path / "in.csv").write_bytes(content)
+    (tmp_path / "persona.toml").write_text(config_text("http://127.0.0.1:9", lanes=("crun",)))
+    result = await run_cli(*batch_args(tmp_path, "in.csv"))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert b"in.csv" in result.stderr
+    assert not (tmp_path / "results.jsonl").exists() or not (
+        tmp_path / "results.jsonl"
+    ).read_bytes()
+
+
+async def test_with_one_lane_lines_without_a_provider_go_to_that_lane(tmp_path: Path) -> None:
+    rows = [{k: v for k, v in row.items() if k != "provider"} for row in items(3)]
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    async with fake_provider() as fake:
+        (tmp_path / "persona.toml").write_text(config_text(fake.url, lanes=("kie",)))
+        result = await run_cli(*batch_args(tmp_path))
+    assert result.returncode == 0, result.stderr
+    last = last_records(read_journal(tmp_path / "results.jsonl"))
+    assert {key[0] for key in last} == {"kie"}
+    assert {r["status"] for r in last.values()} == {"created"}
+    assert sorted(audio for _, audio in fake.creations) == ["clip-0", "clip-1", "clip-2"]
+    assert {kind for kind, _ in fake.creations} == {"family"}
+
+
+async def test_retry_ambiguous_true_resends_a_crun_item_left_pending_by_a_dead_run(
+    tmp_path: Path,
+) -> None:
+    rows = items(2, lanes=("crun",))
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    journal = tmp_path / "results.jsonl"
+    dead = {"id": None, **{k: rows[0][k] for k in ("provider", "task_id", "audio_id")},
+            "status": "pending", "persona_id": None, "error": None, "attempts": 0, "line": 1}
+    journal.write_text(json.dumps(dead) + "\n")
+    async with fake_provider() as fake:
+        text = config_text(fake.url, lanes=("crun",))
+        (tmp_path / "persona.toml").write_text(
+            text.replace("max_concurrency", "retry_ambiguous = true\nmax_concurrency", 1)
+        )
+        result = await run_cli(*batch_args(tmp_path))
+    assert result.returncode == 0, result.stdout
+    last = last_records(read_journal(journal))
+    assert last[identity(rows[0])]["status"] == "created"  # resent, as the user opted in
+    assert fake.creations[("crun", rows[0]["audio_id"])] == 1
+    assert len(fake.creations) == 2
+
