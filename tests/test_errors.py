@@ -357,7 +357,7 @@ async def test_code_200_without_a_persona_id_is_malformed(
     fake.inject(Fault.body(_no_persona_id(make)))
     err = await raised(make(fake))
     assert type(err) is MalformedResponseError
-    assert err.message == "HTTP 200: code 200 without a persona id"
+    assert err.message == "HTTP 200: success without a persona id"
     assert err.provider == make(fake).name
 
 
