@@ -247,23 +247,7 @@ class SessionPool:
         ``on_sent`` is called when the request is about to be written to its connection, once
         that connection is open.
         """
-        session = self._session(provider)
-        token = None if _ON_SENT.get() is on_sent else _ON_SENT.set(on_sent)
-        try:
-            async with session.post(
-                provider.url,
-                data=body,
-                allow_redirects=False,
-                timeout=self._timeout(provider, timeout),
-            ) as resp:
-                return await _read(provider, resp)
-        except PersonaError:
-            raise
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise _translate(exc, provider) from exc
-        finally:
-            if token is not None:
-                _ON_SENT.reset(token)
+        return await self._request(provider, "POST", provider.url, body, timeout, on_sent)
 
     async def query(
         self, provider: Provider, url: str, *, timeout: float, body: bytes | None = None
@@ -276,17 +260,28 @@ class SessionPool:
         """
         if not url.startswith(provider.base_url + "/"):
             raise ValueError("a status query must stay on the provider's base_url")
-        session = self._session(provider)
-        client_timeout = self._timeout(provider, timeout)
         # A poll may run in a task made from a lane worker's context: it stamps nothing.
-        token = None if _ON_SENT.get() is None else _ON_SENT.set(None)
+        method = "GET" if body is None else "POST"
+        return await self._request(provider, method, url, body, timeout, None)
+
+    async def _request(
+        self,
+        provider: Provider,
+        method: str,
+        url: str,
+        body: bytes | None,
+        timeout: float,
+        on_sent: Callable[[], None] | None,
+    ) -> RawResponse:
+        session = self._session(provider)
+        token = None if _ON_SENT.get() is on_sent else _ON_SENT.set(on_sent)
         try:
             async with session.request(
-                "GET" if body is None else "POST",
+                method,
                 url,
                 data=body,
                 allow_redirects=False,
-                timeout=client_timeout,
+                timeout=self._timeout(provider, timeout),
             ) as resp:
                 return await _read(provider, resp)
         except PersonaError:
