@@ -403,8 +403,6 @@ class Lane:
         return True
 
     def _on_success(self, job: _Job, persona_id: str) -> None:
-        assert job.start is not None
-        self._limiter.succeeded(job.start)
         learned = self._limiter.learned if self._throttled else None  # only 429s teach
         if learned is not None and learned != self._advised:
             self._advised = learned

@@ -143,8 +143,6 @@ class PollBudget:
         wait = max(wait, await self._limiter.throttled(start))
         self._cool_until = max(self._cool_until, self._clock() + wait)
 
-    def succeeded(self, start: Start) -> None:
-        self._limiter.succeeded(start)
 
 
 class _Flight(Generic[T]):
@@ -275,7 +273,6 @@ class Poller:
                     flight.last_error = err
                     delay = self.policy.interval(polls)
                     continue
-                self.budget.succeeded(start)
                 if not isinstance(answer, Running):
                     return answer
                 flight.last_running = answer

@@ -126,8 +126,6 @@ class LaneLimiter(Protocol):
         """The provider said 429 to ``start``: learn from it; seconds until the next start."""
         ...
 
-    def succeeded(self, start: Start) -> None: ...
-
     async def hold(self, state: Literal["cooling", "paused"], seconds: float) -> None:
         """The lane was told to wait (Retry-After, a 455): tell whoever shares the budget."""
         ...
@@ -327,6 +325,9 @@ class SlidingWindowLimiter:
 
     @property
     def busy(self) -> bool:
+        current = self._adaptive.current
+        if current is None or len(self._log) < current:
+            return self._lock.locked()
         return self._lock.locked() or self.delay() > 0
 
     @property
@@ -345,6 +346,13 @@ class SlidingWindowLimiter:
     async def acquire(self) -> Start:
         """Wait for a start in the window, record it and return it; start at once."""
         adaptive = self._adaptive
+        current = adaptive.current
+        if (current is None or len(self._log) < current) and not self._lock.locked():
+            # Room in the window and nobody waiting: no lock, no clock games. (Growth only
+            # matters to a lane that had to wait, which takes the path below.)
+            start = Start(self._stamp())
+            self._record(start.at)
+            return start
         async with self._lock:
             while True:
                 adaptive.grow(self._clock())
@@ -407,9 +415,6 @@ class SlidingWindowLimiter:
         if news and not delivered:
             return max(0.0, s + self._span - now)
         return self.delay()
-
-    def succeeded(self, start: Start) -> None:
-        """Nothing to learn from one success: growth is decided per window, in ``acquire``."""
 
     async def hold(self, state: Literal["cooling", "paused"], seconds: float) -> None:
         """Nothing to share: the lane that owns this limiter already knows."""

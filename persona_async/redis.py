@@ -416,9 +416,6 @@ class _RedisLane:
             return 0.0  # the next acquire reports the outage; the lane still cools on a hold
         return wait_us / 1e6
 
-    def succeeded(self, start: Start) -> None:
-        """Nothing to send: Redis counts the starts not answered 429 as delivered."""
-
     async def aclose(self) -> None:
         client, self._client, self._script = self._client, None, None
         if client is not None:

@@ -279,7 +279,6 @@ def simulate(
                     (sim.accepted if ok else sim.rejected).append(loop.time())
                     await asyncio.sleep(LATENCY / 2)
                     if ok:
-                        limiter.succeeded(start)
                         break
                     await asyncio.sleep(await limiter.throttled(start))
 
@@ -332,8 +331,6 @@ def test_a_burst_of_429s_from_one_window_is_one_decrease() -> None:
         limiter = virtual_limiter(40, 1.0)
         starts = [await limiter.acquire() for _ in range(24)]  # 24 on their way at once
         await asyncio.sleep(0.05)  # their answers come back
-        for start in starts[:10]:
-            limiter.succeeded(start)
         first = await limiter.throttled(starts[10])  # the provider took 10, then said 429
         assert first > 0  # cooling until the window that produced it has passed
         after_first = limiter.limit

@@ -122,8 +122,6 @@ class _GatedLimiter:
     async def throttled(self, start: Start) -> float:
         return await self._inner.throttled(start)
 
-    def succeeded(self, start: Start) -> None:
-        self._inner.succeeded(start)
 
     async def hold(self, state: Literal["cooling", "paused"], seconds: float) -> None:
         await self._inner.hold(state, seconds)
