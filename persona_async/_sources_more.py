@@ -11,7 +11,11 @@ the Suno-API gateways (CometAPI, DeerAPI). One state table per contract, one dec
 * the gateways: ``GET {base}/suno/fetch/{task_id}`` (§8b): ``code: "success"``, ``data.status``,
   clips at ``data.data[]`` (``id``; ``duration`` or raw Suno's ``metadata.duration``).
 
-TTAPI and MountSea are left without: see the README's "Source songs" section.
+* TTAPI: ``GET /suno/v2/fetch?jobId=`` (§6): ``status``, clips at ``data.musics[]``
+  (``musicId``; ``duration`` a *string*).
+* MountSea: ``GET /suno/v2/status?taskId=`` (§9): ``status``, ``failCode``/``failReason``. Its
+  ``data`` is documented only as ``{}``, so no clips are read: the audio id and vocal window are
+  not checked before the create (MountSea's create still judges them).
 """
 
 from __future__ import annotations
@@ -41,10 +45,14 @@ __all__ = [
     "EVOLINK_STATES",
     "GATEWAY_STATES",
     "KIE_JOBS_STATES",
+    "MOUNTSEA_STATES",
+    "TTAPI_STATES",
     "AceDataStatus",
     "EvolinkStatus",
     "GatewayStatus",
     "KieJobsStatus",
+    "MountSeaStatus",
+    "TtapiStatus",
 ]
 
 _R, _OK, _NO = SourceState.RUNNING, SourceState.READY, SourceState.FAILED
@@ -70,6 +78,25 @@ GATEWAY_STATES: Mapping[str, SourceState] = MappingProxyType(
         "IN_PROGRESS": _R,
         "SUCCESS": _OK,
         "FAILURE": _NO,
+    }
+)
+#: TTAPI's body ``status`` (§6: the fetch page's ON_QUEUE/SUCCESS/FAILED, and PENDING_QUEUE
+#: from its response page).
+TTAPI_STATES: Mapping[str, SourceState] = MappingProxyType(
+    {"PENDING_QUEUE": _R, "ON_QUEUE": _R, "SUCCESS": _OK, "FAILED": _NO}
+)
+#: MountSea's task ``status`` (§9; ``queued`` and ``awaiting`` from a mirror). ``ready`` is not
+#: terminal there (terminal: success, failed, timeout); ``stream`` is audio still streaming.
+MOUNTSEA_STATES: Mapping[str, SourceState] = MappingProxyType(
+    {
+        "queued": _R,
+        "awaiting": _R,
+        "ready": _R,
+        "running": _R,
+        "stream": _R,
+        "success": _OK,
+        "failed": _NO,
+        "timeout": _NO,
     }
 )
 
@@ -318,4 +345,78 @@ class GatewayStatus(SourceStatus):
             clips,
             None,
             provider.redact(task.fail_reason or ""),
+        )
+
+
+# -- TTAPI -----------------------------------------------------------------------------------
+
+
+class _TtapiMusic(msgspec.Struct):
+    musicId: str  # TTAPI's spellings
+    duration: float | str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.musicId
+
+
+class _TtapiJob(msgspec.Struct):
+    musics: list[_TtapiMusic] | None = None
+
+
+class _TtapiReply(msgspec.Struct):
+    status: str
+    message: str | None = None
+    data: _TtapiJob | None = None
+
+
+class TtapiStatus(SourceStatus):
+    """``GET /suno/v2/fetch?jobId=``: ``status``; clips at ``data.musics[]`` (``musicId``)."""
+
+    path = "/suno/v2/fetch?jobId={task_id}"
+    _reply = msgspec.json.Decoder(_TtapiReply).decode
+
+    def decode(self, provider: Provider, raw: RawResponse) -> SourceInfo:
+        if raw.status >= 400:
+            envelope = _decode_or_raise(provider, raw, self._error)
+            _raise_for_code(provider, raw, raw.status, envelope.message or "")
+        reply = _decode_or_raise(provider, raw, self._reply)
+        return SourceInfo(
+            _state(TTAPI_STATES, reply.status),
+            reply.status,
+            _clips(reply.data.musics if reply.data is not None else None),
+            None,
+            provider.redact(reply.message or "") if reply.status == "FAILED" else "",
+        )
+
+    _error = msgspec.json.Decoder(_AceError).decode  # {"status": "FAILED", "message": ...}
+
+
+# -- MountSea --------------------------------------------------------------------------------
+
+
+class _MountSeaTask(msgspec.Struct):
+    status: str
+    failCode: int | str | None = None  # MountSea's spellings
+    failReason: str | None = None
+
+
+class MountSeaStatus(SourceStatus):
+    """``GET /suno/v2/status?taskId=``: ``status``; no clips (``data`` is not documented)."""
+
+    path = "/suno/v2/status?taskId={task_id}"
+    _task = msgspec.json.Decoder(_MountSeaTask).decode
+    _error = msgspec.json.Decoder(_AceError).decode
+
+    def decode(self, provider: Provider, raw: RawResponse) -> SourceInfo:
+        if raw.status >= 400:
+            envelope = _decode_or_raise(provider, raw, self._error)
+            _raise_for_code(provider, raw, raw.status, envelope.message or "")
+        task = _decode_or_raise(provider, raw, self._task)
+        return SourceInfo(
+            _state(MOUNTSEA_STATES, task.status),
+            task.status,
+            None,
+            task.failCode or None,
+            provider.redact(task.failReason or ""),
         )

@@ -25,6 +25,7 @@ from persona_async import (
     InvalidRequestError,
     KieJobsProvider,
     MalformedResponseError,
+    MountSeaProvider,
     NotFoundError,
     PersonaClient,
     PersonaRequest,
@@ -40,6 +41,8 @@ from persona_async._sources_more import (
     EVOLINK_STATES,
     GATEWAY_STATES,
     KIE_JOBS_STATES,
+    MOUNTSEA_STATES,
+    TTAPI_STATES,
 )
 from persona_async._transport import RawResponse
 from persona_async.testing import FakeProvider
@@ -49,13 +52,24 @@ pytestmark = pytest.mark.anyio
 
 # At most 3 status queries per second per task (kie's rule; the fake counts breaches).
 QUICK = PollPolicy(initial=0.35, factor=1.2, max_interval=0.5, min_interval=0.35, jitter=0.0)
-NEW = [KieJobsProvider, AceDataProvider, EvolinkProvider, CometApiProvider]
+NEW = [
+    KieJobsProvider,
+    AceDataProvider,
+    EvolinkProvider,
+    CometApiProvider,
+    TtapiProvider,
+    MountSeaProvider,
+]
+#: The providers whose status reply lists the task's clips (MountSea's documents none).
+WITH_CLIPS = [p for p in NEW if p is not MountSeaProvider]
 CREATE_PATH = {
     KieJobsProvider: "/api/v1/jobs/createTask",
     AceDataProvider: "/suno/persona",
     EvolinkProvider: "/v1/audios/generations",
     CometApiProvider: "/suno/persona/create",
     DeerApiProvider: "/suno/persona/create",
+    TtapiProvider: "/suno/v1/persona",
+    MountSeaProvider: "/suno/v2/persona",
 }
 
 
@@ -107,7 +121,7 @@ async def test_a_failed_song_is_source_failed_and_nothing_is_created(
     assert creates(fake, cls) == []
 
 
-@pytest.mark.parametrize("cls", [*NEW, DeerApiProvider])
+@pytest.mark.parametrize("cls", [*WITH_CLIPS, DeerApiProvider])
 async def test_an_audio_id_not_among_the_clips_fails_before_any_create(
     fake: FakeProvider, cls: type[Provider]
 ) -> None:
@@ -157,12 +171,14 @@ async def test_a_status_reply_of_the_wrong_shape_is_malformed_and_nothing_is_cre
     assert ("POST", CREATE_PATH[cls]) not in seen  # ...and no create was sent
 
 
-def test_ttapi_and_mountsea_refuse_wait_for_source_by_name() -> None:
-    from persona_async import MountSeaProvider
-
-    for cls in (TtapiProvider, MountSeaProvider):
-        with pytest.raises(ValueError, match=f"{cls.__name__}: wait_for_source needs a status"):
-            cls(api_key="k", wait_for_source=10)
+async def test_mountsea_lists_no_clips_so_the_audio_id_is_left_to_its_create(
+    fake: FakeProvider,
+) -> None:
+    fake.songs.add("task_1", clips={"clip_A": 100.0})
+    async with PersonaClient([waiting(MountSeaProvider, fake)]) as client:
+        persona = await client.create_persona(req(audio="clip_Z"))
+    assert persona.audio_id == "clip_Z"
+    assert len(creates(fake, MountSeaProvider)) == 1
 
 
 # -- the documented replies, decoded -----------------------------------------------------------
@@ -178,10 +194,12 @@ def decode(provider: Provider, reply: RawResponse) -> Any:
     return provider.source_status.decode(provider, reply)
 
 
-KIE = KieJobsProvider(api_key="k")
-ACE = AceDataProvider(api_key="k")
-EVO = EvolinkProvider(api_key="k")
-COMET = CometApiProvider(api_key="k")
+KIE = KieJobsProvider(api_key="unit-test-key")
+ACE = AceDataProvider(api_key="unit-test-key")
+EVO = EvolinkProvider(api_key="unit-test-key")
+COMET = CometApiProvider(api_key="unit-test-key")
+TT = TtapiProvider(api_key="unit-test-key")
+MOUNT = MountSeaProvider(api_key="unit-test-key")
 
 KIE_MUSIC_DATA = {
     "taskId": "task_12345678",
@@ -255,6 +273,33 @@ def test_a_gateway_clip_duration_is_read_from_raw_sunos_metadata() -> None:
     )
 
 
+def test_ttapi_reads_music_ids_and_string_durations() -> None:
+    reply = {
+        "status": "SUCCESS",
+        "message": "success",
+        "jobId": "j",
+        "data": {
+            "jobId": "j",
+            "action": "music",
+            "progress": "100%",
+            "mv": "chirp-v5",
+            "quota": "6",
+            "musics": [{"musicId": "m1", "title": "t", "duration": "211.44"}],
+        },
+    }
+    info = decode(TT, raw(reply))
+    assert (info.state, dict(info.clips or {})) == (SourceState.READY, {"m1": 211.44})
+    failed = decode(TT, raw({"status": "FAILED", "message": "moderated", "data": None}))
+    assert (failed.state, failed.message) == (SourceState.FAILED, "moderated")
+
+
+def test_mountsea_timeout_is_a_failure_and_stream_is_still_running() -> None:
+    task = {"taskId": "t", "status": "timeout", "failCode": "E1", "failReason": "took too long"}
+    info = decode(MOUNT, raw(task))
+    assert (info.state, info.code, info.message) == (SourceState.FAILED, "E1", "took too long")
+    assert decode(MOUNT, raw({**task, "status": "stream"})).state is SourceState.RUNNING
+
+
 @pytest.mark.parametrize(
     ("provider", "reply", "error"),
     [
@@ -271,6 +316,10 @@ def test_a_gateway_clip_duration_is_read_from_raw_sunos_metadata() -> None:
         (COMET, raw({"code": "error", "message": "task_not_exist"}, 404), NotFoundError),
         (COMET, raw({"code": "success", "data": {"status": 3}}), MalformedResponseError),
         (COMET, raw(b"<html>502</html>", 502), MalformedResponseError),
+        (TT, raw({"status": "FAILED", "message": "bad key"}, 401), AuthenticationError),
+        (TT, raw({"message": "no status"}), MalformedResponseError),
+        (MOUNT, raw({"message": "not found"}, 404), NotFoundError),
+        (MOUNT, raw({"taskId": "t"}), MalformedResponseError),
     ],
 )
 def test_status_error_replies_are_typed(
@@ -286,6 +335,12 @@ def test_status_error_replies_are_typed(
         (KIE_JOBS_STATES, ["waiting", "queuing", "generating", "success", "fail"], "success"),
         (ACEDATA_STATES, ["pending", "processing", "complete", "failed"], "complete"),
         (EVOLINK_STATES, ["pending", "processing", "completed", "failed"], "completed"),
+        (TTAPI_STATES, ["PENDING_QUEUE", "ON_QUEUE", "SUCCESS", "FAILED"], "SUCCESS"),
+        (
+            MOUNTSEA_STATES,
+            ["queued", "awaiting", "ready", "running", "stream", "success", "failed", "timeout"],
+            "success",
+        ),
         (
             GATEWAY_STATES,
             ["NOT_START", "SUBMITTED", "QUEUED", "IN_PROGRESS", "SUCCESS", "FAILURE"],
@@ -298,4 +353,4 @@ def test_each_state_table_covers_its_documented_enum(
 ) -> None:
     assert sorted(table) == sorted(documented)
     assert [w for w, s in table.items() if s is SourceState.READY] == [ready]
-    assert len([w for w, s in table.items() if s is SourceState.FAILED]) == 1
+    assert all(s is not SourceState.UNKNOWN for s in table.values())

@@ -9,7 +9,7 @@ clips and durations. The status endpoints answer for them:
 * the family: ``GET /api/v1/generate/record-info?taskId=`` (the documented shape: ``param`` a JSON
   string, clips at ``data.response.sunoData[]``, status PENDING/TEXT_SUCCESS/FIRST_SUCCESS/SUCCESS
   or GENERATE_AUDIO_FAILED with ``errorCode``/``errorMessage``);
-* kie's market route, AceData, Evolink and the gateways: see ``status_more``.
+* kie's market route, AceData, Evolink, the gateways, TTAPI, MountSea: see ``status_more``.
 
 A create for a known song is judged against it: not finished, unknown clip or a vocal window
 past the clip's end is a 422, as the providers answer.
@@ -280,6 +280,10 @@ _ROUTES: Final = (
     _Route("POST", _acedata_task, more.acedata_song, more.acedata_error),
     _Route("GET", _tail(more.EVOLINK_SONG_PREFIX), more.evolink_song, more.evolink_error),
     _Route("GET", _tail(more.GATEWAY_SONG_PREFIX), more.gateway_song, more.gateway_error),
+    _Route("GET", _param(more.TTAPI_SONG_PATH, "jobId"), more.ttapi_song, more.ttapi_error),
+    _Route(
+        "GET", _param(more.MOUNTSEA_SONG_PATH, "taskId"), more.mountsea_song, more.mountsea_error
+    ),
 )
 
 

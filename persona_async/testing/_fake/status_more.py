@@ -11,6 +11,10 @@
 * the gateways: ``GET /suno/fetch/{task_id}`` (§8b): ``code: "success"``, ``data.status``
   NOT_START/QUEUED/IN_PROGRESS/SUCCESS/FAILURE, clips at ``data.data[]`` with raw Suno's
   ``metadata.duration``.
+* TTAPI: ``GET /suno/v2/fetch?jobId=`` (§6): ``status`` ON_QUEUE/SUCCESS/FAILED, clips at
+  ``data.musics[]`` (``musicId``, ``duration`` a *string*); key in ``TT-API-KEY``.
+* MountSea: ``GET /suno/v2/status?taskId=`` (§9): ``status`` queued/running/stream/success/
+  failed, ``failCode``/``failReason``, ``data: {}`` (its clips are not documented).
 
 Each renderer takes (song, phase) and returns the JSON body of a 200; each ``*_error`` takes
 (code, message) and returns (HTTP status, body) for an error reply.
@@ -29,6 +33,8 @@ KIE_JOBS_SONG_PATH: Final = "/api/v1/jobs/recordInfo"
 ACEDATA_SONG_PATH: Final = "/suno/tasks"
 EVOLINK_SONG_PREFIX: Final = "/v1/tasks/"
 GATEWAY_SONG_PREFIX: Final = "/suno/fetch/"
+TTAPI_SONG_PATH: Final = "/suno/v2/fetch"
+MOUNTSEA_SONG_PATH: Final = "/suno/v2/status"
 
 
 def _word(phase: float, failed: bool, words: tuple[str, str, str, str]) -> str:
@@ -132,3 +138,43 @@ def gateway_song(song: Song, phase: float) -> bytes:
 
 def gateway_error(code: int, message: str) -> tuple[int, bytes]:
     return code, _encode({"code": "error", "message": message, "data": None})
+
+
+def ttapi_song(song: Song, phase: float) -> bytes:
+    status = _word(phase, song.fails, ("ON_QUEUE", "ON_QUEUE", "SUCCESS", "FAILED"))
+    musics = [
+        {"musicId": cid, "title": "t", "audioUrl": "https://example.invalid", "duration": f"{d}"}
+        for cid, d in song.clips.items()
+    ]
+    data = {
+        "jobId": song.task_id,
+        "action": "music",
+        "progress": "100%" if phase >= 1.0 else f"{int(phase * 100)}%",
+        "musics": musics if status == "SUCCESS" else [],
+    }
+    message = song.error_message if status == "FAILED" else "success"
+    return _encode({"status": status, "message": message, "jobId": song.task_id, "data": data})
+
+
+def ttapi_error(code: int, message: str) -> tuple[int, bytes]:
+    return code, _encode({"status": "FAILED", "message": message, "data": None})
+
+
+def mountsea_song(song: Song, phase: float) -> bytes:
+    status = _word(phase, song.fails, ("queued", "stream", "success", "failed"))
+    failed = status == "failed"
+    return _encode(
+        {
+            "taskId": song.task_id,
+            "status": status,
+            "createdAt": "2026-11-30T00:00:00Z",
+            "failReason": song.error_message if failed else None,
+            "failCode": str(song.error_code) if failed else None,
+            "data": {},
+            "finishAt": None,
+        }
+    )
+
+
+def mountsea_error(code: int, message: str) -> tuple[int, bytes]:
+    return code, _encode({"message": message, "statusCode": code})
