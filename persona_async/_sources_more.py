@@ -164,7 +164,9 @@ class KieJobsStatus(SourceStatus):
 # -- AceData ---------------------------------------------------------------------------------
 
 
-class _AceError(msgspec.Struct):
+class _Error(msgspec.Struct):
+    """An error object: AceData's, Evolink's, new-api's relay errors, TTAPI's and MountSea's."""
+
     code: str | int | None = None
     message: str | None = None
 
@@ -172,7 +174,7 @@ class _AceError(msgspec.Struct):
 class _AceResponse(msgspec.Struct):
     success: bool | None = None
     data: list[_Clip] | None = None
-    error: _AceError | None = None
+    error: _Error | None = None
 
 
 class _AceTask(msgspec.Struct):
@@ -180,7 +182,7 @@ class _AceTask(msgspec.Struct):
     state: str | None = None
     status: str | None = None
     response: _AceResponse | None = None
-    error: _AceError | None = None
+    error: _Error | None = None
 
 
 class _AceTaskId(msgspec.Struct):
@@ -202,7 +204,7 @@ class AceDataStatus(SourceStatus):
 
     def decode(self, provider: Provider, raw: RawResponse) -> SourceInfo:
         task = _decode_or_raise(provider, raw, self._task)
-        error = task.error or _AceError()
+        error = task.error or _Error()
         if raw.status >= 400 or task.error is not None:
             code = error.code if error.code is not None else raw.status
             _raise_for_code(provider, raw, code, error.message or "")
@@ -219,7 +221,7 @@ class AceDataStatus(SourceStatus):
                 word, state = "complete", SourceState.READY
         else:
             state = _state(ACEDATA_STATES, word)
-        failure = response.error if response is not None and response.error else _AceError()
+        failure = response.error if response is not None and response.error else _Error()
         return SourceInfo(
             state,
             word,
@@ -248,7 +250,7 @@ class _EvolinkSongs(msgspec.Struct):
 class _EvolinkTask(msgspec.Struct):
     status: str | None = None
     result_data: list[_EvolinkClip] | _EvolinkSongs | None = None
-    error: _AceError | str | None = None
+    error: _Error | str | None = None
     message: str | None = None
 
 
@@ -265,7 +267,7 @@ class EvolinkStatus(SourceStatus):
 
     def decode(self, provider: Provider, raw: RawResponse) -> SourceInfo:
         task = _decode_or_raise(provider, raw, self._task)
-        error = task.error if isinstance(task.error, _AceError) else _AceError(None, task.error)
+        error = task.error if isinstance(task.error, _Error) else _Error(None, task.error)
         said = error.message or task.message or ""
         if raw.status >= 400:
             _raise_for_code(provider, raw, raw.status, said)
@@ -305,7 +307,7 @@ class _GatewayEnvelope(msgspec.Struct):
     code: str | int | None = None
     message: str | None = None
     data: msgspec.Raw = msgspec.Raw(b"null")
-    error: _AceError | None = None  # new-api's relay errors: {"error": {"message", "type"}}
+    error: _Error | None = None  # new-api's relay errors: {"error": {"message", "type"}}
 
 
 class _GatewayCode(msgspec.Struct):
@@ -334,7 +336,7 @@ class GatewayStatus(SourceStatus):
         task = _decode_or_raise(provider, raw._replace(body=bytes(envelope.data)), self._task)
         clips: dict[str, float | None] | None = None
         for item in task.data or ():
-            seconds = item.duration if item.duration is not None else None
+            seconds = item.duration
             if seconds is None and item.metadata is not None:
                 seconds = item.metadata.duration
             clips = clips or {}
@@ -375,7 +377,7 @@ class TtapiStatus(SourceStatus):
 
     path = "/suno/v2/fetch?jobId={task_id}"
     _reply = msgspec.json.Decoder(_TtapiReply).decode
-
+    _error = msgspec.json.Decoder(_Error).decode  # {"status": "FAILED", "message": ...}
     def decode(self, provider: Provider, raw: RawResponse) -> SourceInfo:
         if raw.status >= 400:
             envelope = _decode_or_raise(provider, raw, self._error)
@@ -388,8 +390,6 @@ class TtapiStatus(SourceStatus):
             None,
             provider.redact(reply.message or "") if reply.status == "FAILED" else "",
         )
-
-    _error = msgspec.json.Decoder(_AceError).decode  # {"status": "FAILED", "message": ...}
 
 
 # -- MountSea --------------------------------------------------------------------------------
@@ -406,7 +406,7 @@ class MountSeaStatus(SourceStatus):
 
     path = "/suno/v2/status?taskId={task_id}"
     _task = msgspec.json.Decoder(_MountSeaTask).decode
-    _error = msgspec.json.Decoder(_AceError).decode
+    _error = msgspec.json.Decoder(_Error).decode
 
     def decode(self, provider: Provider, raw: RawResponse) -> SourceInfo:
         if raw.status >= 400:
