@@ -152,11 +152,14 @@ class KieJobsStatus(SourceStatus):
         if state is SourceState.READY and record.resultJson:
             inner = raw._replace(body=record.resultJson.encode())
             clips = _clips(_decode_or_raise(provider, inner, self._music).data)
+        code = record.failCode or None
+        if isinstance(code, str) and code.isdigit():
+            code = int(code)  # kie sends its numeric codes as strings ("501")
         return SourceInfo(
             state,
             record.state,
             clips,
-            record.failCode or None,
+            code,
             provider.redact(record.failMsg or ""),
         )
 
