@@ -148,22 +148,27 @@ def _decode_or_raise(provider: Provider, raw: RawResponse, decoder: Callable[[by
         ) from exc
 
 
-def _raise_for_code(provider: Provider, raw: RawResponse, code: int, message: str) -> None:
-    """Raise what a non-200 envelope code means, through the one code table."""
+def _raise_for_code(provider: Provider, raw: RawResponse, code: int | str, message: str) -> None:
+    """Raise what a non-200 envelope code means, through the one code table.
+
+    ``code`` is an envelope's number, or a string code (AceData's ``used_up``, ...) looked up
+    in the provider's table; the error then carries the HTTP status as its number.
+    """
     if code == 200 and raw.status < 400:
         return
     code = code if code != 200 else raw.status
     cls = provider.errors.get(provider.classify(code, message), PersonaError)
     text = "status query: " + (provider.redact(message) or f"provider answered code {code}")
+    number = code if isinstance(code, int) else raw.status
     if cls is RateLimitError:
         raise RateLimitError(
             text,
-            code=code,
+            code=number,
             http_status=raw.status,
             provider=provider.name,
             retry_after=parse_retry_after(raw.retry_after),
         )
-    raise cls(text, code=code, http_status=raw.status, provider=provider.name)
+    raise cls(text, code=number, http_status=raw.status, provider=provider.name)
 
 
 # -- the sunoapi.org family: GET {base}/api/v1/generate/record-info?taskId= -----------------------

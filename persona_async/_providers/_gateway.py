@@ -12,6 +12,7 @@ import msgspec
 
 from .._exceptions import HTTP_STATUS_TO_EXCEPTION
 from .._models import PersonaRequest
+from .._sources_more import GatewayStatus
 from ._base import OPTIONAL_FIELDS, Provider, Wire
 from ._styles import ObjectReply
 
@@ -36,6 +37,7 @@ class SunoGatewayProvider(Provider):
     wire = Wire(body=_Body, reply=ObjectReply())
     unsupported_fields = OPTIONAL_FIELDS
     errors = HTTP_STATUS_TO_EXCEPTION
+    source_status = GatewayStatus()
 
     __slots__ = ("is_public",)
 

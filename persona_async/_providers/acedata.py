@@ -20,6 +20,7 @@ from .._exceptions import (
     ServerError,
     ValidationError,
 )
+from .._sources_more import AceDataStatus
 from ._base import Provider, Wire
 from ._styles import AceDataReply
 
@@ -73,6 +74,7 @@ class AceDataProvider(Provider):
     wire = Wire(body=_Body, reply=AceDataReply())
     unsupported_fields = frozenset({"style"})
     errors = ACEDATA_ERRORS
+    source_status = AceDataStatus()
 
     __slots__ = ()
 

@@ -9,6 +9,7 @@ import msgspec
 
 from .._exceptions import HTTP_STATUS_TO_EXCEPTION
 from .._models import PersonaRequest
+from .._sources_more import EvolinkStatus
 from ._base import Provider, Wire
 from ._styles import ObjectReply, TaskStatus
 
@@ -82,6 +83,7 @@ class EvolinkProvider(Provider):
     estimated_time = 15.0
     vocal_window = (10.0, 30.0)
     vocal_pair = True
+    source_status = EvolinkStatus()
 
     __slots__ = ()
 

@@ -14,6 +14,7 @@ from urllib.parse import quote
 import msgspec
 
 from .._models import PersonaRequest
+from .._sources_more import KieJobsStatus
 from ._base import Provider, Wire
 from ._styles import CodeEnvelopeReply, TaskStatus
 
@@ -95,6 +96,7 @@ class KieJobsProvider(Provider):
     mode = "task"
     estimated_time = 2.0
     vocal_window = (10.0, 30.0)
+    source_status = KieJobsStatus()
 
     __slots__ = ()
 

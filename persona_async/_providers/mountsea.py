@@ -8,6 +8,7 @@ import msgspec
 
 from .._exceptions import HTTP_STATUS_TO_EXCEPTION
 from .._models import PersonaRequest
+from .._sources_more import MountSeaStatus
 from ._base import Provider, Wire
 from ._styles import ObjectReply
 
@@ -40,6 +41,7 @@ class MountSeaProvider(Provider):
     path = "/suno/v2/persona"
     wire = Wire(body=_Body, reply=ObjectReply())
     errors = HTTP_STATUS_TO_EXCEPTION
+    source_status = MountSeaStatus()
 
     __slots__ = ("is_public",)
 

@@ -15,6 +15,7 @@ from .._exceptions import (
     PersonaError,
     RateLimitError,
 )
+from .._sources_more import TtapiStatus
 from ._base import Provider, Wire
 from ._styles import StatusReply
 
@@ -58,6 +59,7 @@ class TtapiProvider(Provider):
     path = "/suno/v1/persona"
     wire = Wire(body=_Body, reply=StatusReply())
     errors = TTAPI_ERRORS
+    source_status = TtapiStatus()
 
     __slots__ = ()
 

@@ -445,7 +445,8 @@ class FakeProvider:
             contract = _CONTRACTS.get(request.path) if request.method == "POST" else None
             kind: Kind = "other" if contract is None else contract.kind
             task_id = None
-            if request.method == "GET":
+            song = self.songs.claims("GET", request.path, request.query)  # shared status paths
+            if request.method == "GET" and not song:
                 contract, task_id = find_status(_ASYNC, request.path, request.query)
                 if contract is not None:
                     kind = "kie-jobs-status" if contract is KIE_JOBS else "evolink-status"

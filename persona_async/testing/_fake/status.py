@@ -8,7 +8,8 @@ clips and durations. The status endpoints answer for them:
   document the item, so this is the shape the SDK assumes);
 * the family: ``GET /api/v1/generate/record-info?taskId=`` (the documented shape: ``param`` a JSON
   string, clips at ``data.response.sunoData[]``, status PENDING/TEXT_SUCCESS/FIRST_SUCCESS/SUCCESS
-  or GENERATE_AUDIO_FAILED with ``errorCode``/``errorMessage``).
+  or GENERATE_AUDIO_FAILED with ``errorCode``/``errorMessage``);
+* kie's market route, AceData, Evolink, the gateways, TTAPI, MountSea: see ``status_more``.
 
 A create for a known song is judged against it: not finished, unknown clip or a vocal window
 past the clip's end is a 422, as the providers answer.
@@ -18,21 +19,17 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import parse_qs
 
+from . import status_more as more
 from ._contract import _Contract
 from ._wire import _MESSAGES, RequestRecord, _encode, _envelope, _Outcome, _retry_after_headers
 
 CRUN_STATUS_PATH: Final = "/api/v1/client/job/TaskInfo"
 FAMILY_STATUS_PATH: Final = "/api/v1/generate/record-info"
-# path -> (contract kind, query parameter naming the task, envelope message key)
-_ROUTES: Final = {
-    CRUN_STATUS_PATH: ("crun", "task_id", "message"),
-    FAMILY_STATUS_PATH: ("family", "taskId", "msg"),
-}
 #: kie and apikley allow at most this many status queries per second per task.
 MAX_QUERIES_PER_SECOND: Final = 3
 
@@ -112,35 +109,35 @@ class Songs:
         """Status queries among ``records`` (``fake.requests``), for one task if given."""
         count = 0
         for record in records:
-            route = _ROUTES.get(record.path)
-            if route is None:
-                continue
-            asked = parse_qs(record.query_string).get(route[1], [""])[0]
-            count += task_id is None or asked == task_id
+            found = _route_of(record.method, record.path, _query(record), record.json)
+            count += found is not None and (task_id is None or found[1] == task_id)
         return count
 
     # -- the endpoints --------------------------------------------------------------------
 
     def answer(self, record: RequestRecord, keys: tuple[str, ...]) -> _Outcome | None:
         """The reply to a status query, or None when ``record`` is not one."""
-        route = _ROUTES.get(record.path)
-        if route is None or record.method != "GET":
+        found = _route_of(record.method, record.path, _query(record), record.json)
+        if found is None:
             return None
-        kind, param, key = route
+        route, task_id = found
         if record.api_key not in keys:
-            return 200, 401, _envelope(key, 401, _MESSAGES[401]), None
-        task_id = parse_qs(record.query_string).get(param, [""])[0]
+            return route.fail(401, _MESSAGES[401])
         self._count(task_id, record.arrived)
         if self._throttle:
             self._throttle -= 1
-            headers = _retry_after_headers(self._throttle_retry_after)
-            return 429, 429, _envelope(key, 429, _MESSAGES[429]), headers
+            status, code, body, _ = route.fail(429, _MESSAGES[429])
+            return status, code, body, _retry_after_headers(self._throttle_retry_after)
         song = self.songs.get(task_id)
         if song is None:
-            return 200, 404, _envelope(key, 404, "task not found"), None
-        phase = song.phase(time.monotonic())
-        data = _crun_task(song, phase) if kind == "crun" else _family_task(song, phase)
-        return 200, 200, _envelope(key, 200, "success", data), None
+            return route.fail(404, "task not found")
+        return 200, 200, route.reply(song, song.phase(time.monotonic())), None
+
+    def claims(self, method: str, path: str, query: Mapping[str, str]) -> bool:
+        """Whether a request is a status query for one of these songs (on a path an async
+        contract shares with its persona tasks, the task id decides)."""
+        found = _route_of(method, path, query, None)
+        return found is not None and found[1] in self.songs
 
     def _count(self, task_id: str, now: float) -> None:
         recent = self._queries.setdefault(task_id, collections.deque())
@@ -225,3 +222,81 @@ def _family_task(song: Song, phase: float) -> dict[str, Any]:
         "errorCode": error_code,
         "errorMessage": error_message,
     }
+
+
+# -- routes: where each contract asks, and how it answers --------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    method: str
+    #: The task id a request on this route asks about (path, query, JSON body), or None.
+    task_of: Callable[[str, Mapping[str, str], Any], str | None]
+    #: The 200 body for a song at a phase.
+    reply: Callable[[Song, float], bytes]
+    #: (HTTP status, body) of an error reply with this code and message.
+    error: Callable[[int, str], tuple[int, bytes]]
+
+    def fail(self, code: int, message: str) -> _Outcome:
+        status, body = self.error(code, message)
+        return status, code, body, None
+
+
+def _param(path: str, name: str) -> Callable[[str, Mapping[str, str], Any], str | None]:
+    return lambda p, q, j: q.get(name, "") if p == path else None
+
+
+def _tail(prefix: str) -> Callable[[str, Mapping[str, str], Any], str | None]:
+    return lambda p, q, j: p[len(prefix) :] if p.startswith(prefix) else None
+
+
+def _acedata_task(path: str, query: Mapping[str, str], body: Any) -> str | None:
+    if path != more.ACEDATA_SONG_PATH:
+        return None
+    asked = body.get("id") if isinstance(body, dict) and body.get("action") == "retrieve" else None
+    return asked if isinstance(asked, str) else ""
+
+
+def _envelope_error(key: str) -> Callable[[int, str], tuple[int, bytes]]:
+    return lambda code, message: ((429 if code == 429 else 200), _envelope(key, code, message))
+
+
+_ROUTES: Final = (
+    _Route(
+        "GET",
+        _param(CRUN_STATUS_PATH, "task_id"),
+        lambda song, phase: _envelope("message", 200, "success", _crun_task(song, phase)),
+        _envelope_error("message"),
+    ),
+    _Route(
+        "GET",
+        _param(FAMILY_STATUS_PATH, "taskId"),
+        lambda song, phase: _envelope("msg", 200, "success", _family_task(song, phase)),
+        _envelope_error("msg"),
+    ),
+    _Route(
+        "GET", _param(more.KIE_JOBS_SONG_PATH, "taskId"), more.kie_jobs_song, more.kie_jobs_error
+    ),
+    _Route("POST", _acedata_task, more.acedata_song, more.acedata_error),
+    _Route("GET", _tail(more.EVOLINK_SONG_PREFIX), more.evolink_song, more.evolink_error),
+    _Route("GET", _tail(more.GATEWAY_SONG_PREFIX), more.gateway_song, more.gateway_error),
+    _Route("GET", _param(more.TTAPI_SONG_PATH, "jobId"), more.ttapi_song, more.ttapi_error),
+    _Route(
+        "GET", _param(more.MOUNTSEA_SONG_PATH, "taskId"), more.mountsea_song, more.mountsea_error
+    ),
+)
+
+
+def _query(record: RequestRecord) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(record.query_string).items()}
+
+
+def _route_of(
+    method: str, path: str, query: Mapping[str, str], body: Any
+) -> tuple[_Route, str] | None:
+    for route in _ROUTES:
+        if route.method == method:
+            task_id = route.task_of(path, query, body)
+            if task_id is not None:
+                return route, task_id
+    return None
