@@ -15,6 +15,8 @@ from typing import Any
 
 import anyio
 
+from persona_async.testing import FakeProvider
+
 # Distinctive, so a leak into a journal or a terminal is easy to find.
 KEYS = {"crun": "sk-crun-4f9a-MUST-NOT-LEAK", "kie": "sk-kie-77b1-MUST-NOT-LEAK"}
 ENV_NAMES = {"crun": "CLI_TEST_CRUN_KEY", "kie": "CLI_TEST_KIE_KEY"}
@@ -140,3 +142,14 @@ def run_on_a_terminal(
             process.send_signal(signal.SIGINT)
     os.close(controller)
     return process.wait(timeout=60), output
+
+
+def fake_provider(**kw: Any) -> FakeProvider:
+    """A fake provider that accepts both lanes' keys."""
+    return FakeProvider(api_keys=tuple(KEYS.values()), **kw)
+
+
+def batch_args(tmp_path: Path, *extra: str, out: Path | None = None) -> list[str]:
+    """``batch in.jsonl`` with the test's config, journal and no live line."""
+    return ["batch", str(tmp_path / "in.jsonl"), "--config", str(tmp_path / "persona.toml"),
+            "--out", str(out or tmp_path / "results.jsonl"), "--no-progress", *extra]  # fmt: skip

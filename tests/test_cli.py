@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
@@ -21,6 +20,7 @@ from _cli_support import (
     cli_env,
     command,
     config_text,
+    fake_provider,
     identity,
     items,
     last_records,
@@ -31,16 +31,11 @@ from _cli_support import (
 )
 
 import persona_async
-from persona_async.testing import FakeProvider
 
 pytestmark = pytest.mark.anyio
 
 RECORD_FIELDS = ["id", "provider", "task_id", "audio_id", "status", "persona_id", "error",
                  "attempts", "line"]
-
-
-def fake_provider(**kw: Any) -> FakeProvider:
-    return FakeProvider(api_keys=tuple(KEYS.values()), **kw)
 
 
 def batch(tmp_path: Path, source: str = "in.jsonl", *extra: str) -> list[str]:

@@ -16,10 +16,11 @@ import anyio
 import pytest
 from _cli_support import (
     FINAL,
-    KEYS,
+    batch_args,
     cli_env,
     command,
     config_text,
+    fake_provider,
     identity,
     items,
     last_records,
@@ -28,18 +29,7 @@ from _cli_support import (
     write_jsonl,
 )
 
-from persona_async.testing import FakeProvider
-
 pytestmark = pytest.mark.anyio
-
-
-def fake_provider(**kw: Any) -> FakeProvider:
-    return FakeProvider(api_keys=tuple(KEYS.values()), **kw)
-
-
-def batch_args(tmp_path: Path, *extra: str, out: Path | None = None) -> list[str]:
-    return ["batch", str(tmp_path / "in.jsonl"), "--config", str(tmp_path / "persona.toml"),
-            "--out", str(out or tmp_path / "results.jsonl"), "--no-progress", *extra]  # fmt: skip
 
 
 # -- never another file ----------------------------------------------------------------------

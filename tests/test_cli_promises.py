@@ -14,7 +14,6 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
@@ -23,6 +22,7 @@ from _cli_support import (
     cli_env,
     command,
     config_text,
+    fake_provider,
     identity,
     items,
     last_records,
@@ -32,13 +32,7 @@ from _cli_support import (
 )
 from _support import JITTER, most_in_any_window
 
-from persona_async.testing import FakeProvider
-
 pytestmark = pytest.mark.anyio
-
-
-def fake_provider(**kw: Any) -> FakeProvider:
-    return FakeProvider(api_keys=tuple(KEYS.values()), **kw)
 
 
 def batch_args(tmp_path: Path, source: str = "in.jsonl", *extra: str) -> list[str]:

@@ -19,9 +19,11 @@ import pytest
 from _cli_support import (
     FINAL,
     KEYS,
+    batch_args,
     cli_env,
     command,
     config_text,
+    fake_provider,
     identity,
     items,
     last_records,
@@ -36,23 +38,6 @@ from persona_async.testing import FakeProvider, Fault
 pytestmark = pytest.mark.anyio
 
 LANE_OF_KIND = {"crun": "crun", "family": "kie"}
-
-
-def fake_provider(**kw: Any) -> FakeProvider:
-    return FakeProvider(api_keys=tuple(KEYS.values()), **kw)
-
-
-def batch_args(tmp_path: Path, *extra: str) -> list[str]:
-    return [
-        "batch",
-        str(tmp_path / "in.jsonl"),
-        "--config",
-        str(tmp_path / "persona.toml"),
-        "--out",
-        str(tmp_path / "results.jsonl"),
-        "--no-progress",
-        *extra,
-    ]
 
 
 def requested_audio_ids(fake: FakeProvider, kind: str) -> Counter[str]:
