@@ -19,7 +19,7 @@ import aiolimiter
 import pytest
 from _support import most_in_any_window
 
-from persona_async._ratelimit import SlidingWindowLimiter, Start, advice
+from persona_async._ratelimit import AdaptiveLimit, SlidingWindowLimiter, Start, advice
 from persona_async.testing import RATE_SHAPES, RateShape
 from persona_async.testing._fake import RateWindow
 
@@ -449,3 +449,72 @@ def test_sent_for_an_unknown_stamp_still_records_a_start() -> None:
         return loop.time()
 
     assert run_virtual(main) >= 10.0
+
+
+# -- AdaptiveLimit's rules, one at a time (no clock: every time is given) ---------------------
+
+
+def test_a_429_sent_before_the_last_decrease_is_not_a_new_event() -> None:
+    limit = AdaptiveLimit(40, 1.0)
+    assert limit.congested(sent_at=0.00, now=0.05, delivered=10) is True
+    assert limit.congested(sent_at=0.01, now=0.06, delivered=10) is False  # already on its way
+    assert limit.congested(sent_at=0.07, now=0.10, delivered=10) is True  # sent after: news
+
+
+def test_a_provider_taking_one_request_a_window_is_paced_at_one() -> None:
+    limit = AdaptiveLimit(2, 1.0)
+    limit.congested(sent_at=0.0, now=0.1, delivered=1)
+    assert limit.current == 1
+
+
+def test_a_window_in_which_nothing_got_through_changes_no_limit_but_waits_it_out() -> None:
+    async def main() -> tuple[int | None, float]:
+        limiter = virtual_limiter(40, 1.0)
+        first = await limiter.acquire()
+        await asyncio.sleep(0.05)
+        wait = await limiter.throttled(first)  # someone else filled the provider's window
+        return limiter.limit, wait
+
+    current, wait = run_virtual(main)
+    assert current == 40
+    assert wait == pytest.approx(1.02 - 0.05)  # until the window that produced it has passed
+
+
+def test_what_was_learned_is_said_two_windows_after_the_first_429() -> None:
+    limit = AdaptiveLimit(40, 1.0)
+    limit.congested(sent_at=0.0, now=1.0, delivered=10)
+    assert limit.learned(now=2.9) is None  # too early to call it settled
+    limit.congested(sent_at=2.5, now=2.95, delivered=10)  # a failed probe later on
+    assert limit.learned(now=3.0) == 10  # settled since the first 429, whatever came since
+
+
+def test_the_limit_grows_only_after_a_window_in_which_the_lane_wanted_more() -> None:
+    limit = AdaptiveLimit(40, 1.0)
+    limit.congested(sent_at=0.0, now=0.1, delivered=10)
+    limit.congested(sent_at=0.11, now=0.2, delivered=10)  # down to the 10 delivered
+    assert limit.current == 10
+    limit.grow(now=5.0)
+    assert limit.current == 10  # idle windows prove nothing
+    limit.saturated = True
+    limit.grow(now=5.0)
+    assert limit.current == 11
+    limit.grow(now=5.5)
+    assert limit.current == 11  # not saturated again since
+
+
+def test_a_probe_that_failed_waits_longer_at_that_level_each_time() -> None:
+    limit = AdaptiveLimit(40, 1.0)
+    limit.congested(sent_at=0.0, now=0.1, delivered=10)
+    limit.congested(sent_at=0.11, now=0.2, delivered=10)
+    waits = []
+    now = 0.2
+    for _ in range(4):
+        grew_at = now
+        while limit.current == 10:  # saturated every window until it probes 11
+            now += 1.0
+            limit.saturated = True
+            limit.grow(now)
+        waits.append(round(now - grew_at))
+        limit.congested(sent_at=now, now=now + 0.05, delivered=10)  # 11 fails at once
+        now += 0.05
+    assert waits == [1, 2, 4, 8]
