@@ -518,3 +518,35 @@ def test_a_probe_that_failed_waits_longer_at_that_level_each_time() -> None:
         limit.congested(sent_at=now, now=now + 0.05, delivered=10)  # 11 fails at once
         now += 0.05
     assert waits == [1, 2, 4, 8]
+
+
+def test_a_start_moved_to_its_send_after_later_ones_keeps_the_window_in_order() -> None:
+    async def main() -> list[float]:
+        loop = asyncio.get_running_loop()
+        limiter = virtual_limiter(2, 1.0)
+        first = await limiter.acquire()
+        await limiter.acquire()
+        await asyncio.sleep(0.5)
+        limiter.sent(first)  # it left half a second late, after the second one
+        starts = []
+        for _ in range(2):
+            await limiter.acquire()
+            starts.append(loop.time())
+        return starts
+
+    # The second start frees its slot first (1.02), the moved one half a second later.
+    assert run_virtual(main) == pytest.approx([1.02, 1.52])
+
+
+def test_an_earlier_429_in_the_window_is_not_counted_as_delivered() -> None:
+    async def main() -> int | None:
+        limiter = virtual_limiter(20, 1.0)
+        starts = [await limiter.acquire() for _ in range(6)]
+        await asyncio.sleep(0.05)
+        await limiter.throttled(starts[2])  # 2 got through before it: down to 10 (half)
+        later = await limiter.acquire()
+        await asyncio.sleep(0.05)
+        await limiter.throttled(later)  # 6 started before it, one of them refused: 5 delivered
+        return limiter.limit
+
+    assert run_virtual(main) == 5
