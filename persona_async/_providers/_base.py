@@ -86,6 +86,20 @@ class Wire:
         return self._encode(self._body(**{f: getattr(request, f) for f in self._fields}, **extra))
 
 
+def request_struct(cls: type[Any], request: PersonaRequest, **extra: Any) -> Any:
+    """``cls`` (a wire Struct) built from the request fields it declares, plus ``extra``: for a
+    contract that nests them (kie's ``input``, Evolink's ``model_params``)."""
+    fields = cls.__struct_fields__
+    return cls(**{f: getattr(request, f) for f in _REQUEST_FIELDS if f in fields}, **extra)
+
+
+def check_is_public(owner: str, is_public: object) -> bool:
+    """A gateway's ``is_public`` keyword: a real bool (personas stay private unless asked)."""
+    if not isinstance(is_public, bool):
+        raise ValueError(f"{owner}: is_public must be True or False")
+    return is_public
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True

@@ -10,7 +10,7 @@ import msgspec
 from .._exceptions import HTTP_STATUS_TO_EXCEPTION
 from .._models import PersonaRequest
 from .._sources_more import EvolinkStatus
-from ._base import Provider, Wire
+from ._base import Provider, Wire, request_struct
 from ._styles import ObjectReply, TaskStatus
 
 __all__ = ["EvolinkProvider"]
@@ -91,15 +91,7 @@ class EvolinkProvider(Provider):
         return {"Authorization": f"Bearer {self._api_key}"}
 
     def encode(self, request: PersonaRequest) -> bytes:
-        params = _Params(
-            task_id=request.task_id,
-            audio_id=request.audio_id,
-            name=request.name,
-            description=request.description,
-            vocal_start=request.vocal_start,
-            vocal_end=request.vocal_end,
-            style=request.style,
-        )
+        params = request_struct(_Params, request)
         return msgspec.json.encode(_Body(model=MODEL, model_params=params))
 
     def task_url(self, task_id: str) -> str:

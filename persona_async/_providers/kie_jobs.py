@@ -15,7 +15,7 @@ import msgspec
 
 from .._models import PersonaRequest
 from .._sources_more import KieJobsStatus
-from ._base import Provider, Wire
+from ._base import Provider, Wire, request_struct
 from ._styles import CodeEnvelopeReply, TaskStatus
 
 __all__ = ["KieJobsProvider"]
@@ -104,16 +104,7 @@ class KieJobsProvider(Provider):
         return {"Authorization": f"Bearer {self._api_key}"}
 
     def encode(self, request: PersonaRequest) -> bytes:
-        fields = _Input(
-            task_id=request.task_id,
-            audio_id=request.audio_id,
-            name=request.name,
-            description=request.description,
-            vocal_start=request.vocal_start,
-            vocal_end=request.vocal_end,
-            style=request.style,
-        )
-        return msgspec.json.encode(_Body(model=MODEL, input=fields))
+        return msgspec.json.encode(_Body(model=MODEL, input=request_struct(_Input, request)))
 
     def task_url(self, task_id: str) -> str:
         return f"{self.base_url}/api/v1/jobs/recordInfo?taskId={quote(task_id, safe='')}"

@@ -9,7 +9,7 @@ import msgspec
 from .._exceptions import HTTP_STATUS_TO_EXCEPTION
 from .._models import PersonaRequest
 from .._sources_more import MountSeaStatus
-from ._base import Provider, Wire
+from ._base import Provider, Wire, check_is_public
 from ._styles import ObjectReply
 
 __all__ = ["MountSeaProvider"]
@@ -47,9 +47,7 @@ class MountSeaProvider(Provider):
 
     def __init__(self, *, is_public: bool = False, **kw: Any) -> None:
         super().__init__(**kw)
-        if not isinstance(is_public, bool):
-            raise ValueError(f"{type(self).__name__}: is_public must be True or False")
-        self.is_public = is_public
+        self.is_public = check_is_public(type(self).__name__, is_public)
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key}"}
