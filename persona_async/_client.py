@@ -103,6 +103,8 @@ class PersonaClient:
         self._lanes = {
             p.name: Lane(p, self._pool, policy, retry_budget=retry_budget) for p in providers
         }
+        #: The lane of a one-lane client, where a request need not name its provider.
+        self._sole = next(iter(self._lanes.values())) if len(self._lanes) == 1 else None
         self._tg: anyio.abc.TaskGroup | None = None  # lives in _runner, for the client's life
         self._runner: asyncio.Task[None] | None = None
         self._started: asyncio.Event | None = None
@@ -210,8 +212,8 @@ class PersonaClient:
                 f"expected a PersonaRequest, got {type(request).__name__}", field="request"
             )
         name = request.provider
-        if name is None and len(self._lanes) == 1:
-            lane = next(iter(self._lanes.values()))
+        if name is None and self._sole is not None:
+            lane = self._sole
         else:
             found = self._lanes.get(name) if name is not None else None
             if found is None:

@@ -127,13 +127,14 @@ class Deadlines:
         self._at = math.inf  # when the loop timer fires
 
     def arm(self, job: _Job) -> None:
-        if job.armed or job.done or not math.isfinite(job.last_start):
+        last_start = job.last_start
+        if job.armed or job.done or last_start == math.inf:  # inf: no deadline
             return
         job.armed = True
         self._seq += 1
-        heapq.heappush(self._heap, (job.last_start, self._seq, job))
-        if job.last_start < self._at:
-            self._schedule(job.last_start)
+        heapq.heappush(self._heap, (last_start, self._seq, job))
+        if last_start < self._at:
+            self._schedule(last_start)
 
     def disarm(self, job: _Job) -> None:
         if job.armed:

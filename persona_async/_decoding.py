@@ -9,8 +9,7 @@ meaning depends on it). Anything that is not the documented reply is a
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NoReturn, TypeVar
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 import msgspec
@@ -32,8 +31,6 @@ from ._transport import RawResponse, excerpt
 
 __all__ = ["interpret", "interpret_task"]
 
-T = TypeVar("T")
-
 # Gateway pages in front of a provider: the provider may be fine a moment later.
 _TRANSIENT_HTTP = frozenset({500, 502, 503, 504})
 
@@ -42,7 +39,12 @@ def interpret(provider: Provider, raw: RawResponse) -> str:
     """Return the persona id of a successful reply (for an async-task provider's submit, its
     task id) or raise the ``PersonaError`` it means."""
     status = raw.status
-    reply = _decode(provider, raw, provider.decode)
+    if 300 <= status < 400:
+        _refuse_redirect(provider, raw)
+    try:
+        reply = provider.decode(status, raw.body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        _undecodable(provider, raw, exc)
     if reply.code == 200:
         if reply.id:
             return reply.id
@@ -61,7 +63,12 @@ def interpret_task(provider: Provider, raw: RawResponse, task_id: str) -> str | 
     """Return the persona id of a finished task, ``Running`` while it runs, or raise the
     ``PersonaError`` the status reply (or the failed task) means."""
     status = raw.status
-    task = _decode(provider, raw, provider.decode_task)
+    if 300 <= status < 400:
+        _refuse_redirect(provider, raw)
+    try:
+        task = provider.decode_task(status, raw.body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        _undecodable(provider, raw, exc)
     if task.code != 200 or status >= 400:
         _raise_for(provider, raw, task.code if task.code != 200 else status, task.message)
     if task.state == "running":
@@ -94,36 +101,37 @@ def interpret_task(provider: Provider, raw: RawResponse, task_id: str) -> str | 
     )
 
 
-def _decode(provider: Provider, raw: RawResponse, decode: Callable[[int, bytes], T]) -> T:
+def _refuse_redirect(provider: Provider, raw: RawResponse) -> NoReturn:
     status = raw.status
-    if 300 <= status < 400:
-        target = urlsplit(raw.location or "")
-        where = f" to {target.scheme}://{target.hostname}" if target.hostname else ""
-        raise MalformedResponseError(
-            f"HTTP {status} redirect{where} refused: the SDK never follows redirects "
-            "(is base_url right?)",
+    target = urlsplit(raw.location or "")
+    where = f" to {target.scheme}://{target.hostname}" if target.hostname else ""
+    raise MalformedResponseError(
+        f"HTTP {status} redirect{where} refused: the SDK never follows redirects "
+        "(is base_url right?)",
+        http_status=status,
+        provider=provider.name,
+        retryable=False,
+    )
+
+
+def _undecodable(provider: Provider, raw: RawResponse, exc: Exception) -> NoReturn:
+    """The reply is not the provider's shape: a 429 still says "too fast", else malformed."""
+    status = raw.status
+    if status == 429:
+        raise RateLimitError(
+            "HTTP 429 Too Many Requests",
             http_status=status,
             provider=provider.name,
-            retryable=False,
-        )
-    try:
-        return decode(status, raw.body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        if status == 429:
-            raise RateLimitError(
-                "HTTP 429 Too Many Requests",
-                http_status=status,
-                provider=provider.name,
-                retry_after=parse_retry_after(raw.retry_after),
-            ) from exc
-        what = "empty reply" if not raw.body else f"reply is not the {provider.kind} envelope"
-        raise MalformedResponseError(
-            f"HTTP {status} {raw.content_type or 'no content type'}: {what} ({exc})",
-            http_status=status,
-            provider=provider.name,
-            excerpt=excerpt(provider, raw.body),
-            retryable=status in _TRANSIENT_HTTP,
+            retry_after=parse_retry_after(raw.retry_after),
         ) from exc
+    what = "empty reply" if not raw.body else f"reply is not the {provider.kind} envelope"
+    raise MalformedResponseError(
+        f"HTTP {status} {raw.content_type or 'no content type'}: {what} ({exc})",
+        http_status=status,
+        provider=provider.name,
+        excerpt=excerpt(provider, raw.body),
+        retryable=status in _TRANSIENT_HTTP,
+    ) from exc
 
 
 def _raise_for(provider: Provider, raw: RawResponse, code: int | str, said: str) -> NoReturn:

@@ -33,6 +33,7 @@ class _Job:
         "deliver",
         "done",
         "failures",
+        "gone",
         "last_error",
         "last_start",
         "max_retries",
@@ -75,17 +76,13 @@ class _Job:
         self.last_start = self.deadline - min_attempt  # no attempt starts after this
         self.armed = False  # the lane's Deadlines will fail it at last_start if still unsent
         self.done = False  # deliver has been called
+        self.gone = False  # done or abandoned: a queue holding it skips it
         self.ambiguous = False  # an earlier attempt was sent and lost: it may have succeeded
         self.abandoned = False  # the caller went away: never send it again
         self.on_wire = False  # an attempt is between the POST and its answer
         self.since_maintenance: float | None = None  # when this job first met a 455
         self.start: Start | None = None  # the rate limiter's record of the last attempt
 
-    @property
-    def gone(self) -> bool:
-        """Finished or abandoned: a queue holding it skips it."""
-        return self.done or self.abandoned
-
     def abandon(self) -> None:
         """Never send this job again (its caller went away)."""
-        self.abandoned = True
+        self.abandoned = self.gone = True

@@ -171,7 +171,7 @@ class Lane:
         job.abandon()
         self._deadlines.disarm(job)
         if not job.on_wire and not job.done:
-            job.done = True
+            job.done = job.gone = True
             left = PersonaError("the caller left before the request was sent")
             job.deliver(job, None, job.last_error or left)
 
@@ -266,8 +266,14 @@ class Lane:
     async def _worker(self) -> None:
         sent = SentHook(self._limiter)  # this worker's: told when each request leaves
         hook_sends(sent)
+        ready = self._ready
         while True:
-            job, probe = await self._take()
+            if ready and self.state is LaneState.RUNNING and not self._delayed:
+                job, probe = ready.popleft(), False  # the usual case, without a coroutine
+                if job.gone:
+                    continue
+            else:
+                job, probe = await self._take()
             self._in_flight.add(job)
             try:
                 await self._attempt(job, probe, sent)
@@ -338,17 +344,16 @@ class Lane:
     # -- one attempt ---------------------------------------------------------------------------
 
     async def _attempt(self, job: _Job, probe: bool, sent: SentHook) -> None:
-        provider = self.provider
         limiter = self._limiter
-        if limiter.busy:
+        start = limiter.take()  # usually a start at once; nothing has changed since _take
+        if start is None:
             self._arm(job)  # a wait for the window is coming
-        try:
-            start = await limiter.acquire()
-        except PersonaError as err:  # a shared limiter's store is down: fail closed
-            self._finish(job, None, err)
-            return
-        if not self._still_to_send(job, probe):
-            return
+            try:
+                start = await limiter.acquire()
+            except PersonaError as err:  # a shared limiter's store is down: fail closed
+                return self._finish(job, None, err)
+            if not self._still_to_send(job, probe):
+                return
         if job.on_send is not None:
             on_send, job.on_send = job.on_send, None
             try:
@@ -357,12 +362,15 @@ class Lane:
                     self._arm(job)
                     await durable  # ... and on stable storage (a group commit's sync)
             except PersonaError as err:  # the hook refused: this request is not sent
-                self._finish(job, None, err)
-                return
+                return self._finish(job, None, err)
             # A job put back now keeps its spent hook: its "pending" record is written.
             if not self._still_to_send(job, probe):
                 return
-        timeout = min(provider.timeout, job.deadline - self._clock())
+        now = self._clock()
+        if now > job.last_start:  # it waited in the queue past its last start time
+            return self._finish(job, None, self._give_up(job))
+        provider = self.provider
+        timeout = min(provider.timeout, job.deadline - now)
         job.attempts += 1
         self._sent += 1
         job.on_wire = True
@@ -414,15 +422,8 @@ class Lane:
             self._set_state(LaneState.RUNNING, "maintenance over")
         if self._tasks is not None:  # an async-task submit: the "persona id" is the task's id
             return self._tasks.submitted(job, persona_id)
-        request = job.request
-        persona = Persona(
-            persona_id=persona_id,
-            provider=self.provider.name,
-            task_id=request.task_id,
-            audio_id=request.audio_id,
-            name=request.name,
-            description=request.description,
-        )
+        r, lane = job.request, self.provider.name  # in Persona's order, positionally
+        persona = Persona(persona_id, lane, r.task_id, r.audio_id, r.name, r.description)
         self._finish(job, persona, None)
 
     async def _on_error(self, job: _Job, err: PersonaError, probe: bool) -> None:
@@ -582,8 +583,9 @@ class Lane:
     def _finish(self, job: _Job, persona: Persona | None, err: PersonaError | None) -> None:
         if job.done:
             return
-        job.done = True
-        self._deadlines.disarm(job)
+        job.done = job.gone = True
+        if job.armed:
+            self._deadlines.disarm(job)
         if err is not None:
             err.task_id = job.request.task_id
             err.audio_id = job.request.audio_id

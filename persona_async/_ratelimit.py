@@ -40,6 +40,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Literal, Protocol
 
+import msgspec
+
 if TYPE_CHECKING:
     from ._providers import Provider
 
@@ -64,15 +66,16 @@ MAX_PATIENCE = 16
 PROBE_FRACTION = 0.05
 
 
-class Start:
-    """One admitted request: when it left (moved to the real send by ``sent``) and its fate."""
+class Start(msgspec.Struct, gc=False):
+    """One admitted request: when it left (moved to the real send by ``sent``) and its fate.
 
-    __slots__ = ("at", "member", "rejected")
+    A msgspec Struct without garbage-collector tracking: it holds no references, and one is
+    made per request.
+    """
 
-    def __init__(self, at: float, member: str | None = None) -> None:
-        self.at = at  # the lane's clock
-        self.member = member  # its entry in a shared log (Redis), if any
-        self.rejected = False  # the provider answered 429
+    at: float  # the lane's clock
+    member: str | None = None  # its entry in a shared log (Redis), if any
+    rejected: bool = False  # the provider answered 429
 
 
 class SentHook:
@@ -109,9 +112,8 @@ class LaneLimiter(Protocol):
         """The provider's sustained limit once settled below the configured one, else None."""
         ...
 
-    @property
-    def busy(self) -> bool:
-        """An ``acquire`` now might wait (True when unsure)."""
+    def take(self) -> Start | None:
+        """A start now, without waiting, or None: then ``acquire`` (None when unsure)."""
         ...
 
     async def acquire(self) -> Start:
@@ -283,6 +285,7 @@ class SlidingWindowLimiter:
         "_slack",
         "_sleep",
         "_span",
+        "_waiting",
         "period",
     )
 
@@ -308,6 +311,7 @@ class SlidingWindowLimiter:
         self._rejected: list[float] = []
         self._last = -math.inf  # the latest time handed out
         self._lock = asyncio.Lock()  # FIFO: one waiter at a time looks at the clock
+        self._waiting = 0  # acquires in line for the lock or the window: take() must not jump
         self._clock = clock
         self._sleep = sleep
 
@@ -323,12 +327,21 @@ class SlidingWindowLimiter:
     def learned(self) -> int | None:
         return self._adaptive.learned(self._clock())
 
-    @property
-    def busy(self) -> bool:
+    def take(self) -> Start | None:
+        """A start now if the window has room and nobody waits for it, else None."""
         current = self._adaptive.current
-        if current is None or len(self._log) < current:
-            return self._lock.locked()
-        return self._lock.locked() or self.delay() > 0
+        log = self._log
+        if (current is not None and len(log) >= current) or self._waiting:
+            return None
+        # Room in the window and nobody waiting: no lock, no clock games. (Growth only
+        # matters to a lane that had to wait, which takes acquire's path.) A start is later
+        # than every time in the log, so it goes at the end.
+        now = self._clock()
+        at = self._last = now if now > self._last else self._last + 1e-9
+        log.append(at)
+        if log[0] < at - 2 * self._span:
+            self._trim(at)
+        return Start(at)
 
     @property
     def effective_rate(self) -> float | None:
@@ -345,24 +358,24 @@ class SlidingWindowLimiter:
 
     async def acquire(self) -> Start:
         """Wait for a start in the window, record it and return it; start at once."""
+        start = self.take()
+        if start is not None:
+            return start
         adaptive = self._adaptive
-        current = adaptive.current
-        if (current is None or len(self._log) < current) and not self._lock.locked():
-            # Room in the window and nobody waiting: no lock, no clock games. (Growth only
-            # matters to a lane that had to wait, which takes the path below.)
-            start = Start(self._stamp())
-            self._record(start.at)
-            return start
-        async with self._lock:
-            while True:
-                adaptive.grow(self._clock())
-                if (wait := self.delay()) <= 0:
-                    break
-                adaptive.saturated = True
-                await self._sleep(wait)
-            start = Start(self._stamp())
-            self._record(start.at)
-            return start
+        self._waiting += 1
+        try:
+            async with self._lock:
+                while True:
+                    adaptive.grow(self._clock())
+                    if (wait := self.delay()) <= 0:
+                        break
+                    adaptive.saturated = True
+                    await self._sleep(wait)
+                start = Start(self._stamp())
+                self._record(start.at)
+                return start
+        finally:
+            self._waiting -= 1
 
     def sent(self, start: Start) -> None:
         """Move ``start`` to now, when the request really left.
@@ -393,12 +406,17 @@ class SlidingWindowLimiter:
             bisect.insort(log, at)
         else:
             log.append(at)
+        if log[0] < at - 2 * self._span:
+            self._trim(at)
+
+    def _trim(self, at: float) -> None:
+        # Starts older than two spans before ``at`` can no longer matter.
         horizon = at - 2 * self._span
-        if log[0] < horizon:
-            del log[: bisect.bisect_left(log, horizon)]
-            rejected = self._rejected
-            if rejected and rejected[0] < horizon:
-                del rejected[: bisect.bisect_left(rejected, horizon)]
+        log = self._log
+        del log[: bisect.bisect_left(log, horizon)]
+        rejected = self._rejected
+        if rejected and rejected[0] < horizon:
+            del rejected[: bisect.bisect_left(rejected, horizon)]
 
     async def throttled(self, start: Start) -> float:
         """A 429 to ``start``: decrease to what got through, once per event; the cooldown."""

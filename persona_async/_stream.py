@@ -41,7 +41,9 @@ class _StreamState:
     __slots__ = (
         "_closed",
         "_error",
+        "_feeder",
         "_feeder_scope",
+        "_free",
         "_input_done",
         "_jobs",
         "_next_seq",
@@ -49,13 +51,13 @@ class _StreamState:
         "_pulled",
         "_ready",
         "_reorder",
-        "_slots",
         "_waiter",
     )
 
     def __init__(self, *, max_pending: int, ordered: bool) -> None:
         self._ordered = ordered
-        self._slots = asyncio.Semaphore(max_pending)  # pulled-but-not-yielded bound
+        self._free = max_pending  # how many more may be pulled before some are yielded
+        self._feeder: asyncio.Future[None] | None = None  # the feeder, when it waits for room
         self._ready: deque[Outcome] = deque()  # outcomes the consumer may take now
         self._reorder: dict[int, Outcome] = {}  # ordered mode: finished ahead of their turn
         self._next_seq = 0  # ordered mode: the sequence number to yield next
@@ -79,25 +81,25 @@ class _StreamState:
                 if isinstance(requests, AsyncIterable):
                     iterator = aiter(requests)
                     while True:
-                        await self._slots.acquire()
+                        if self._free <= 0:
+                            await self._room()
                         if self._closed:  # closed while we waited: pull nothing more
                             break
                         try:
                             request = await anext(iterator)
                         except StopAsyncIteration:
-                            self._slots.release()
                             break
                         self._submit(request, submit)
                 else:
                     sync_iterator = iter(requests)
                     while True:
-                        await self._slots.acquire()  # before pulling: nothing pulled waits
+                        if self._free <= 0:
+                            await self._room()  # before pulling: nothing pulled waits
                         if self._closed:
                             break
                         try:
                             request = next(sync_iterator)
                         except StopIteration:
-                            self._slots.release()
                             break
                         self._submit(request, submit)
             except Exception as exc:  # the caller's iterable failed: tell the consumer
@@ -106,9 +108,18 @@ class _StreamState:
                 self._input_done = True
                 self._wake()
 
+    async def _room(self) -> None:
+        # Until the consumer has taken an outcome (or the stream is closed).
+        self._feeder = asyncio.get_running_loop().create_future()
+        try:
+            await self._feeder
+        finally:
+            self._feeder = None
+
     def _submit(self, request: PersonaRequest, submit: Submit) -> None:
         seq = self._pulled
         self._pulled += 1
+        self._free -= 1
         if self._closed:
             return
         self._jobs[seq] = None  # submit() may deliver at once (invalid request, stopped lane)
@@ -117,14 +128,12 @@ class _StreamState:
             self._jobs[seq] = job
 
     def _deliver(self, job: _Job, persona: Persona | None, error: PersonaError | None) -> None:
+        """Record the outcome of ``job`` (called once per request); its tag is its number."""
         seq = job.tag if isinstance(job.tag, int) else -1
-        self.deliver(seq, Outcome(job.request, persona, error, job.attempts))
-
-    def deliver(self, seq: int, outcome: Outcome) -> None:
-        """Record the outcome of request number ``seq`` (called once per request)."""
         self._jobs.pop(seq, None)
         if self._closed:
             return
+        outcome = Outcome(job.request, persona, error, job.attempts)
         if not self._ordered:
             self._ready.append(outcome)
         elif seq == self._next_seq:
@@ -157,7 +166,10 @@ class _StreamState:
                 await self._waiter
             finally:
                 self._waiter = None
-        self._slots.release()
+        self._free += 1
+        feeder = self._feeder
+        if feeder is not None and not feeder.done():
+            feeder.set_result(None)
         return self._ready.popleft()
 
     def close(self) -> None:
@@ -198,7 +210,13 @@ class OutcomeStream:
     def __aiter__(self) -> OutcomeStream:
         return self
 
-    async def __anext__(self) -> Outcome:
+    def __anext__(self) -> Awaitable[Outcome]:
+        # Not a coroutine itself: after the first, each outcome costs one coroutine, not two.
+        if self._start is not None:
+            return self._first()
+        return self._state.next()
+
+    async def _first(self) -> Outcome:
         if self._start is not None:
             start, self._start = self._start, None
             await start(self._state)

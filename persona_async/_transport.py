@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 import aiohttp
@@ -140,25 +141,51 @@ class _StampingConnector(aiohttp.TCPConnector):
 
 
 class RawResponse(NamedTuple):
+    """A reply as the SDK reads it: status, body, and its headers (read only when needed)."""
+
     status: int
     body: bytes
-    retry_after: str | None
-    location: str | None
-    content_type: str
+    headers: Mapping[str, str]  # case-insensitive for aiohttp's replies
+
+    @property
+    def retry_after(self) -> str | None:
+        return self.headers.get("Retry-After")
+
+    @property
+    def location(self) -> str | None:
+        return self.headers.get("Location")
+
+    @property
+    def content_type(self) -> str:
+        """The media type as sent (for error messages), without parameters."""
+        return self.headers.get("Content-Type", "").partition(";")[0].strip()
 
 
 async def _read(provider: Provider, resp: aiohttp.ClientResponse) -> RawResponse:
-    """The reply's status, body (at most ``MAX_BODY_BYTES``) and the headers the SDK reads."""
+    """The reply's status, body (at most ``MAX_BODY_BYTES``) and headers."""
+    content = resp.content
+    payload = await content.read(MAX_BODY_BYTES + 1)
+    if len(payload) > MAX_BODY_BYTES or not content.at_eof():
+        payload = await _read_rest(provider, resp, payload)
+    return _raw((resp.status, payload, resp.headers))
+
+
+#: ``RawResponse`` from a tuple, without the Python-level ``__new__`` a NamedTuple call costs.
+_raw: Callable[[tuple[int, bytes, Mapping[str, str]]], RawResponse] = functools.partial(
+    tuple.__new__, RawResponse
+)
+
+
+async def _read_rest(provider: Provider, resp: aiohttp.ClientResponse, payload: bytes) -> bytes:
+    # A reply that did not come in one read: a long one, or one still arriving.
     length = resp.content_length
     if length is not None and length > MAX_BODY_BYTES:
-        head = await resp.content.read(EXCERPT_CHARS * 8)
         raise MalformedResponseError(
             f"reply of {length} bytes exceeds {MAX_BODY_BYTES}",
             http_status=resp.status,
             provider=provider.name,
-            excerpt=excerpt(provider, head),
+            excerpt=excerpt(provider, payload[: EXCERPT_CHARS * 8]),
         )
-    payload = await resp.content.read(MAX_BODY_BYTES + 1)
     while len(payload) <= MAX_BODY_BYTES and not resp.content.at_eof():
         payload += await resp.content.read(MAX_BODY_BYTES + 1 - len(payload))
     if len(payload) > MAX_BODY_BYTES:
@@ -168,15 +195,11 @@ async def _read(provider: Provider, resp: aiohttp.ClientResponse) -> RawResponse
             provider=provider.name,
             excerpt=excerpt(provider, payload),
         )
-    headers = resp.headers
-    return RawResponse(
-        resp.status,
-        payload,
-        headers.get("Retry-After"),
-        headers.get("Location"),
-        # The header as sent (for error messages); aiohttp's content_type parses it each time.
-        headers.get("Content-Type", "").partition(";")[0].strip(),
-    )
+    return payload
+
+
+def _timeout(provider: Provider, seconds: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=seconds, connect=min(provider.connect_timeout, seconds))
 
 
 class SessionPool:
@@ -187,16 +210,16 @@ class SessionPool:
     default headers. ``aclose()`` is idempotent.
     """
 
-    __slots__ = ("_closed", "_sessions", "_timeouts")
+    __slots__ = ("_closed", "_lanes")
 
     def __init__(self) -> None:
-        self._sessions: dict[str, aiohttp.ClientSession] = {}  # lane name -> its session
-        self._timeouts: dict[str, aiohttp.ClientTimeout] = {}  # lane name -> its usual timeout
+        #: lane name -> its session and its usual attempt timeout (the provider's own)
+        self._lanes: dict[str, tuple[aiohttp.ClientSession, aiohttp.ClientTimeout]] = {}
         self._closed = False
 
-    def _session(self, provider: Provider) -> aiohttp.ClientSession:
-        session = self._sessions.get(provider.name)
-        if session is None:
+    def _lane(self, provider: Provider) -> tuple[aiohttp.ClientSession, aiohttp.ClientTimeout]:
+        lane = self._lanes.get(provider.name)
+        if lane is None:
             if self._closed:
                 raise RuntimeError("the client is closed")
             connector = _StampingConnector(
@@ -216,38 +239,45 @@ class SessionPool:
                 cookie_jar=aiohttp.DummyCookieJar(),
                 trust_env=False,
             )
-            self._sessions[provider.name] = session
-        return session
-
-    def _timeout(self, provider: Provider, seconds: float) -> aiohttp.ClientTimeout:
-        # `total` bounds the reply too (a sock_read timer would only cost a timer); the usual
-        # value, the provider's own timeout, is built once per lane.
-        if seconds == provider.timeout:
-            usual = self._timeouts.get(provider.name)
-            if usual is None:
-                usual = self._timeouts[provider.name] = self._timeout_for(provider, seconds)
-            return usual
-        return self._timeout_for(provider, seconds)
-
-    @staticmethod
-    def _timeout_for(provider: Provider, seconds: float) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=seconds, connect=min(provider.connect_timeout, seconds))
+            lane = self._lanes[provider.name] = (session, _timeout(provider, provider.timeout))
+        return lane
 
     async def post(
         self,
         provider: Provider,
-        body: bytes,
+        body: bytes | None,
         timeout: float,
         on_sent: Callable[[], None] | None = None,
+        *,
+        method: str = "POST",
+        url: str | None = None,
     ) -> RawResponse:
         """POST ``body`` to the provider; raise a translated ``PersonaError`` on transport failure.
 
         ``timeout`` bounds the whole attempt; the connect phase is bounded separately so that a
         connect timeout (nothing sent) can be told apart from a reply timeout (maybe created).
         ``on_sent`` is called when the request is about to be written to its connection, once
-        that connection is open.
+        that connection is open. (``query`` passes another ``method`` and ``url``.)
         """
-        return await self._request(provider, "POST", provider.url, body, timeout, on_sent)
+        session, usual = self._lane(provider)
+        token = None if _ON_SENT.get() is on_sent else _ON_SENT.set(on_sent)
+        try:
+            async with session.request(
+                method,
+                provider.url if url is None else url,
+                data=body,
+                allow_redirects=False,
+                # `total` bounds the reply too (a sock_read timer would only cost a timer).
+                timeout=usual if timeout == provider.timeout else _timeout(provider, timeout),
+            ) as resp:
+                return await _read(provider, resp)
+        except PersonaError:
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise _translate(exc, provider) from exc
+        finally:
+            if token is not None:
+                _ON_SENT.reset(token)
 
     async def query(
         self, provider: Provider, url: str, *, timeout: float, body: bytes | None = None
@@ -262,44 +292,16 @@ class SessionPool:
             raise ValueError("a status query must stay on the provider's base_url")
         # A poll may run in a task made from a lane worker's context: it stamps nothing.
         method = "GET" if body is None else "POST"
-        return await self._request(provider, method, url, body, timeout, None)
-
-    async def _request(
-        self,
-        provider: Provider,
-        method: str,
-        url: str,
-        body: bytes | None,
-        timeout: float,
-        on_sent: Callable[[], None] | None,
-    ) -> RawResponse:
-        session = self._session(provider)
-        token = None if _ON_SENT.get() is on_sent else _ON_SENT.set(on_sent)
-        try:
-            async with session.request(
-                method,
-                url,
-                data=body,
-                allow_redirects=False,
-                timeout=self._timeout(provider, timeout),
-            ) as resp:
-                return await _read(provider, resp)
-        except PersonaError:
-            raise
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise _translate(exc, provider) from exc
-        finally:
-            if token is not None:
-                _ON_SENT.reset(token)
+        return await self.post(provider, body, timeout, None, method=method, url=url)
 
     async def aclose(self) -> None:
         self._closed = True
-        sessions, self._sessions = list(self._sessions.values()), {}
-        for session in sessions:
+        lanes, self._lanes = list(self._lanes.values()), {}
+        for session, _ in lanes:
             await session.close()
 
     def __del__(self, _warn: type[Warning] = ResourceWarning) -> None:
-        if self._sessions:
+        if self._lanes:
             warnings.warn(
                 "persona_async client was not closed; use 'async with PersonaClient(...)' "
                 "or 'await client.aclose()'",

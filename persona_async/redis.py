@@ -358,9 +358,8 @@ class _RedisLane:
     def limit(self) -> int | None:
         return self._limit
 
-    @property
-    def busy(self) -> bool:
-        return True  # only Redis knows
+    def take(self) -> Start | None:
+        return None  # only Redis knows: acquire asks it
 
     @property
     def learned(self) -> int | None:

@@ -17,7 +17,7 @@ async def test_sessions_left_open_warn_when_the_pool_is_collected() -> None:
         provider = CrunProvider(api_key=fake.api_key, base_url=fake.url, rate_limit=None)
         pool = SessionPool()
         await pool.post(provider, provider.encode(PersonaRequest("t", "a", "n", "d")), 5.0)
-        session = pool._sessions[provider.name]  # kept, so this test can close it afterwards
+        session = pool._lanes[provider.name][0]  # kept, so this test can close it afterwards
         with pytest.warns(ResourceWarning) as caught:
             del pool  # the last reference: collected here
         await session.close()
@@ -44,7 +44,7 @@ async def test_closing_finishes_even_when_the_closer_is_cancelled() -> None:
         provider = CrunProvider(api_key=fake.api_key, base_url=fake.url, rate_limit=None)
         client = PersonaClient([provider])
         await client.create_persona(PersonaRequest("t", "a", "n", "d"))
-        session = client._pool._sessions[provider.name]  # to see that it really gets closed
+        session = client._pool._lanes[provider.name][0]  # to see that it really gets closed
         with anyio.CancelScope() as scope:
             scope.cancel()  # the task closing the client is cancelled as it starts closing
             await client.aclose()

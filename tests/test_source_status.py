@@ -30,7 +30,10 @@ CRUN = CrunProvider(api_key="k")
 
 def raw(body: object, status: int = 200, retry_after: str | None = None) -> RawResponse:
     text = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return RawResponse(status, text, retry_after, None, "application/json")
+    headers = {"Content-Type": "application/json"}
+    if retry_after is not None:
+        headers["Retry-After"] = retry_after
+    return RawResponse(status, text, headers)
 
 
 FAMILY_SUCCESS = {

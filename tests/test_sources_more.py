@@ -188,7 +188,10 @@ async def test_mountsea_lists_no_clips_so_the_audio_id_is_left_to_its_create(
 
 def raw(body: object, status: int = 200, retry_after: str | None = None) -> RawResponse:
     text = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return RawResponse(status, text, retry_after, None, "application/json")
+    headers = {"Content-Type": "application/json"}
+    if retry_after is not None:
+        headers["Retry-After"] = retry_after
+    return RawResponse(status, text, headers)
 
 
 def decode(provider: Provider, reply: RawResponse) -> Any:

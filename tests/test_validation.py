@@ -388,3 +388,47 @@ def test_nonsense_retry_settings_are_refused(bad: dict[str, Any]) -> None:
     (name,) = bad
     with pytest.raises(ValueError, match=name):
         PersonaClient([CrunProvider(api_key="k")], **bad)
+
+
+# -- the common request's quick check agrees with the full rules --------------------------------
+
+_EDGES: list[Any] = ["x", "   ", "", " a ", "\u3000", "x" * 100, "x" * 101, "x" * 1001, None, 7]
+
+
+def _every_provider() -> list[type[Provider]]:
+    import persona_async
+
+    return [
+        cls
+        for name in persona_async.__all__
+        if name.endswith("Provider")
+        and isinstance(cls := getattr(persona_async, name), type)
+        and issubclass(cls, Provider)
+        and cls is not Provider
+    ]
+
+
+def _verdict(check: Any, req: PersonaRequest) -> str | None:
+    try:
+        check(req)
+    except InvalidRequestError as err:
+        return f"{err.field}: {err}"
+    return None
+
+
+@pytest.mark.parametrize("cls", _every_provider(), ids=lambda c: c.__name__)
+def test_every_provider_accepts_exactly_what_its_full_rules_accept(cls: type[Provider]) -> None:
+    # validate() accepts the usual request (four strings, nothing optional) in one quick test:
+    # it must never pass a request the full rules refuse, nor refuse one they pass.
+    provider = cls(api_key="k")
+    fields = ("task_id", "audio_id", "name", "description", "style")
+    checked = 0
+    for field in fields:
+        for value in _EDGES:
+            req = request(**{field: value})
+            assert _verdict(provider.validate, req) == _verdict(
+                provider._validate_fully, req
+            ), f"{cls.__name__}: {field}={value!r}"
+            checked += 1
+    assert checked == len(fields) * len(_EDGES)
+    assert _verdict(provider.validate, request()) is None  # the usual request passes

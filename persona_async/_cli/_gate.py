@@ -88,9 +88,8 @@ class _GatedLimiter:
     def learned(self) -> int | None:
         return self._inner.learned
 
-    @property
-    def busy(self) -> bool:
-        return self._inner.busy
+    def take(self) -> Start | None:
+        return None if self._gate.closed else self._inner.take()
 
     async def acquire(self) -> Start:
         self._check()
@@ -121,7 +120,6 @@ class _GatedLimiter:
 
     async def throttled(self, start: Start) -> float:
         return await self._inner.throttled(start)
-
 
     async def hold(self, state: Literal["cooling", "paused"], seconds: float) -> None:
         await self._inner.hold(state, seconds)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import operator
 import os
+import sys
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -72,18 +74,32 @@ class Wire:
     ``reply`` is one of the styles in ``_styles.py``.
     """
 
-    __slots__ = ("_body", "_encode", "_fields", "decode", "reply")
+    __slots__ = ("_body", "_encode", "_fields", "_positional", "_values", "decode", "reply")
 
     def __init__(self, *, body: type[Any], reply: ReplyStyle) -> None:
         self._body = body
-        self._fields = tuple(f for f in _REQUEST_FIELDS if f in body.__struct_fields__)
+        fields = tuple(f for f in body.__struct_fields__ if f in _REQUEST_FIELDS)
+        self._fields = fields
+        #: The request's values of those fields as one tuple, in one C call per request.
+        self._values: Callable[[PersonaRequest], tuple[Any, ...]] = _getter(fields)
+        #: When they lead the body, they are passed positionally: no dict per request.
+        self._positional = body.__struct_fields__[: len(fields)] == fields
         self._encode = msgspec.json.Encoder().encode
         self.reply = reply
         #: ``(status, body) -> Reply``: the style's decoder, bound once (it runs per reply).
         self.decode: Callable[[int, bytes], Reply] = reply.decode
 
     def encode(self, request: PersonaRequest, **extra: Any) -> bytes:
-        return self._encode(self._body(**{f: getattr(request, f) for f in self._fields}, **extra))
+        if self._positional:
+            return self._encode(self._body(*self._values(request), **extra))
+        values = dict(zip(self._fields, self._values(request), strict=True))
+        return self._encode(self._body(**values, **extra))
+
+
+def _getter(fields: tuple[str, ...]) -> Callable[[PersonaRequest], tuple[Any, ...]]:
+    if len(fields) > 1:
+        return operator.attrgetter(*fields)
+    return lambda request: tuple(getattr(request, f) for f in fields)
 
 
 def request_struct(cls: type[Any], request: PersonaRequest, **extra: Any) -> Any:
@@ -161,6 +177,19 @@ class Provider:
     #: How to ask the provider whether a music task is finished (``persona_async._sources``);
     #: None when it has no status endpoint, and then ``wait_for_source`` is refused.
     source_status: ClassVar[SourceStatus | None] = None
+
+    #: ``max_lengths`` of task_id, audio_id, name and description (no limit: ``sys.maxsize``),
+    #: for ``validate``'s common case; None when a limit applies to another field.
+    _plain_limits: ClassVar[tuple[int, int, int, int] | None] = (sys.maxsize,) * 4
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        plain = ("task_id", "audio_id", "name", "description")
+        cls._plain_limits = (
+            tuple(cls.max_lengths.get(f, sys.maxsize) for f in plain)  # type: ignore[assignment]
+            if set(cls.max_lengths) <= {*plain, "style"}
+            else None
+        )
 
     __slots__ = (
         "_api_key",
@@ -287,7 +316,30 @@ class Provider:
 
     def validate(self, request: PersonaRequest) -> None:
         """Raise ``InvalidRequestError`` naming the field and the rule, or return."""
+        # The common request, four non-blank strings within their limits and nothing else, is
+        # accepted here in one expression; anything else takes the full rules below.
+        t, a, n, d = request.task_id, request.audio_id, request.name, request.description
+        limits = self._plain_limits
+        if (
+            limits is not None
+            and type(t) is str
+            and type(a) is str
+            and type(n) is str
+            and type(d) is str
+            and 0 < len(t) <= limits[0]
+            and 0 < len(a) <= limits[1]
+            and 0 < len(n) <= limits[2]
+            and 0 < len(d) <= limits[3]
+            and not (t.isspace() or a.isspace() or n.isspace() or d.isspace())
+            and request.provider_task_id is None
+            and request.vocal_start is None
+            and request.vocal_end is None
+            and request.style is None
+        ):
+            return
+        self._validate_fully(request)
 
+    def _validate_fully(self, request: PersonaRequest) -> None:
         task = request.provider_task_id
         if task is not None and self.mode != "task":
             raise self._invalid(
