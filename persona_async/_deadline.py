@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -53,7 +54,7 @@ def min_attempt_time(provider_timeout: float, deadline: float) -> float:
     A retry squeezed in just before the deadline would time out after the provider got it,
     creating the very ambiguity retries must avoid: give it a fair chance or none.
     """
-    return min(provider_timeout, deadline) / 4
+    return (provider_timeout if provider_timeout < deadline else deadline) / 4  # min(), per request
 
 
 def give_up_error(
@@ -108,21 +109,25 @@ class Deadlines:
     """One loop timer for a lane's waiting jobs: each is failed at its last start time.
 
     A timer per request costs a call into the loop's timer heap to set and one to cancel; a
-    lane keeps its own heap of ``(last_start, seq, job)`` instead, behind a single loop timer
-    set for the earliest. A job that stops waiting is only marked (``disarm``); the heap drops
-    it when it comes up, or is rebuilt once most of it is stale.
+    lane keeps its own order instead, behind a single loop timer set for the earliest. Most
+    jobs are armed in the order of their last start times (a stream's requests all have the
+    same deadline): those join a plain line, and the rest a heap of ``(last_start, seq, job)``.
+    A job that stops waiting is only marked (``disarm``); a line drops marked jobs from its
+    front at once (they usually leave in order), and either is compacted when most of it is
+    stale, so memory follows the jobs that wait.
 
     ``expire(job)`` is called for a job still armed at its last start time.
     """
 
-    __slots__ = ("_at", "_clock", "_expire", "_handle", "_heap", "_seq", "_stale")
+    __slots__ = ("_at", "_clock", "_expire", "_handle", "_heap", "_line", "_room", "_seq")
 
     def __init__(self, expire: Callable[[_Job], None], clock: Callable[[], float]) -> None:
         self._expire = expire
         self._clock = clock  # the lane's, which last_start is on
-        self._heap: list[tuple[float, int, _Job]] = []
+        self._line: deque[_Job] = deque()  # armed in last_start order (maybe stale)
+        self._heap: list[tuple[float, int, _Job]] = []  # armed out of order (maybe stale)
+        self._room = _COMPACT_AT  # the size at which the line or heap drops its stale entries
         self._seq = 0  # ties in time go in arming order; jobs are never compared
-        self._stale = 0  # disarmed entries still in the heap
         self._handle: asyncio.TimerHandle | None = None
         self._at = math.inf  # when the loop timer fires
 
@@ -131,24 +136,36 @@ class Deadlines:
         if job.armed or job.done or last_start == math.inf:  # inf: no deadline
             return
         job.armed = True
-        self._seq += 1
-        heapq.heappush(self._heap, (last_start, self._seq, job))
+        line = self._line
+        if not line or line[-1].last_start <= last_start:
+            line.append(job)
+            if len(line) > self._room:
+                self._compact()
+        else:
+            self._seq += 1
+            heapq.heappush(self._heap, (last_start, self._seq, job))
+            if len(self._heap) > self._room:
+                self._compact()
         if last_start < self._at:
             self._schedule(last_start)
 
     def disarm(self, job: _Job) -> None:
         if job.armed:
             job.armed = False
-            self._stale += 1
-            if self._stale > 64 and self._stale * 2 > len(self._heap):
-                self._heap = [entry for entry in self._heap if entry[2].armed]
-                heapq.heapify(self._heap)
-                self._stale = 0
+            line = self._line
+            while line and not line[0].armed:
+                line.popleft()
 
     def close(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+
+    def _compact(self) -> None:
+        self._line = deque(job for job in self._line if job.armed)
+        self._heap = [entry for entry in self._heap if entry[2].armed]
+        heapq.heapify(self._heap)
+        self._room = max(_COMPACT_AT, 2 * max(len(self._line), len(self._heap)))
 
     def _schedule(self, at: float) -> None:
         if self._handle is not None:
@@ -159,13 +176,21 @@ class Deadlines:
 
     def _fire(self) -> None:
         self._handle, self._at = None, math.inf
-        heap, now = self._heap, self._clock()
+        line, heap, now = self._line, self._heap, self._clock()
+        while line and (line[0].last_start <= now or not line[0].armed):
+            job = line.popleft()
+            if job.armed:
+                job.armed = False
+                self._expire(job)
         while heap and (heap[0][0] <= now or not heap[0][2].armed):
             job = heapq.heappop(heap)[2]
             if job.armed:
                 job.armed = False
                 self._expire(job)
-            else:
-                self._stale -= 1
-        if heap:
-            self._schedule(heap[0][0])
+        earliest = min(line[0].last_start if line else math.inf, heap[0][0] if heap else math.inf)
+        if earliest < math.inf:
+            self._schedule(earliest)
+
+
+#: Entries a lane's Deadlines holds before it first drops the stale ones.
+_COMPACT_AT = 256

@@ -52,7 +52,7 @@ from ._queue import WorkerPark
 from ._ratelimit import LaneLimiter, SentHook, SlidingWindowLimiter, advice
 from ._retry import RetryPolicy
 from ._sources import SourceGate
-from ._stats import LaneState, LaneStats
+from ._stats import COOLING, PAUSED, RUNNING, STOPPED, LaneState, LaneStats
 from ._tasks import TaskFlow
 from ._transport import SessionPool, hook_sends
 
@@ -103,7 +103,7 @@ class Lane:
         self._park = WorkerPark()  # workers with nothing to do now
         self._in_flight: set[_Job] = set()
         self._workers_started = False
-        self.state = LaneState.RUNNING
+        self.state = RUNNING
         self._cooldown_until = 0.0
         self._next_probe = 0.0
         self._probe_interval = 0.0
@@ -138,6 +138,7 @@ class Lane:
         ``deadline`` (seconds, ``math.inf``: none) bounds it; ``max_retries`` overrides the policy.
         """
         now = self._clock()
+        ends = now + deadline
         job = _Job(
             request,
             self.provider.encode(request),
@@ -145,10 +146,10 @@ class Lane:
             tag,
             on_send,
             on_submitted,
-            now=now,
-            deadline=deadline,
-            min_attempt=min_attempt_time(self.provider.timeout, deadline),
-            max_retries=self._policy.max_retries if max_retries is None else max_retries,
+            now,  # submitted
+            ends,  # deadline
+            ends - min_attempt_time(self.provider.timeout, deadline),  # last_start
+            self._policy.max_retries if max_retries is None else max_retries,
         )
         if self._stop_error is not None:
             self._finish(job, None, self._stop_error.for_request(request.task_id, request.audio_id))
@@ -191,8 +192,8 @@ class Lane:
             last_error=job.last_error,
             last_429=self._last_429,
             last_455=self._last_455,
-            cooling=self.state is LaneState.COOLING and now < self._cooldown_until,
-            paused=self.state is LaneState.PAUSED,
+            cooling=self.state is COOLING and now < self._cooldown_until,
+            paused=self.state is PAUSED,
         )
 
     def _admit(self, job: _Job, err: PersonaError | None) -> None:
@@ -203,8 +204,8 @@ class Lane:
                 self._stop(err)  # the status query's key is the creates' key
             return
         self._ready.append(job)
-        if not self._park.wake_one() or self.state is not LaneState.RUNNING:
-            self._arm(job)  # it will wait in the queue
+        if not (self._park.idle and self._park.wake_one()) or self.state is not RUNNING:
+            self._deadlines.arm(job)  # it will wait in the queue
 
     def _arm(self, job: _Job) -> None:
         """Fail ``job`` at its last start time, unless it is on the wire by then.
@@ -268,7 +269,7 @@ class Lane:
         hook_sends(sent)
         ready = self._ready
         while True:
-            if ready and self.state is LaneState.RUNNING and not self._delayed:
+            if ready and self.state is RUNNING and not self._delayed:
                 job, probe = ready.popleft(), False  # the usual case, without a coroutine
                 if job.gone:
                     continue
@@ -304,14 +305,14 @@ class Lane:
             now = self._clock()
             self._promote_due(now)
             timeout: float | None = self._delayed[0][0] - now if self._delayed else None
-            if self.state is LaneState.STOPPED:
+            if self.state is STOPPED:
                 self._fail_stopped()
-            elif self.state is LaneState.COOLING:
+            elif self.state is COOLING:
                 if now >= self._cooldown_until:
-                    self._set_state(LaneState.RUNNING, "cooldown over")
+                    self._set_state(RUNNING, "cooldown over")
                     continue
                 timeout = _earliest(timeout, self._cooldown_until - now)
-            elif self.state is LaneState.PAUSED:
+            elif self.state is PAUSED:
                 self._expire_maintenance_waits(now)
                 if self._ready and not self._probing and now >= self._next_probe:
                     self._probing = True
@@ -370,7 +371,8 @@ class Lane:
         if now > job.last_start:  # it waited in the queue past its last start time
             return self._finish(job, None, self._give_up(job))
         provider = self.provider
-        timeout = min(provider.timeout, job.deadline - now)
+        left = job.deadline - now  # min() is a slow builtin for two floats, per request
+        timeout = left if left < provider.timeout else provider.timeout
         job.attempts += 1
         self._sent += 1
         job.on_wire = True
@@ -398,8 +400,8 @@ class Lane:
         if job.gone:
             return False
         if self._stop_error is not None or (
-            (self.state is LaneState.PAUSED and not probe)
-            or (self.state is LaneState.COOLING and self._clock() < self._cooldown_until)
+            (self.state is PAUSED and not probe)
+            or (self.state is COOLING and self._clock() < self._cooldown_until)
         ):
             self._ready.appendleft(job)
             self._arm(job)
@@ -418,8 +420,8 @@ class Lane:
                 self.provider.name, self.provider.rate_limit, learned, self.provider.rate_period
             )
             logger.warning("lane %s: %s", self.provider.name, said)
-        if self.state is LaneState.PAUSED:
-            self._set_state(LaneState.RUNNING, "maintenance over")
+        if self.state is PAUSED:
+            self._set_state(RUNNING, "maintenance over")
         if self._tasks is not None:  # an async-task submit: the "persona id" is the task's id
             return self._tasks.submitted(job, persona_id)
         r, lane = job.request, self.provider.name  # in Persona's order, positionally
@@ -515,14 +517,14 @@ class Lane:
         until = now + wait
         if until > self._cooldown_until:
             self._cooldown_until = until
-        if self.state is LaneState.RUNNING and wait > 0:
-            self._set_state(LaneState.COOLING, f"429 from provider, cooling {wait:.2f}s")
+        if self.state is RUNNING and wait > 0:
+            self._set_state(COOLING, f"429 from provider, cooling {wait:.2f}s")
 
     def _pause(self, now: float, probe: bool) -> None:
-        if self.state is not LaneState.PAUSED:
+        if self.state is not PAUSED:
             self._probe_interval = max(self._policy.backoff_initial, 1e-3)
             self._next_probe = now + self._probe_interval
-            self._set_state(LaneState.PAUSED, "455 maintenance, probing")
+            self._set_state(PAUSED, "455 maintenance, probing")
         elif probe:
             self._probe_interval = min(self._probe_interval * 2, self._policy.backoff_max)
             self._next_probe = now + self._probe_interval
@@ -548,7 +550,7 @@ class Lane:
     def _stop(self, err: PersonaError) -> None:
         if self._stop_error is None:
             self._stop_error = err
-            self._set_state(LaneState.STOPPED, f"{type(err).__name__}, nothing more is sent")
+            self._set_state(STOPPED, f"{type(err).__name__}, nothing more is sent")
             self._fail_stopped()
 
     def _fail_stopped(self) -> None:
@@ -563,16 +565,16 @@ class Lane:
 
     def _set_state(self, state: LaneState, why: str) -> None:
         if state is not self.state:
-            if self.state is LaneState.PAUSED:
+            if self.state is PAUSED:
                 # A later maintenance window gets a fresh allowance of waiting.
                 for job in [*self._ready, *(entry[2] for entry in self._delayed)]:
                     job.since_maintenance = None
-            if state is not LaneState.RUNNING:
+            if state is not RUNNING:
                 for job in self._ready:  # they wait now
                     self._arm(job)
             self.state = state
             logger.log(
-                logging.WARNING if state is not LaneState.RUNNING else logging.INFO,
+                logging.WARNING if state is not RUNNING else logging.INFO,
                 "lane %s %s: %s",
                 self.provider.name,
                 state.value,

@@ -18,36 +18,36 @@ class WorkerPark:
         park.wake_one()          # a job arrived: one worker takes it
     """
 
-    __slots__ = ("_idle",)
+    __slots__ = ("idle",)
 
     def __init__(self) -> None:
-        self._idle: deque[asyncio.Future[None]] = deque()  # parked workers, FIFO
+        self.idle: deque[asyncio.Future[None]] = deque()  # parked workers, FIFO (maybe done)
 
     async def wait(self, wake_in: float | None) -> None:
         """Wait until woken, or ``wake_in`` seconds (None: no limit)."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
-        self._idle.append(waiter)
+        self.idle.append(waiter)
         timer = loop.call_later(wake_in, _resolve, waiter) if wake_in is not None else None
         try:
             await waiter
         finally:
             if timer is not None:
                 timer.cancel()
-            if waiter in self._idle:  # timed out or cancelled while parked: leave the line
-                self._idle.remove(waiter)
+            if waiter in self.idle:  # timed out or cancelled while parked: leave the line
+                self.idle.remove(waiter)
 
     def wake_one(self) -> bool:
         """Wake one parked worker; False if none was parked."""
-        while self._idle:
-            waiter = self._idle.popleft()
+        while self.idle:
+            waiter = self.idle.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 return True
         return False
 
     def wake_all(self) -> None:
-        idle, self._idle = self._idle, deque()
+        idle, self.idle = self.idle, deque()
         for waiter in idle:
             _resolve(waiter)
 

@@ -144,7 +144,9 @@ class _StreamState:
                 self._next_seq += 1
         else:
             self._reorder[seq] = outcome
-        self._wake()
+        waiter = self._waiter  # (self._wake(), inline: this runs per request)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():

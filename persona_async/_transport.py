@@ -218,6 +218,7 @@ class SessionPool:
         self._closed = False
 
     def _lane(self, provider: Provider) -> tuple[aiohttp.ClientSession, aiohttp.ClientTimeout]:
+        """The lane's session and usual timeout, made on first use."""
         lane = self._lanes.get(provider.name)
         if lane is None:
             if self._closed:
@@ -259,7 +260,7 @@ class SessionPool:
         ``on_sent`` is called when the request is about to be written to its connection, once
         that connection is open. (``query`` passes another ``method`` and ``url``.)
         """
-        session, usual = self._lane(provider)
+        session, usual = self._lanes.get(provider.name) or self._lane(provider)
         token = None if _ON_SENT.get() is on_sent else _ON_SENT.set(on_sent)
         try:
             async with session.request(

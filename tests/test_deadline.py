@@ -10,6 +10,7 @@ loaded machine a few tenths of a second on top.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from typing import Any
 
@@ -276,7 +277,8 @@ async def test_one_deadline_timer_fails_each_waiting_job_on_time_however_many_ca
 
     def job(task: str, seconds: float) -> _Job:
         request = PersonaRequest(task, "clip", "Neon Siren", "R&B")
-        return _Job(request, b"", lambda *_: None, None, now=loop.time(), deadline=seconds)
+        now = loop.time()
+        return _Job(request, b"", lambda *_: None, submitted=now, last_start=now + seconds)
 
     started = loop.time()
     late, early = job("late", 0.3), job("early", 0.15)
@@ -294,3 +296,30 @@ async def test_one_deadline_timer_fails_each_waiting_job_on_time_however_many_ca
     assert expired[0][1] - started == pytest.approx(0.15, abs=0.05)
     assert expired[1][1] - started == pytest.approx(0.3, abs=0.05)
     assert len(deadlines._heap) < 100  # the stale entries were dropped, not kept for an hour
+
+
+async def test_a_job_waiting_long_does_not_keep_alive_the_thousands_that_passed_it() -> None:
+    # A bulk stream arms every queued job in deadline order; one of them waits (a retry's
+    # backoff) while 20,000 others are sent and finished behind it. Those must be freed, not
+    # held until the first one's hour is up: memory follows the jobs that wait.
+    loop = asyncio.get_running_loop()
+    deadlines = Deadlines(lambda job: None, loop.time)
+
+    def job(task: str, seconds: float) -> _Job:
+        request = PersonaRequest(task, "clip", "Neon Siren", "R&B")
+        now = loop.time()
+        return _Job(request, b"", lambda *_: None, submitted=now, last_start=now + seconds)
+
+    waiting = job("waiting", 3600.0)
+    deadlines.arm(waiting)
+    for i in range(20_000):
+        passed = job(f"passed-{i}", 3600.0 + i / 1000)
+        deadlines.arm(passed)
+        deadlines.disarm(passed)
+    del passed
+    gc.collect()
+    alive = sum(isinstance(o, _Job) for o in gc.get_objects())
+    deadlines.close()
+
+    assert waiting.armed
+    assert alive < 600  # the waiting job, and at most a few hundred not yet dropped
