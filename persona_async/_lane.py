@@ -139,18 +139,12 @@ class Lane:
         """
         now = self._clock()
         ends = now + deadline
+        # _Job's fields in order: request .. on_submitted, submitted, deadline, last_start, ...
         job = _Job(
-            request,
-            self.provider.encode(request),
-            deliver,
-            tag,
-            on_send,
-            on_submitted,
-            now,  # submitted
-            ends,  # deadline
-            ends - min_attempt_time(self.provider.timeout, deadline),  # last_start
+            request, self.provider.encode(request), deliver, tag, on_send, on_submitted,
+            now, ends, ends - min_attempt_time(self.provider.timeout, deadline),
             self._policy.max_retries if max_retries is None else max_retries,
-        )
+        )  # fmt: skip
         if self._stop_error is not None:
             self._finish(job, None, self._stop_error.for_request(request.task_id, request.audio_id))
             return job

@@ -84,15 +84,16 @@ class SentHook:
     One per worker, reused for every request it sends: nothing is allocated per request.
     """
 
-    __slots__ = ("limiter", "start")
+    __slots__ = ("_sent", "start")
 
     def __init__(self, limiter: LaneLimiter) -> None:
-        self.limiter = limiter
+        self._sent = limiter.sent  # bound once
         self.start: Start | None = None  # the request on its way, if any
 
     def __call__(self) -> None:
-        if self.start is not None:
-            self.limiter.sent(self.start)
+        start = self.start
+        if start is not None:
+            self._sent(start)
 
 
 class LaneLimiter(Protocol):

@@ -40,6 +40,7 @@ class _StreamState:
 
     __slots__ = (
         "_closed",
+        "_deliver_to",
         "_error",
         "_feeder",
         "_feeder_scope",
@@ -67,6 +68,7 @@ class _StreamState:
         self._error: BaseException | None = None  # the input iterable raised this
         self._waiter: asyncio.Future[None] | None = None  # the consumer, when parked
         self._feeder_scope = anyio.CancelScope()
+        self._deliver_to = self._deliver  # bound once: the lanes call it per request
         self._closed = False
 
     # -- feeder side (runs in the client's task group) ------------------------------------------
@@ -123,7 +125,7 @@ class _StreamState:
         if self._closed:
             return
         self._jobs[seq] = None  # submit() may deliver at once (invalid request, stopped lane)
-        job = submit(request, self._deliver, seq)
+        job = submit(request, self._deliver_to, seq)
         if seq in self._jobs:
             self._jobs[seq] = job
 

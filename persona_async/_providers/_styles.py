@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import msgspec
 
@@ -58,16 +58,19 @@ class ReplyStyle(Protocol):
     def decode(self, status: int, body: bytes) -> Reply: ...
 
 
+def _id_struct(key: str) -> Any:
+    return msgspec.defstruct("Data", [("id", str, msgspec.field(name=key))])
+
+
 def _id_decoder(key: str) -> Any:
-    data = msgspec.defstruct("Data", [("id", str, msgspec.field(name=key))])
-    return msgspec.json.Decoder(data).decode
+    return msgspec.json.Decoder(_id_struct(key)).decode
 
 
 class CodeEnvelopeReply:
     """``{code: int, msg|message, data: {<id_key>}}``, business code inside HTTP 200
     (crun, the sunoapi.org family, kie's market route)."""
 
-    __slots__ = ("_data", "_envelope")
+    __slots__ = ("_data", "_envelope", "_success")
 
     def __init__(self, *, message_key: str = "message", id_key: str = "persona_id") -> None:
         self._envelope: Any = msgspec.json.Decoder(
@@ -82,8 +85,25 @@ class CodeEnvelopeReply:
             )
         ).decode
         self._data = _id_decoder(id_key)
+        # A success read in one pass; anything else fails it and takes the two steps above.
+        self._success: Any = msgspec.json.Decoder(
+            msgspec.defstruct(
+                "Success",
+                [
+                    ("code", Literal[200]),
+                    ("data", _id_struct(id_key)),
+                    ("message", str | None, msgspec.field(default=None, name=message_key)),
+                ],
+            )
+        ).decode
 
     def decode(self, status: int, body: bytes) -> Reply:
+        try:
+            success = self._success(body)
+        except msgspec.ValidationError:
+            pass  # an error reply, or not the envelope: read it in two steps to say which
+        else:
+            return Reply(200, success.message or "", success.data.id)
         envelope = self._envelope(body)
         message: str = envelope.message or ""
         if envelope.code != 200:
