@@ -173,6 +173,27 @@ async def test_a_probe_that_failed_waits_two_clean_windows_before_trying_that_le
     assert granted == 3
 
 
+async def test_a_lane_without_a_rate_limit_is_not_paced_until_its_first_429(lanes: Lanes) -> None:
+    assert len(await granted_at_once(lanes(None, 30.0), 30)) == 30
+
+
+async def test_the_shared_limit_and_what_was_learned_show_in_the_stats_two_windows_on(
+    lanes: Lanes,
+) -> None:
+    # What LaneStats.limit and .learned_limit show: the shared limit at once, what the
+    # provider sustained once two windows have passed since the first 429 (not before: one
+    # 429 early in a run says little).
+    period = 0.2
+    limiter, other = lanes(10, period), lanes(10, period)
+    _, second = await granted_at_once(limiter, 2)
+    await limiter.throttled(second)
+    assert (limiter.limit, limiter.learned) == (5, None)
+    await granted_at_once(other, 1)
+    assert other.limit == 5  # one limit for every process sharing the key
+    await asyncio.sleep(period * 2.2)
+    assert (limiter.learned, other.learned) == (5, 5)
+
+
 # -- never above the configured limit ----------------------------------------------------------
 
 
@@ -282,7 +303,12 @@ def test_the_url_shown_blanks_exactly_the_password(url: str, shown: str) -> None
     assert RedisLimiter(url).url == shown
 
 
-async def test_a_password_the_server_echoes_back_is_blanked_in_the_error() -> None:
+@pytest.mark.parametrize(
+    "auth",
+    [f":{PASSWORD}@127.0.0.1:{{port}}/0", f":{PASSWORD}@127.0.0.1:{{port}}/0?password=other"],
+    ids=["userinfo", "userinfo-and-query"],
+)
+async def test_a_password_the_server_echoes_back_is_blanked_in_the_error(auth: str) -> None:
     # A proxy or an odd server that repeats the command it refused: redis-py puts its words in
     # the exception, and the exception's text in ours.
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -298,7 +324,7 @@ async def test_a_password_the_server_echoes_back_is_blanked_in_the_error() -> No
 
     server = await asyncio.start_server(echo, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    limiter = RedisLimiter(f"redis://:{PASSWORD}@127.0.0.1:{port}/0")
+    limiter = RedisLimiter("redis://" + auth.format(port=port))
     lane = limiter.for_lane(CrunProvider(api_key=API_KEY))
     try:
         with pytest.raises(RedisUnavailableError) as refused:
@@ -476,3 +502,41 @@ async def test_the_local_fallback_remembers_its_starts_from_one_outage_to_the_ne
         assert await granted_at_once(limiter, 1) == []  # the local window is still full
     finally:
         await limiter.aclose()
+
+
+async def test_the_local_fallback_starts_from_the_limit_learned_so_far(
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    provider = CrunProvider(api_key=API_KEY, rate_limit=10, rate_period=30.0)
+    limiter = RedisLimiter(redis_server.url, fallback="local", recheck=0).for_lane(provider)
+    try:
+        _, second = await granted_at_once(limiter, 2)
+        await limiter.throttled(second)  # five a window, learned through Redis
+        redis_server.kill()
+        assert len(await granted_at_once(limiter, 10)) == 5
+    finally:
+        await limiter.aclose()
+
+
+async def test_redis_answering_again_is_logged_once_and_a_new_outage_again(
+    redis_server: RedisServer,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="persona_async")
+    limiter = RedisLimiter(redis_server.url, recheck=0)
+    lane = limiter.for_lane(CrunProvider(api_key=API_KEY, rate_limit=10, rate_period=30.0))
+    try:
+        await lane.acquire()
+        for _ in range(2):
+            redis_server.kill()
+            with pytest.raises(RedisUnavailableError):
+                await lane.acquire()
+            redis_server.start()
+            await lane.acquire()
+            await lane.acquire()
+    finally:
+        await lane.aclose()
+    said = [(r.levelno, r.getMessage()) for r in caplog.records]
+    back = f"lane crun: Redis at {limiter.url} answers again; the rate limit is shared again"
+    assert [m for level, m in said if level == logging.INFO] == [back, back]
+    assert [level for level, _ in said] == [logging.WARNING, logging.INFO] * 2

@@ -1,0 +1,142 @@
+"""What the session pool promises about replies and failures, each pinned against a real server.
+
+Loopback servers throughout: the ``FakeProvider``, aiohttp test servers and raw asyncio servers
+for replies no HTTP framework would send. (Windows counted from the real send, cookies and
+proxies: test_transport.py; connect vs reply timeouts and stale keep-alive connections:
+test_promises.py.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from persona_async import (
+    CrunProvider,
+    KieProvider,
+    MalformedResponseError,
+    PersonaClient,
+    PersonaError,
+    PersonaRequest,
+    Provider,
+    ProviderTimeoutError,
+)
+from persona_async._transport import MAX_BODY_BYTES
+from persona_async.testing import FakeProvider, Fault
+
+pytestmark = pytest.mark.anyio
+
+KEY = "sk-live-7f3a9c1e5b2d4068a1c3e5f7"
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def req(i: int = 0) -> PersonaRequest:
+    return PersonaRequest(f"task-{i}", f"clip-{i}", f"Persona {i}", "Smoky late-night R&B")
+
+
+@contextlib.asynccontextmanager
+async def raw_server(handler: Handler) -> AsyncIterator[str]:
+    """A bare TCP server on loopback speaking whatever ``handler`` writes; yields its URL."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def replying(raw: bytes) -> Handler:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(raw)
+            await writer.drain()
+        writer.close()
+
+    return handler
+
+
+async def error_of(provider: Provider, **kw: Any) -> PersonaError:
+    async with PersonaClient([provider], max_retries=0, **kw) as client:
+        with pytest.raises(PersonaError) as info:
+            await client.create_persona(req())
+    return info.value
+
+
+# -- what a transport error says ----------------------------------------------------------------
+
+
+async def test_the_foreign_cause_keeps_the_request_headers_for_debugging_with_the_key_masked() -> (
+    None
+):
+    async with raw_server(replying(b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n{}")) as url:
+        provider = CrunProvider(api_key=KEY, base_url=url, rate_limit=None)
+        err = await error_of(provider)
+    cause = err.__cause__
+    assert isinstance(cause, aiohttp.ClientResponseError)
+    headers = cause.request_info.headers
+    assert headers["User-Agent"].startswith("persona-async/")
+    assert [headers[name] for name in provider.auth_headers()] == ["***"]
+    assert KEY not in repr(cause)
+
+
+async def test_a_transport_errors_detail_is_cut_at_200_characters() -> None:
+    # aiohttp quotes the bad status line whole; a hostile or broken server could make it huge.
+    async with raw_server(replying(b"HTTP/1.1 " + b"9" * 400 + b" OK\r\n\r\n")) as url:
+        err = await error_of(CrunProvider(api_key=KEY, base_url=url, rate_limit=None))
+    head = "ClientResponseError after the request was sent: "
+    assert type(err) is MalformedResponseError
+    assert err.message.startswith(head + "400, ")
+    assert len(err.message) == len(head) + 200
+
+
+async def test_a_reply_timeout_says_so_in_plain_words(fake: FakeProvider) -> None:
+    # asyncio's TimeoutError has no text: no dangling colon after what happened.
+    fake.inject(Fault.slow(0.3))
+    provider = KieProvider(api_key=fake.api_key, base_url=fake.url, rate_limit=None, timeout=0.1)
+    err = await error_of(provider)
+    assert type(err) is ProviderTimeoutError
+    assert err.message == "TimeoutError after the request was sent"
+
+
+# -- replies too large --------------------------------------------------------------------------
+
+
+async def test_a_reply_announcing_too_many_bytes_is_refused_by_its_length(
+    fake: FakeProvider,
+) -> None:
+    size = MAX_BODY_BYTES + 10
+    fake.inject(Fault.body(b'{"code": 200, "pad": "' + b"x" * (size - 24) + b'"}'))
+    err = await error_of(CrunProvider(api_key=fake.api_key, base_url=fake.url, rate_limit=None))
+    assert type(err) is MalformedResponseError
+    assert err.message == f"reply of {size} bytes exceeds {MAX_BODY_BYTES}"
+    assert err.excerpt.startswith('{"code": 200, "pad": "xxx')
+
+
+async def test_a_reply_that_never_ends_is_cut_at_the_size_limit_not_read_until_the_timeout() -> (
+    None
+):
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n")
+            writer.write(b'{"code": 200, "pad": "')
+            while True:
+                writer.write(b"z" * 65536)
+                await writer.drain()
+        writer.close()
+
+    async with raw_server(endless) as url:
+        provider = CrunProvider(api_key=KEY, base_url=url, rate_limit=None, timeout=10.0)
+        started = time.monotonic()
+        err = await error_of(provider)
+    assert type(err) is MalformedResponseError
+    assert err.message == f"reply exceeds {MAX_BODY_BYTES} bytes"
+    assert time.monotonic() - started < 5.0
