@@ -27,7 +27,7 @@ from persona_async import (
     Provider,
     ProviderTimeoutError,
 )
-from persona_async._transport import MAX_BODY_BYTES
+from persona_async._transport import MAX_BODY_BYTES, SessionPool
 from persona_async.testing import FakeProvider, Fault
 
 pytestmark = pytest.mark.anyio
@@ -139,4 +139,64 @@ async def test_a_reply_that_never_ends_is_cut_at_the_size_limit_not_read_until_t
         err = await error_of(provider)
     assert type(err) is MalformedResponseError
     assert err.message == f"reply exceeds {MAX_BODY_BYTES} bytes"
+    assert err.provider == provider.name
     assert time.monotonic() - started < 5.0
+
+
+async def test_a_reply_one_byte_over_the_limit_is_refused_even_when_that_byte_comes_late() -> None:
+    # The first MAX_BODY_BYTES are a valid envelope (padded with spaces); one more byte comes
+    # after a pause. Stopping at exactly the limit would take the persona and drop the rest.
+    envelope = b'{"code": 200, "msg": "ok", "data": {"persona_id": "p-cut"}}'
+
+    async def late_byte(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+            writer.write(b"Connection: close\r\n\r\n")
+            writer.write(envelope + b" " * (MAX_BODY_BYTES - len(envelope)))
+            await writer.drain()
+            await asyncio.sleep(0.2)
+            writer.write(b" ")
+            await writer.drain()
+        writer.close()
+
+    async with raw_server(late_byte) as url:
+        err = await error_of(CrunProvider(api_key=KEY, base_url=url, rate_limit=None))
+    assert type(err) is MalformedResponseError
+    assert err.message == f"reply exceeds {MAX_BODY_BYTES} bytes"
+
+
+# -- what a bad reply's error names --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "named"),
+    [(b"", "no content type"), (b"Content-Type: text/html; charset=utf-8\r\n", "text/html")],
+    ids=["none", "with-parameters"],
+)
+async def test_a_reply_that_is_not_the_envelope_names_its_content_type_and_nothing_more(
+    header: bytes, named: str
+) -> None:
+    reply = b"HTTP/1.1 200 OK\r\n" + header + b"Content-Length: 5\r\n\r\nhello"
+    async with raw_server(replying(reply)) as url:
+        err = await error_of(CrunProvider(api_key=KEY, base_url=url, rate_limit=None))
+    assert type(err) is MalformedResponseError
+    assert err.message.startswith(f"HTTP 200 {named}: reply is not the crun envelope ("), (
+        err.message
+    )
+
+
+# -- a closed pool -----------------------------------------------------------------------------
+
+
+async def test_a_closed_session_pool_opens_nothing_and_says_the_client_is_closed(
+    fake: FakeProvider,
+) -> None:
+    provider = CrunProvider(api_key=fake.api_key, base_url=fake.url, rate_limit=None)
+    pool = SessionPool()
+    with pytest.raises(ValueError, match=r"^a status query must stay on the provider's base_url$"):
+        await pool.query(provider, "http://127.0.0.1:9/elsewhere", timeout=1.0)
+    await pool.aclose()
+    with pytest.raises(RuntimeError, match=r"^the client is closed$"):
+        await pool.post(provider, b"{}", timeout=1.0)
+    assert fake.request_count == 0
