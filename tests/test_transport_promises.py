@@ -16,6 +16,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from persona_async import (
     CrunProvider,
@@ -200,3 +202,35 @@ async def test_a_closed_session_pool_opens_nothing_and_says_the_client_is_closed
     with pytest.raises(RuntimeError, match=r"^the client is closed$"):
         await pool.post(provider, b"{}", timeout=1.0)
     assert fake.request_count == 0
+
+
+async def test_a_lanes_status_queries_never_hold_more_than_max_concurrency_connections() -> None:
+    # Polls run outside the lane's workers (a polled task holds none), so only the connector
+    # keeps the lane at max_concurrency connections to its provider.
+    busy, most = 0, 0
+
+    async def status(request: web.Request) -> web.Response:
+        nonlocal busy, most
+        busy += 1
+        most = max(most, busy)
+        await asyncio.sleep(0.1)
+        busy -= 1
+        return web.json_response({"code": 200})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", status)
+    async with TestServer(app, host="127.0.0.1") as server:
+        base = str(server.make_url("")).rstrip("/")
+        provider = CrunProvider(api_key=KEY, base_url=base, max_concurrency=2)
+        pool = SessionPool()
+        try:
+            replies = await asyncio.gather(
+                *(
+                    pool.query(provider, f"{base}/status?task_id=t{i}", timeout=5.0)
+                    for i in range(5)
+                )
+            )
+        finally:
+            await pool.aclose()
+    assert [r.status for r in replies] == [200] * 5
+    assert most == 2
