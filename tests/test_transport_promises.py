@@ -28,6 +28,7 @@ from persona_async import (
     PersonaRequest,
     Provider,
     ProviderTimeoutError,
+    _transport,
 )
 from persona_async._transport import MAX_BODY_BYTES, SessionPool
 from persona_async.testing import FakeProvider, Fault
@@ -234,3 +235,35 @@ async def test_a_lanes_status_queries_never_hold_more_than_max_concurrency_conne
             await pool.aclose()
     assert [r.status for r in replies] == [200] * 5
     assert most == 2
+
+
+async def test_an_idle_pooled_connection_is_dropped_before_a_servers_usual_idle_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # KEEPALIVE_TIMEOUT (10 s) is shorter than common server idle timeouts (nginx: 75 s), so a
+    # pooled connection is never reused just as the server drops it. Compressed here to 0.2 s
+    # against a server that keeps idle connections for 30 s.
+    monkeypatch.setattr(_transport, "KEEPALIVE_TIMEOUT", 0.2)
+    peers: list[int] = []
+
+    async def create(request: web.Request) -> web.Response:
+        peers.append(request.transport.get_extra_info("peername")[1])  # type: ignore[union-attr]
+        return web.json_response({"code": 200, "msg": "ok", "data": {"persona_id": "p"}})
+
+    app = web.Application()
+    app.router.add_post("/api/v1/client/job/suno-persona-generate", create)
+    runner = web.AppRunner(app, keepalive_timeout=30)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        provider = CrunProvider(api_key=KEY, base_url=url, rate_limit=None)
+        async with PersonaClient([provider], max_retries=0) as client:
+            await client.create_persona(req(0))
+            await client.create_persona(req(1))  # at once: the same connection
+            await asyncio.sleep(0.5)
+            await client.create_persona(req(2))  # idle longer than the keep-alive: a new one
+    finally:
+        await runner.cleanup()
+    assert peers[0] == peers[1] != peers[2]
