@@ -30,7 +30,7 @@ from persona_async import (
     ProviderTimeoutError,
     _transport,
 )
-from persona_async._transport import MAX_BODY_BYTES, SessionPool
+from persona_async._transport import MAX_BODY_BYTES, SessionPool, hook_sends
 from persona_async.testing import FakeProvider, Fault
 
 pytestmark = pytest.mark.anyio
@@ -267,3 +267,63 @@ async def test_an_idle_pooled_connection_is_dropped_before_a_servers_usual_idle_
     finally:
         await runner.cleanup()
     assert peers[0] == peers[1] != peers[2]
+
+
+# -- the send hook and per-attempt timeouts ------------------------------------------------------
+
+
+async def test_on_sent_fires_once_per_create_when_its_connection_is_open_and_never_for_a_query(
+    fake: FakeProvider,
+) -> None:
+    # A lane worker binds its hook for good (hook_sends); a status query run from such a task
+    # must not stamp the worker's request, and a create from any other task stamps its own.
+    provider = CrunProvider(api_key=fake.api_key, base_url=fake.url, rate_limit=None)
+    body = b'{"task_id": "t", "suno_id": "a", "name": "n", "description": "d"}'
+    worker_sends: list[float] = []
+    own_sends: list[float] = []
+    pool = SessionPool()
+    try:
+
+        async def worker() -> None:
+            def stamp() -> None:
+                worker_sends.append(time.monotonic())
+
+            hook_sends(stamp)  # as a lane worker does, then passes the same hook to post
+            await pool.query(provider, fake.url + "/_fake/stats", timeout=5.0)
+            assert worker_sends == []
+            await pool.post(provider, body, 5.0, stamp)
+
+        await asyncio.create_task(worker())
+        before = time.monotonic()
+        await pool.post(provider, body, 5.0, lambda: own_sends.append(time.monotonic()))
+        await pool.post(provider, body, 5.0)  # no hook: nothing stamped
+    finally:
+        await pool.aclose()
+    assert len(worker_sends) == 1
+    assert len(own_sends) == 1
+    assert own_sends[0] >= before
+    assert fake.request_count == 3
+
+
+async def test_each_attempt_ends_at_its_own_timeout_not_an_earlier_attempts() -> None:
+    # Attempts late in a deadline get less than the provider's timeout, each its own share.
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while await reader.read(4096):
+                pass
+        writer.close()
+
+    async with raw_server(silent) as url:
+        provider = CrunProvider(api_key=KEY, base_url=url, rate_limit=None, timeout=5.0)
+        pool = SessionPool()
+        took = []
+        try:
+            for timeout in (0.4, 0.1):
+                started = time.monotonic()
+                with pytest.raises(ProviderTimeoutError):
+                    await pool.post(provider, b"{}", timeout)
+                took.append(time.monotonic() - started)
+        finally:
+            await pool.aclose()
+    assert took[0] >= 0.4
+    assert took[1] < 0.3, took
