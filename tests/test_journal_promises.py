@@ -8,14 +8,25 @@ from __future__ import annotations
 import errno
 import json
 import resource
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import anyio
 import pytest
+from _cli_support import (
+    batch_args,
+    cli_env,
+    config_text,
+    fake_provider,
+    items,
+    write_jsonl,
+)
 
 from persona_async import PersonaRequest
-from persona_async._cli._input import Item, identity_key
+from persona_async._cli._input import Invalid, Item, identity_key
 from persona_async._cli._journal import (
     ErrorInfo,
     Journal,
@@ -23,6 +34,7 @@ from persona_async._cli._journal import (
     JournalWriteError,
     State,
     read_resume,
+    sent_again,
 )
 
 
@@ -127,7 +139,110 @@ def test_a_second_run_on_the_same_journal_is_refused_while_the_first_holds_it(
     _journal(path).close()  # free again
 
 
-# -- a write that fails stops the run, not the file ------------------------------------------------
+# -- the records: what a reader of the journal and the next run rely on ---------------------------
+
+
+def test_a_pending_record_names_the_item_its_line_and_when_it_was_released(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "results.jsonl"
+    journal = _journal(path)
+    before = time.time()
+    journal.pending(_item(3, id="row-3"))
+    journal.close()
+    [record] = _records(path)
+    sent_at = record.pop("sent_at")
+    assert before - 0.001 <= sent_at <= time.time() + 0.001  # stamped to the millisecond
+    assert record == {
+        "id": "row-3", "provider": "crun", "task_id": "task-3", "audio_id": "clip-3",
+        "status": "pending", "persona_id": None, "error": None, "attempts": 0, "line": 3,
+    }  # fmt: skip
+    # A restart counts it against crun's window, if it is recent enough.
+    time.sleep(0.002)  # the stamp may be rounded up past now
+    for horizon, recent in ((60.0, {"crun": [sent_at]}), (0.0, {})):
+        restarted = _journal(path, horizon=horizon)
+        restarted.close()
+        assert restarted.resume.recent_sends == recent
+
+
+def test_outcome_submitted_and_invalid_records_carry_what_the_reader_and_the_next_run_need(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "results.jsonl"
+    journal = _journal(path)
+    journal.outcome(_item(1), "created", persona_id="p-1", attempts=2)
+    journal.submitted(_item(2, provider="kie"), "kie-task-2")
+    error = ErrorInfo("RateLimitError", 429, "slow down", True)
+    journal.outcome(_item(3), "failed", error=error, attempts=1, provider_task_id="t-3")
+    journal.invalid(Invalid(4, "name", "name: too long", provider="crun", task_id="task-4",
+                            audio_id="clip-4"))  # fmt: skip
+    journal.invalid(Invalid(5, None, "not a JSON object"))
+    journal.close()
+    common = {"id": None, "persona_id": None, "error": None, "attempts": 0}
+    assert _records(path) == [
+        {**common, "provider": "crun", "task_id": "task-1", "audio_id": "clip-1",
+         "status": "created", "persona_id": "p-1", "attempts": 2, "line": 1},
+        {**common, "provider": "kie", "task_id": "task-2", "audio_id": "clip-2",
+         "status": "submitted", "attempts": 1, "line": 2, "provider_task_id": "kie-task-2"},
+        {**common, "provider": "crun", "task_id": "task-3", "audio_id": "clip-3",
+         "status": "failed", "attempts": 1, "line": 3, "provider_task_id": "t-3",
+         "error": {"type": "RateLimitError", "code": 429, "message": "slow down",
+                   "retryable": True, "field": None}},
+        {**common, "provider": "crun", "task_id": "task-4", "audio_id": "clip-4",
+         "status": "invalid", "line": 4,
+         "error": {"type": "InvalidRequestError", "code": None, "message": "name: too long",
+                   "retryable": False, "field": "name"}},
+        {**common, "provider": None, "task_id": None, "audio_id": None, "status": "invalid",
+         "line": 5, "error": {"type": "InvalidRequestError", "code": None,
+                              "message": "not a JSON object", "retryable": False,
+                              "field": None}},
+    ]  # fmt: skip
+    resume = read_resume(str(path))
+    assert resume.records == 5
+    assert resume.task_ids == {_item(2, provider="kie").key: "kie-task-2", _item(3).key: "t-3"}
+    assert resume.invalid_lines == {4: _item(4).key, 5: None}
+
+
+# What each kind of last record means for the next run: its state, and whether crun (no
+# duplicate detection) and kie (a second create is a 409) send the item again, without and
+# with --resend-unknown.
+_RESUME_RULES = [
+    # last record, state, crun sends, kie sends, crun with --resend-unknown
+    ({"status": "pending"}, State.PENDING, False, True, True),
+    ({"status": "submitted", "provider_task_id": "t"}, State.SUBMITTED, True, True, True),
+    ({"status": "created", "persona_id": "p"}, State.DONE, False, False, False),
+    ({"status": "exists"}, State.DONE, False, False, False),
+    ({"status": "failed", "error": {"type": "RateLimitError", "retryable": True},
+      "attempts": 0}, State.RETRY, True, True, True),
+    ({"status": "failed", "error": {"type": "ServerError", "retryable": True},
+      "attempts": 2}, State.RETRY_SENT, True, True, True),
+    ({"status": "failed", "error": {"type": "OutcomeUnknownError", "retryable": False},
+      "attempts": 1}, State.UNKNOWN, False, False, True),
+    ({"status": "failed", "error": {"type": "InvalidRequestError", "retryable": False},
+      "attempts": 1}, State.FAILED, False, False, False),
+    ({"status": "failed", "error": None, "attempts": 1}, State.FAILED, False, False, False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("last", "state", "crun", "kie", "resend"),
+    _RESUME_RULES,
+    ids=[f"{rule[0]['status']} {rule[1].name}" for rule in _RESUME_RULES],
+)
+def test_the_last_record_of_an_item_decides_whether_the_next_run_sends_it(
+    tmp_path: Path, last: dict, state: State, crun: bool, kie: bool, resend: bool
+) -> None:
+    path = tmp_path / "results.jsonl"
+    first = {"id": None, "provider": "crun", "task_id": "task-1", "audio_id": "clip-1",
+             "status": "pending", "line": 1}  # fmt: skip
+    path.write_text(json.dumps(first) + "\n" + json.dumps({**first, **last}) + "\n")
+    assert read_resume(str(path)).peek(_item(1).key) is state
+    assert sent_again(state, resends_pending=False) is crun
+    assert sent_again(state, resends_pending=True) is kie
+    assert sent_again(state, resends_pending=False, resend_unknown=True) is resend
+
+
+# -- a write that fails stops the run, not the file -----------------------------------------------
 
 
 def test_a_refused_write_is_cut_back_and_from_then_on_no_pending_record_is_accepted(
@@ -152,6 +267,36 @@ def test_a_refused_write_is_cut_back_and_from_then_on_no_pending_record_is_accep
     assert [r["audio_id"] for r in _records(path)] == ["clip-1", "clip-5"]
 
 
+@pytest.mark.anyio
+async def test_a_pending_record_is_durable_only_once_a_sync_ran_and_never_after_a_failure(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "results.jsonl"
+    journal = _journal(path)
+    journal.pending(_item(1))
+    durable = journal.durable()
+    await anyio.sleep(0.01)
+    assert not durable.done()  # no sync has run: the request must wait
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(journal.run_syncs)
+        with anyio.fail_after(5):
+            await durable
+        journal.pending(_item(2))
+        second = journal.durable()
+        assert second is not durable  # the next record waits for the next sync
+        with anyio.fail_after(5):
+            await second
+        # A write fails: records written before it are not durable any more either.
+        journal.pending(_item(3))
+        third = journal.durable()
+        with _file_size_limit(path.stat().st_size + 40), pytest.raises(JournalWriteError):
+            journal.pending(_item(4))
+        with anyio.fail_after(5), pytest.raises(JournalWriteError):
+            await third
+        tg.cancel_scope.cancel()
+    journal.close()
+
+
 def test_a_journal_removed_during_the_run_is_noticed_once_and_stops_pending_records(
     tmp_path: Path,
 ) -> None:
@@ -168,3 +313,33 @@ def test_a_journal_removed_during_the_run_is_noticed_once_and_stops_pending_reco
     with pytest.raises(JournalWriteError):
         journal.pending(_item(1))
     journal.close()
+
+
+# -- the batch run --------------------------------------------------------------------------------
+
+_WITH_FILE_SIZE_LIMIT = (
+    "import os, resource, sys\n"
+    "limit = int(sys.argv[1])\n"
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))\n"
+    "os.execv(sys.executable, [sys.executable, '-m', 'persona_async', *sys.argv[2:]])\n"
+)
+
+
+@pytest.mark.anyio
+async def test_a_pending_record_the_disk_refuses_ends_the_run_with_exit_2_and_no_traceback(
+    tmp_path: Path,
+) -> None:
+    write_jsonl(tmp_path / "in.jsonl", items(3, lanes=("crun",)))
+    async with fake_provider() as fake:
+        (tmp_path / "persona.toml").write_text(config_text(fake.url, lanes=("crun",)))
+        with anyio.fail_after(60):
+            full = await anyio.run_process(
+                [sys.executable, "-c", _WITH_FILE_SIZE_LIMIT, "40", *batch_args(tmp_path)],
+                check=False,
+                env=cli_env(),
+            )
+    assert fake.request_count == 0
+    assert full.returncode == 2, full.stderr
+    assert b"Traceback" not in full.stderr
+    assert b"could not be written: File too large" in full.stderr
+    assert b"3 item(s) were not sent because the run stopped" in full.stdout + full.stderr
