@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import errno
 import json
+import os
+import re
 import resource
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -51,6 +55,53 @@ def _journal(path: Path, **kw: float) -> Journal:
 
 def _records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_bytes().splitlines()]
+
+
+@contextmanager
+def _system_calls(trace: Path) -> Iterator[list[str]]:
+    """The opens, syncs and truncations this process makes inside the block, as strace shows
+    them (``fdatasync(5) = 0``), attached to every thread (and those started later)."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.fail("strace is not installed (Debian: apt-get install strace)")
+    me = os.getpid()
+    threads = os.listdir(f"/proc/{me}/task")
+    tracer = subprocess.Popen(
+        [strace, "-f", "-qq", "-o", str(trace), "-e", "trace=openat,fsync,fdatasync,ftruncate",
+         *(f"-p{tid}" for tid in threads)]
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while not all(_traced(me, tid) for tid in threads):
+        assert time.monotonic() < deadline, "strace did not attach"
+        time.sleep(0.005)
+    calls: list[str] = []
+    try:
+        yield calls
+    finally:
+        tracer.terminate()  # strace detaches
+        tracer.wait(timeout=10)
+        calls += [line.split(None, 1)[1] for line in trace.read_text().splitlines()]
+
+
+def _traced(pid: int, tid: str) -> bool:
+    status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+    return re.search(r"^TracerPid:\s+0$", status, re.M) is None
+
+
+def _on(calls: list[str], path: Path) -> list[str]:
+    """The names of the sync and truncate calls made on ``path``'s descriptors, in order."""
+    fds: set[str] = set()
+    names = []
+    for call in calls:
+        opened = re.match(r'openat\([^,]+, "([^"]+)", .*\) = (\d+)$', call)
+        if opened:
+            if opened.group(1) == str(path):
+                fds.add(opened.group(2))
+            continue
+        used = re.match(r"(\w+)\((\d+)\b", call)
+        if used and used.group(2) in fds:
+            names.append(used.group(1))
+    return names
 
 
 @contextmanager
@@ -251,6 +302,7 @@ def test_a_refused_write_is_cut_back_and_from_then_on_no_pending_record_is_accep
     path = tmp_path / "results.jsonl"
     journal = _journal(path)
     journal.outcome(_item(1), "created", persona_id="p-1", attempts=1)
+    journal.outcome(_item(6), "created", persona_id="p-6", attempts=1)
     whole = path.stat().st_size
     with _file_size_limit(whole + 40):  # less than a record: half of it is written
         with pytest.raises(JournalWriteError):
@@ -264,7 +316,61 @@ def test_a_refused_write_is_cut_back_and_from_then_on_no_pending_record_is_accep
     assert isinstance(journal.failed, OSError)
     assert journal.failed.errno == errno.EFBIG
     assert journal.lost == 2  # the pending record of item 2 and the outcome of item 3
-    assert [r["audio_id"] for r in _records(path)] == ["clip-1", "clip-5"]
+    assert [r["audio_id"] for r in _records(path)] == ["clip-1", "clip-6", "clip-5"]
+
+
+def test_a_closed_journal_writes_nothing_more_anywhere_and_closes_again_quietly(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "results.jsonl"
+    journal = _journal(path)
+    journal.outcome(_item(1), "created", persona_id="p-1", attempts=1)
+    journal.close()
+    whole = path.read_bytes()
+    journal.outcome(_item(2), "created", persona_id="p-2", attempts=1)
+    journal.outcome(_item(3), "created", persona_id="p-3", attempts=1)
+    with pytest.raises(JournalWriteError):
+        journal.pending(_item(4))
+    journal.tick()
+    journal.close()
+    assert journal.lost == 3
+    assert journal.failed is None  # nothing failed: the run was over
+    assert path.read_bytes() == whole
+
+
+def test_outcomes_are_synced_once_their_interval_has_passed_and_on_close_if_any_are_new(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "results.jsonl"
+    with _system_calls(tmp_path / "trace") as calls:
+        journal = _journal(path, sync_interval=0.0)
+        journal.outcome(_item(1), "created", persona_id="p-1", attempts=1)
+        journal.tick()  # due: synced
+        journal.tick()  # nothing new: no sync
+        journal.outcome(_item(3), "created", persona_id="p-3", attempts=1)
+        journal.tick()  # due: synced
+        journal.close()  # nothing new: no sync
+        journal = _journal(path, sync_interval=3600.0)
+        journal.outcome(_item(2), "created", persona_id="p-2", attempts=1)
+        journal.tick()  # not due yet
+        journal.close()  # new records: synced before the file is closed
+    assert _on(calls, path) == ["fdatasync", "fdatasync", "fsync"]
+
+
+def test_a_new_journal_s_directory_entry_and_a_repaired_end_are_made_durable(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "results.jsonl"
+    with _system_calls(tmp_path / "trace") as calls:
+        _journal(path).close()
+    assert _on(calls, tmp_path) == ["fsync"]  # the new file's directory entry
+    assert _on(calls, path) == []
+    path.write_bytes(b'{"id":null,"provider":"crun","ta')
+    with _system_calls(tmp_path / "trace") as calls:
+        _journal(path).close()
+    assert _on(calls, tmp_path) == []  # an existing file: its entry is on disk already
+    assert _on(calls, path) == ["ftruncate", "fsync"]
+    assert path.read_bytes() == b""
 
 
 @pytest.mark.anyio
@@ -310,6 +416,7 @@ def test_a_journal_removed_during_the_run_is_noticed_once_and_stops_pending_reco
     journal.tick()
     journal.tick()
     assert [f.errno for f in failures] == [errno.ENOENT]
+    assert failures[0].strerror == "the file was removed during the run"  # the user reads it
     with pytest.raises(JournalWriteError):
         journal.pending(_item(1))
     journal.close()
