@@ -21,15 +21,20 @@ from pathlib import Path
 import anyio
 import pytest
 from _cli_support import (
+    KEYS,
     batch_args,
     cli_env,
     config_text,
     fake_provider,
+    identity,
     items,
+    last_records,
+    read_journal,
+    run_cli,
     write_jsonl,
 )
 
-from persona_async import PersonaRequest
+from persona_async import KieProvider, PersonaClient, PersonaRequest
 from persona_async._cli._input import Invalid, Item, identity_key
 from persona_async._cli._journal import (
     ErrorInfo,
@@ -450,3 +455,45 @@ async def test_a_pending_record_the_disk_refuses_ends_the_run_with_exit_2_and_no
     assert b"Traceback" not in full.stderr
     assert b"could not be written: File too large" in full.stderr
     assert b"3 item(s) were not sent because the run stopped" in full.stdout + full.stderr
+
+
+@pytest.mark.anyio
+async def test_a_409_is_put_down_to_an_earlier_run_only_for_an_item_that_run_may_have_sent(
+    tmp_path: Path,
+) -> None:
+    rows = items(4, lanes=("kie",))
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    pending, new, unsent, sent = rows
+
+    def earlier(row: dict, status: str, **kw: object) -> str:
+        return json.dumps({"id": None, "provider": "kie", "task_id": row["task_id"],
+                           "audio_id": row["audio_id"], "status": status, **kw}) + "\n"  # fmt: skip
+
+    retryable = {"type": "ServerError", "code": 500, "message": "x", "retryable": True}
+    (tmp_path / "results.jsonl").write_text(
+        earlier(pending, "pending")
+        + earlier(unsent, "failed", error=retryable, attempts=0)  # never reached kie
+        + earlier(sent, "failed", error=retryable, attempts=2)  # reached kie, answer lost
+    )
+    async with fake_provider() as fake:
+        (tmp_path / "persona.toml").write_text(config_text(fake.url, lanes=("kie",)))
+        async with PersonaClient([KieProvider(api_key=KEYS["kie"], base_url=fake.url)]) as sdk:
+            for row in rows:  # every persona exists already: each create is a 409
+                await sdk.create_persona(
+                    PersonaRequest(row["task_id"], row["audio_id"], "n", "d", provider="kie")
+                )
+        result = await run_cli(*batch_args(tmp_path))
+    last = last_records(read_journal(tmp_path / "results.jsonl"))
+    assert result.returncode == 0, result.stderr
+    assert {record["status"] for record in last.values()} == {"exists"}
+    blamed = {key for key, record in last.items() if "earlier run" in record["error"]["message"]}
+    assert blamed == {identity(pending), identity(sent)}
+    said = last[identity(new)]["error"]["message"]  # kie's own words
+    assert last[identity(pending)]["error"]["message"] == (
+        said + "; an earlier run sent this item and did not see it succeed, so that attempt "
+        "may have created this persona"
+    )
+    for record in last.values():  # settled: one attempt, nothing to send again
+        assert (record["attempts"], record["error"]["retryable"]) == (1, False)
+    # The summary counts them: 0 created, 4 exists, 0 failed, 0 invalid.
+    assert re.search(rb"^kie +kie +0 +4 +0 +0 ", result.stdout, re.M), result.stdout
