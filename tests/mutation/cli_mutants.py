@@ -140,10 +140,11 @@ def _run_mutant(name: str, tests: list[str], durations: dict[str, float]) -> tup
         code, failed = _pytest(name, todo, 60 + 3 * sum(durations[test] for test in todo))
         if code in KILLED and failed in todo:
             again, _ = _pytest(name, [failed], 60 + 3 * durations[failed])
-            if again not in KILLED:
+            if again == 0:
                 print(f"          (a flake, not the mutant: {failed})", flush=True)
                 todo = todo[todo.index(failed) + 1 :]
                 continue
+            code = TIMEOUT if again == TIMEOUT else code
         return code, time.monotonic() - started
     return 0, time.monotonic() - started
 
