@@ -11,6 +11,7 @@ import os
 import re
 import resource
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -143,15 +144,16 @@ def test_only_a_torn_record_and_nul_bytes_are_cut_off_the_end_and_each_is_said(
     journal.outcome(_item(1), "created", persona_id="p-1", attempts=1)
     journal.close()
     whole = path.read_bytes()
-    path.write_bytes(whole + b'{"id":null,"provider":"crun","ta' + b"\0" * 7)
+    path.write_bytes(whole + b'{"id":null,"provider":"crun","taX' + b"\0" * 7)
     journal = _journal(path)
     journal.close()
     assert path.read_bytes() == whole
     assert journal.repairs == (
-        "cut 32 byte(s) of a torn last line (a record cut short by a crash or a full disk)",
+        "cut 33 byte(s) of a torn last line (a record cut short by a crash or a full disk)",
         "cut 7 NUL byte(s) at the end (space a crash left before the data reached the disk)",
     )
     assert journal.resume.peek(_item(1).key) is State.DONE
+    assert journal.path == str(path)  # what its messages name
 
 
 # -- resuming: what the earlier runs left ---------------------------------------------------------
@@ -182,6 +184,106 @@ def test_a_duplicate_line_is_told_the_line_that_first_had_its_identity(tmp_path:
     assert resume.take(key, 12) is State.NEW
     assert resume.take(key, 15) is None  # a duplicate
     assert resume.first_line(key) == 12
+
+
+_RECORD = b'{"id":null,"provider":"crun","task_id":"t","audio_id":"a","status":"created"}'
+
+
+@pytest.mark.parametrize(
+    ("tail", "repaired"),
+    [
+        (_RECORD[:20], True),  # a record cut short
+        (_RECORD, True),  # a whole record cut just before its newline
+        (b"{", True),  # cut after its first byte
+        (b'{"status":"crea', True),  # a JSON object cut short
+        (_RECORD[:20] + b"\0" * 9, True),  # cut short, then space the crash left
+        (b"\0" * 9, True),
+        (b'{"a": 1}', False),  # whole JSON, not a record: someone else's data
+        (b'{"id":null,\0"provider', False),  # a NUL inside: not what a crash leaves
+        (b"done", False),  # not JSON at all
+    ],
+    ids=[
+        "torn",
+        "no newline",
+        "one byte",
+        "object",
+        "torn then NULs",
+        "NULs",
+        "JSON",
+        "NUL inside",
+        "text",
+    ],
+)
+def test_after_whole_records_only_what_a_crash_leaves_is_cut_and_anything_else_refused(
+    tmp_path: Path, tail: bytes, repaired: bool
+) -> None:
+    path = tmp_path / "results.jsonl"
+    whole = _RECORD + b"\n"
+    path.write_bytes(whole + tail)
+    if repaired:
+        journal = _journal(path)
+        journal.close()
+        assert path.read_bytes() == whole
+        assert journal.resume.records == 1
+    else:
+        with pytest.raises(JournalError) as refused:
+            _journal(path)
+        assert str(refused.value) == (
+            f"{path}: line 2 is not a journal record; the file was damaged or edited and was "
+            "left as it is. Move it aside to start over, or fix that line"
+        )
+        assert path.read_bytes() == whole + tail
+
+
+@pytest.mark.parametrize(
+    ("content", "repaired"),
+    [(_RECORD[:5], True), (b'{"i', True), (b'{"status":"created"', False), (b"\0{", False)],
+    ids=["torn record", "its first bytes", "not our first bytes", "NUL first"],
+)
+def test_a_first_line_is_taken_for_a_torn_record_only_if_it_starts_like_one(
+    tmp_path: Path, content: bytes, repaired: bool
+) -> None:
+    path = tmp_path / "results.jsonl"
+    path.write_bytes(content)
+    if repaired:
+        _journal(path).close()
+        assert path.read_bytes() == b""
+    else:
+        with pytest.raises(JournalError) as refused:
+            _journal(path)
+        assert str(refused.value) == (
+            f"{path} is not a persona-async journal (its first line is not a journal record), "
+            "so it was left as it is. --out names the journal this command writes and resumes: "
+            "a new file, or the --out of an earlier run"
+        )
+        assert path.read_bytes() == content
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [b'{"id":null,"provider":"crun","ta', b'{"status":"deleted"}', b"\0\0\0", b"# note"],
+    ids=["torn", "unknown status", "NULs", "text"],
+)
+def test_a_line_in_the_middle_that_is_not_a_record_is_refused_not_cut(
+    tmp_path: Path, damaged: bytes
+) -> None:
+    path = tmp_path / "results.jsonl"
+    content = _RECORD + b"\n" + damaged + b"\n" + _RECORD + b"\n"
+    path.write_bytes(content)
+    with pytest.raises(JournalError, match=re.escape(f"{path}: line 2 is not a journal record")):
+        _journal(path)
+    assert path.read_bytes() == content
+
+
+def test_a_journal_that_cannot_be_opened_or_read_is_an_error_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dir" / "results.jsonl"
+    with pytest.raises(JournalError) as refused:
+        _journal(missing)
+    assert str(refused.value) == f"{missing}: cannot open the journal: No such file or directory"
+    assert read_resume(str(missing)).states == {}  # nothing earlier
+    with pytest.raises(JournalError) as refused:
+        read_resume(str(tmp_path))  # a directory
+    assert str(refused.value) == f"{tmp_path}: cannot read the journal: Is a directory"
 
 
 def test_a_second_run_on_the_same_journal_is_refused_while_the_first_holds_it(
@@ -215,8 +317,8 @@ def test_a_pending_record_names_the_item_its_line_and_when_it_was_released(
     }  # fmt: skip
     # A restart counts it against crun's window, if it is recent enough.
     time.sleep(0.002)  # the stamp may be rounded up past now
-    for horizon, recent in ((60.0, {"crun": [sent_at]}), (0.0, {})):
-        restarted = _journal(path, horizon=horizon)
+    for horizon, recent in (({"horizon": 60.0}, {"crun": [sent_at]}), ({}, {})):
+        restarted = _journal(path, **horizon)
         restarted.close()
         assert restarted.resume.recent_sends == recent
 
@@ -226,17 +328,18 @@ def test_outcome_submitted_and_invalid_records_carry_what_the_reader_and_the_nex
 ) -> None:
     path = tmp_path / "results.jsonl"
     journal = _journal(path)
-    journal.outcome(_item(1), "created", persona_id="p-1", attempts=2)
+    journal.outcome(_item(1, id="row-1"), "created", persona_id="p-1", attempts=2)
     journal.submitted(_item(2, provider="kie"), "kie-task-2")
     error = ErrorInfo("RateLimitError", 429, "slow down", True)
     journal.outcome(_item(3), "failed", error=error, attempts=1, provider_task_id="t-3")
     journal.invalid(Invalid(4, "name", "name: too long", provider="crun", task_id="task-4",
                             audio_id="clip-4"))  # fmt: skip
     journal.invalid(Invalid(5, None, "not a JSON object"))
+    journal.invalid(Invalid(6, "name", "name: empty", id="row-6"))
     journal.close()
     common = {"id": None, "persona_id": None, "error": None, "attempts": 0}
     assert _records(path) == [
-        {**common, "provider": "crun", "task_id": "task-1", "audio_id": "clip-1",
+        {**common, "id": "row-1", "provider": "crun", "task_id": "task-1", "audio_id": "clip-1",
          "status": "created", "persona_id": "p-1", "attempts": 2, "line": 1},
         {**common, "provider": "kie", "task_id": "task-2", "audio_id": "clip-2",
          "status": "submitted", "attempts": 1, "line": 2, "provider_task_id": "kie-task-2"},
@@ -252,11 +355,16 @@ def test_outcome_submitted_and_invalid_records_carry_what_the_reader_and_the_nex
          "line": 5, "error": {"type": "InvalidRequestError", "code": None,
                               "message": "not a JSON object", "retryable": False,
                               "field": None}},
+        {**common, "id": "row-6", "provider": None, "task_id": None, "audio_id": None,
+         "status": "invalid", "line": 6, "error": {"type": "InvalidRequestError", "code": None,
+                                                   "message": "name: empty",
+                                                   "retryable": False, "field": "name"}},
     ]  # fmt: skip
     resume = read_resume(str(path))
-    assert resume.records == 5
+    assert resume.records == 6
+    assert resume.peek(_item(1, id="row-1").key) is State.DONE  # known by its id
     assert resume.task_ids == {_item(2, provider="kie").key: "kie-task-2", _item(3).key: "t-3"}
-    assert resume.invalid_lines == {4: _item(4).key, 5: None}
+    assert resume.invalid_lines == {4: _item(4).key, 5: None, 6: identity_key("row-6", *[None] * 3)}
 
 
 # What each kind of last record means for the next run: its state, and whether crun (no
@@ -369,6 +477,9 @@ def test_a_new_journal_s_directory_entry_and_a_repaired_end_are_made_durable(
     with _system_calls(tmp_path / "trace") as calls:
         _journal(path).close()
     assert _on(calls, tmp_path) == ["fsync"]  # the new file's directory entry
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644 & ~umask  # like any data file
     assert _on(calls, path) == []
     path.write_bytes(b'{"id":null,"provider":"crun","ta')
     with _system_calls(tmp_path / "trace") as calls:
