@@ -60,6 +60,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("globs", nargs="*", default=["*"], help="mutant names or globs, in order")
     parser.add_argument("--again", action="store_true", help="run mutants with a verdict too")
+    parser.add_argument("--skip", nargs="+", default=[], help="mutant names or globs not to run")
     parser.add_argument("--tests", nargs="+", default=TESTS, help="test files (globs)")
     parser.add_argument("--measure", action="store_true", help="measure the reach again")
     args = parser.parse_args()
@@ -75,6 +76,7 @@ def main() -> int:
                 for name, code in verdicts.items()
                 if fnmatch.fnmatchcase(name, glob)
                 and (module, name) not in todo
+                and not any(fnmatch.fnmatchcase(name, skip) for skip in args.skip)
                 and (args.again or code in (None, NO_TESTS))  # not given a verdict yet
             ]
     bodies = {module: _function_lines(MUTANTS / module) for module in MODULES}
