@@ -15,9 +15,10 @@ made the mutants (README, Development); from the project root:
    (``--measure``: all again).
 2. Each mutant of those modules without a verdict (mutmut's "no tests", or not run; only
    those matching the globs, in their order; ``--again``: with a verdict too): the tests
-   that reach its function, fastest first, stopping at the first failure (run again to tell
-   a flaky test from the mutant), with ``MUTANT_UNDER_TEST`` naming the mutant. The
-   subprocesses inherit it, and ``cli_env()`` points their ``PYTHONPATH`` at ``mutants/``.
+   that reach its function (file group by file group in the order of ``--tests``, fastest
+   first in each), stopping at the first failure (run again to tell a flaky test from the
+   mutant), with ``MUTANT_UNDER_TEST`` naming the mutant. The subprocesses inherit it, and
+   ``cli_env()`` points their ``PYTHONPATH`` at ``mutants/``.
 3. The verdict goes into mutmut's own results (its ``.meta`` files) as it comes, so
    ``mutmut results`` and ``mutmut show NAME`` read it as usual, and an interrupted run
    continues where it stopped.
@@ -43,7 +44,8 @@ from coverage import CoverageData
 from coverage.exceptions import CoverageException
 
 MODULES = ("persona_async/_cli/_journal.py", "persona_async/_cli/_batch.py")
-TESTS = ("tests/test_cli*.py", "tests/test_journal_promises.py")
+# In this order: the promise tests of these modules first (most of their mutants die there).
+TESTS = ("tests/test_journal_promises.py", "tests/test_cli*.py")
 MUTANTS = Path("mutants")
 REACH = MUTANTS / "cli-mutants-reach.json"
 # mutmut's exit codes: pytest's, and its own for "no tests" and "timeout".
@@ -61,7 +63,7 @@ def main() -> int:
     parser.add_argument("globs", nargs="*", default=["*"], help="mutant names or globs, in order")
     parser.add_argument("--again", action="store_true", help="run mutants with a verdict too")
     parser.add_argument("--skip", nargs="+", default=[], help="mutant names or globs not to run")
-    parser.add_argument("--tests", nargs="+", default=TESTS, help="test files (globs)")
+    parser.add_argument("--tests", nargs="+", default=TESTS, help="test files (globs), in order")
     parser.add_argument("--measure", action="store_true", help="measure the reach again")
     args = parser.parse_args()
     if not (MUTANTS / MODULES[0]).exists():
@@ -85,6 +87,7 @@ def main() -> int:
         tests = _tests_reaching(reach, module, bodies[module][_function_key(name)])
         code, elapsed = (NO_TESTS, 0.0)
         if tests:
+            tests.sort(key=lambda test: (_rank(test, args.tests), reach["durations"][test]))
             code, elapsed = _run_mutant(name, tests, reach["durations"])
         meta_path = MUTANTS / (module + ".meta")
         meta = json.loads(meta_path.read_text())  # read again: another run may share it
@@ -96,6 +99,11 @@ def main() -> int:
         print(f"{verdict:9} {elapsed:6.1f}s  {name}", flush=True)
     print(", ".join(f"{n} {v}" for v, n in sorted(counts.items())) or "nothing to run")
     return 0
+
+
+def _rank(test: str, globs: list[str]) -> int:
+    path = test.split("::")[0]
+    return next(n for n, glob in enumerate(globs) if fnmatch.fnmatchcase(path, glob))
 
 
 def _status(code: int) -> str:
@@ -133,10 +141,10 @@ def _tests_reaching(reach: dict[str, Any], module: str, body: set[int]) -> list[
 
 
 def _run_mutant(name: str, tests: list[str], durations: dict[str, float]) -> tuple[int, float]:
-    """Run ``tests`` fastest first with mutant ``name`` active, up to the first failure. A
+    """Run ``tests`` in their order with mutant ``name`` active, up to the first failure. A
     failure is checked once more with the mutant active: a test that then passes failed
     for another reason (a timing test on a loaded machine), and the rest of the tests run."""
-    todo = sorted(tests, key=lambda test: durations[test])
+    todo = list(tests)
     started = time.monotonic()
     while todo:
         code, failed = _pytest(name, todo, 60 + 3 * sum(durations[test] for test in todo))
