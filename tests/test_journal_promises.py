@@ -561,11 +561,17 @@ async def test_a_pending_record_the_disk_refuses_ends_the_run_with_exit_2_and_no
                 check=False,
                 env=cli_env(),
             )
+    journal = tmp_path / "results.jsonl"
     assert fake.request_count == 0
     assert full.returncode == 2, full.stderr
-    assert b"Traceback" not in full.stderr
-    assert b"could not be written: File too large" in full.stderr
-    assert b"3 item(s) were not sent because the run stopped" in full.stdout + full.stderr
+    assert full.stderr.decode() == (
+        f"persona-async: error: the journal {journal} could not be written (File too large): "
+        "stopping. Nothing more is sent; no request is in flight. \n"
+        f"persona-async: error: the journal {journal} could not be written: File too large "
+        "(1 record(s) lost); it is whole up to there. Fix that (free space, another disk: move "
+        "the journal there and point --out at it), then run the same command to continue.\n"
+    )
+    assert b"\n3 item(s) were not sent because the run stopped.\n" in full.stdout
 
 
 @pytest.mark.anyio
