@@ -614,3 +614,38 @@ async def test_a_409_is_put_down_to_an_earlier_run_only_for_an_item_that_run_may
         assert (record["attempts"], record["error"]["retryable"]) == (1, False)
     # The summary counts them: 0 created, 4 exists, 0 failed, 0 invalid.
     assert re.search(rb"^kie +kie +0 +4 +0 +0 ", result.stdout, re.M), result.stdout
+
+
+@pytest.mark.anyio
+async def test_a_rerun_sends_nothing_settled_and_counts_each_kind_it_skipped(
+    tmp_path: Path,
+) -> None:
+    rows = items(5, lanes=("crun",))
+    write_jsonl(tmp_path / "in.jsonl", [*rows, {"provider": "crun", "task_id": "t"}])
+    created, exists, failed, unknown, _ = rows
+
+    def earlier(row: dict, status: str, error: dict | None = None) -> dict:
+        identity = {k: row[k] for k in ("provider", "task_id", "audio_id")}
+        return {"id": None, **identity, "status": status, "error": error, "attempts": 1}
+
+    def error(kind: str) -> dict:
+        return {"type": kind, "code": None, "message": "x", "retryable": False}
+
+    journal = tmp_path / "results.jsonl"
+    journal.write_text("".join(json.dumps(record) + "\n" for record in [
+        earlier(created, "created"),
+        earlier(exists, "exists"),
+        earlier(failed, "failed", error("MusicAccessError")),
+        earlier(unknown, "failed", error("OutcomeUnknownError")),
+        {"id": None, "provider": "crun", "task_id": "t", "audio_id": None, "status": "invalid",
+         "error": error("InvalidRequestError"), "line": 6},
+    ]))  # fmt: skip
+    async with fake_provider() as fake:
+        (tmp_path / "persona.toml").write_text(config_text(fake.url, lanes=("crun",)))
+        result = await run_cli(*batch_args(tmp_path))
+    assert result.returncode == 1  # settled, but not all of it well
+    assert [r.json["suno_id"] for r in fake.requests if r.json] == [rows[4]["audio_id"]]
+    assert (
+        b"\nskipped, settled by an earlier run: 2 created or exists, 1 failed, "
+        b"1 outcome unknown, 1 invalid\n" in result.stdout
+    ), result.stdout
