@@ -625,8 +625,8 @@ async def test_a_rerun_sends_nothing_settled_and_counts_each_kind_it_skipped(
     created, exists, failed, unknown, _ = rows
 
     def earlier(row: dict, status: str, error: dict | None = None) -> dict:
-        identity = {k: row[k] for k in ("provider", "task_id", "audio_id")}
-        return {"id": None, **identity, "status": status, "error": error, "attempts": 1}
+        who = {k: row[k] for k in ("provider", "task_id", "audio_id")}
+        return {"id": None, **who, "status": status, "error": error, "attempts": 1}
 
     def error(kind: str) -> dict:
         return {"type": kind, "code": None, "message": "x", "retryable": False}
