@@ -470,6 +470,35 @@ def test_outcomes_are_synced_once_their_interval_has_passed_and_on_close_if_any_
     assert _on(calls, path) == ["fdatasync", "fdatasync", "fsync"]
 
 
+@pytest.mark.anyio
+async def test_a_group_commit_syncs_once_for_all_waiting_records_and_leaves_close_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "results.jsonl"
+    with _system_calls(tmp_path / "trace") as calls:
+        journal = _journal(path)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(journal.run_syncs)
+            journal.pending(_item(1))
+            journal.pending(_item(2))
+            with anyio.fail_after(5):
+                await journal.durable()  # one sync for both
+            journal.tick()  # nothing new: nothing to do
+            tg.cancel_scope.cancel()
+        journal.close()  # nothing new since that sync
+        journal = _journal(path)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(journal.run_syncs)
+            journal.pending(_item(3))
+            with anyio.fail_after(5):
+                await journal.durable()
+            journal.outcome(_item(3), "created", persona_id="p-3", attempts=1)
+            journal.tick()  # not due yet (a second)
+            tg.cancel_scope.cancel()
+        journal.close()  # the outcome is new: synced on close
+    assert _on(calls, path) == ["fdatasync", "fdatasync", "fsync"]
+
+
 def test_a_new_journal_s_directory_entry_and_a_repaired_end_are_made_durable(
     tmp_path: Path,
 ) -> None:
