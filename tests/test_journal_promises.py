@@ -649,9 +649,10 @@ async def test_a_409_is_put_down_to_an_earlier_run_only_for_an_item_that_run_may
 async def test_a_rerun_sends_nothing_settled_and_counts_each_kind_it_skipped(
     tmp_path: Path,
 ) -> None:
-    rows = items(5, lanes=("crun",))
-    write_jsonl(tmp_path / "in.jsonl", [*rows, {"provider": "crun", "task_id": "t"}])
-    created, exists, failed, unknown, _ = rows
+    rows = items(7, lanes=("crun",))
+    broken = {"provider": "crun", "task_id": "t"}  # no audio_id
+    write_jsonl(tmp_path / "in.jsonl", [*rows, broken, broken])  # lines 8 and 9
+    created, exists, failed, failed_too, unknown, unknown_too, new = rows
 
     def earlier(row: dict, status: str, error: dict | None = None) -> dict:
         who = {k: row[k] for k in ("provider", "task_id", "audio_id")}
@@ -660,21 +661,27 @@ async def test_a_rerun_sends_nothing_settled_and_counts_each_kind_it_skipped(
     def error(kind: str) -> dict:
         return {"type": kind, "code": None, "message": "x", "retryable": False}
 
+    def invalid(line: int) -> dict:
+        nobody = {"id": None, "provider": "crun", "task_id": None, "audio_id": None}
+        return {**nobody, "status": "invalid", "error": error("InvalidRequestError"), "line": line}
+
     journal = tmp_path / "results.jsonl"
     journal.write_text("".join(json.dumps(record) + "\n" for record in [
         earlier(created, "created"),
         earlier(exists, "exists"),
         earlier(failed, "failed", error("MusicAccessError")),
+        earlier(failed_too, "failed", error("InvalidRequestError")),
         earlier(unknown, "failed", error("OutcomeUnknownError")),
-        {"id": None, "provider": "crun", "task_id": "t", "audio_id": None, "status": "invalid",
-         "error": error("InvalidRequestError"), "line": 6},
+        earlier(unknown_too, "failed", error("OutcomeUnknownError")),
+        invalid(8),
+        invalid(9),
     ]))  # fmt: skip
     async with fake_provider() as fake:
         (tmp_path / "persona.toml").write_text(config_text(fake.url, lanes=("crun",)))
         result = await run_cli(*batch_args(tmp_path))
     assert result.returncode == 1  # settled, but not all of it well
-    assert [r.json["suno_id"] for r in fake.requests if r.json] == [rows[4]["audio_id"]]
+    assert [r.json["suno_id"] for r in fake.requests if r.json] == [new["audio_id"]]
     assert (
-        b"\nskipped, settled by an earlier run: 2 created or exists, 1 failed, "
-        b"1 outcome unknown, 1 invalid\n" in result.stdout
+        b"\nskipped, settled by an earlier run: 2 created or exists, 2 failed, "
+        b"2 outcome unknown, 2 invalid\n" in result.stdout
     ), result.stdout
