@@ -685,3 +685,36 @@ async def test_a_rerun_sends_nothing_settled_and_counts_each_kind_it_skipped(
         b"\nskipped, settled by an earlier run: 2 created or exists, 2 failed, "
         b"2 outcome unknown, 2 invalid\n" in result.stdout
     ), result.stdout
+
+
+@pytest.mark.anyio
+async def test_a_crun_item_left_in_flight_is_not_sent_again_and_its_record_says_what_to_do(
+    tmp_path: Path,
+) -> None:
+    rows = items(2, lanes=("crun",))
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    journal = tmp_path / "results.jsonl"
+    journal.write_text(
+        "".join(json.dumps({"id": None, **_who(row), "status": "pending"}) + "\n" for row in rows)
+    )
+    async with fake_provider() as fake:
+        (tmp_path / "persona.toml").write_text(config_text(fake.url, lanes=("crun",)))
+        result = await run_cli(*batch_args(tmp_path))
+    assert fake.request_count == 0  # crun detects no duplicates: a resend could make two
+    assert result.returncode == 1
+    records = read_journal(journal)[len(rows) :]
+    assert [record["status"] for record in records] == ["failed", "failed"]
+    assert records[0]["error"] == {
+        "type": "OutcomeUnknownError", "code": None, "retryable": False, "field": None,
+        "message": "an earlier run sent this request and stopped before its outcome was "
+        "recorded; a persona may or may not exist. crun documents no duplicate detection, so "
+        "it was not sent again: check the provider's dashboard for a persona of audio_id "
+        f"'{rows[0]['audio_id']}' (task_id '{rows[0]['task_id']}'); if there is none, run the "
+        "same command with --resend-unknown",
+    }  # fmt: skip
+    assert b"\nfailed on crun: OutcomeUnknownError 2\n" in result.stdout, result.stdout
+    assert b"\n2 item(s) have an unknown outcome (OutcomeUnknownError)" in result.stdout
+
+
+def _who(row: dict) -> dict:
+    return {k: row[k] for k in ("provider", "task_id", "audio_id")}
