@@ -5,6 +5,7 @@ running ``python -m persona_async`` against a ``FakeProvider`` on loopback."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -70,15 +71,19 @@ def _system_calls(trace: Path) -> Iterator[list[str]]:
     strace = shutil.which("strace")
     if strace is None:
         pytest.fail("strace is not installed (Debian: apt-get install strace)")
-    me = os.getpid()
-    threads = os.listdir(f"/proc/{me}/task")
+    trace.unlink(missing_ok=True)  # a trace of an earlier block is no sign of this one
+    threads = os.listdir(f"/proc/{os.getpid()}/task")
     tracer = subprocess.Popen(
         [strace, "-f", "-qq", "-o", str(trace), "-e", "trace=openat,fsync,fdatasync,ftruncate",
          *(f"-p{tid}" for tid in threads)]
     )  # fmt: skip
+    # Attached is not yet tracing: wait until strace shows a call made for the purpose.
+    probe = str(trace) + ".probe"
     deadline = time.monotonic() + 10
-    while not all(_traced(me, tid) for tid in threads):
-        assert time.monotonic() < deadline, "strace did not attach"
+    while not (trace.exists() and probe in trace.read_text()):
+        assert time.monotonic() < deadline, "strace did not start tracing"
+        with contextlib.suppress(FileNotFoundError):
+            os.open(probe, os.O_RDONLY)
         time.sleep(0.005)
     calls: list[str] = []
     try:
@@ -87,11 +92,6 @@ def _system_calls(trace: Path) -> Iterator[list[str]]:
         tracer.terminate()  # strace detaches
         tracer.wait(timeout=10)
         calls += [line.split(None, 1)[1] for line in trace.read_text().splitlines()]
-
-
-def _traced(pid: int, tid: str) -> bool:
-    status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
-    return re.search(r"^TracerPid:\s+0$", status, re.M) is None
 
 
 def _on(calls: list[str], path: Path) -> list[str]:
