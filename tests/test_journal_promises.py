@@ -703,7 +703,7 @@ async def test_a_crun_item_left_in_flight_is_not_sent_again_and_its_record_says_
     assert fake.request_count == 0  # crun detects no duplicates: a resend could make two
     assert result.returncode == 1
     records = read_journal(journal)[len(rows) :]
-    assert [record["status"] for record in records] == ["failed", "failed"]
+    assert [(record["status"], record["attempts"]) for record in records] == [("failed", 0)] * 2
     assert records[0]["error"] == {
         "type": "OutcomeUnknownError", "code": None, "retryable": False, "field": None,
         "message": "an earlier run sent this request and stopped before its outcome was "
