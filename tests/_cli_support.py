@@ -15,11 +15,13 @@ from typing import Any
 
 import anyio
 
+import persona_async
 from persona_async.testing import FakeProvider
 
 # Distinctive, so a leak into a journal or a terminal is easy to find.
 KEYS = {"crun": "sk-crun-4f9a-MUST-NOT-LEAK", "kie": "sk-kie-77b1-MUST-NOT-LEAK"}
 ENV_NAMES = {"crun": "CLI_TEST_CRUN_KEY", "kie": "CLI_TEST_KIE_KEY"}
+_PACKAGE_PARENT = str(Path(persona_async.__file__).resolve().parent.parent)
 FINAL = frozenset({"created", "exists", "failed", "invalid"})
 
 
@@ -54,6 +56,11 @@ def config_text(
 
 def cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "CI"}
+    # The CLI imports the persona_async these tests imported, wherever the subprocess starts
+    # (a mutation run's copy, not the installed one: tests/mutation/cli_mutants.py).
+    env["PYTHONPATH"] = os.pathsep.join(
+        [_PACKAGE_PARENT, *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
     env.update({ENV_NAMES[lane]: key for lane, key in KEYS.items()})
     env.update(extra)
     return env

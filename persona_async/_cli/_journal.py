@@ -33,7 +33,7 @@ import errno
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import anyio
@@ -567,18 +567,6 @@ def _state_of(record: _Read) -> State:
     if error is not None and error.type == "OutcomeUnknownError":
         return State.UNKNOWN
     return State.FAILED
-
-
-def recent_ages(resume: Resume, lanes: Mapping[str, float]) -> dict[str, list[float]]:
-    """Lane -> ages in seconds of its sends within its ``rate_period`` (``lanes``: lane ->
-    period), for ``LaneLimiter.note_earlier_sends``."""
-    now = time.time()
-    ages: dict[str, list[float]] = {}
-    for lane, period in lanes.items():
-        recent = [now - sent for sent in resume.recent_sends.get(lane, ()) if now - sent < period]
-        if recent:
-            ages[lane] = recent
-    return ages
 
 
 def _sync_dir(path: str) -> None:
