@@ -54,8 +54,15 @@ def config_text(
     return "\n".join(tables)
 
 
-def cli_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "CI"}
+#: Set by ``coverage run`` (``patch = ["subprocess"]``): makes subprocesses measure themselves.
+_COVERAGE_ENV = ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
+
+
+def cli_env(*, measured: bool = True, **extra: str) -> dict[str, str]:
+    """The CLI's environment: the keys, this package. ``measured=False`` keeps coverage out of a
+    subprocess whose files are size-limited (coverage's own data file would hit the limit)."""
+    drop = {"CI", *(() if measured else _COVERAGE_ENV)}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     # The CLI imports the persona_async these tests imported, wherever the subprocess starts
     # (a mutation run's copy, not the installed one: tests/mutation/cli_mutants.py).
     env["PYTHONPATH"] = os.pathsep.join(
@@ -68,6 +75,20 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 def command(*args: str) -> list[str]:
     return [sys.executable, "-m", "persona_async", *args]
+
+
+_WITH_FILE_SIZE_LIMIT = (
+    "import os, resource, sys\n"
+    "limit = int(sys.argv[1])\n"
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))\n"
+    "os.execv(sys.executable, [sys.executable, '-m', 'persona_async', *sys.argv[2:]])\n"
+)
+
+
+def command_with_file_size_limit(limit: int, *args: str) -> list[str]:
+    """The CLI with every file it writes limited to ``limit`` bytes: a write past it fails with
+    EFBIG, as on a full disk. Run it with ``cli_env(measured=False)``."""
+    return [sys.executable, "-c", _WITH_FILE_SIZE_LIMIT, str(limit), *args]
 
 
 async def run_cli(

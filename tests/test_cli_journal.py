@@ -19,6 +19,7 @@ from _cli_support import (
     batch_args,
     cli_env,
     command,
+    command_with_file_size_limit,
     config_text,
     fake_provider,
     identity,
@@ -190,9 +191,9 @@ async def test_a_full_disk_stops_the_run_cleanly_and_a_run_elsewhere_resumes_it(
         # The journal may grow to 3000 bytes: a dozen records, then writes fail (EFBIG).
         with anyio.fail_after(60):
             stopped = await anyio.run_process(
-                ["prlimit", "--fsize=3000", *command(*batch_args(tmp_path, out=journal))],
+                command_with_file_size_limit(3000, *batch_args(tmp_path, out=journal)),
                 check=False,
-                env=cli_env(),
+                env=cli_env(measured=False),
             )
         requested = {r.json["audioId"] for r in fake.requests if r.json}
         moved = tmp_path / "other-disk.jsonl"

@@ -11,7 +11,6 @@ import json
 import re
 import shutil
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from _cli_support import (
     KEYS,
     cli_env,
     command,
+    command_with_file_size_limit,
     config_text,
     fake_provider,
     identity,
@@ -109,14 +109,6 @@ async def test_ctrl_c_while_waiting_for_the_rate_window_sends_nothing_more_and_e
 # -- the journal: on disk before the send, fsynced at the end --------------------------------------
 
 
-_WITH_FILE_SIZE_LIMIT = (
-    "import os, resource, sys\n"
-    "limit = int(sys.argv[1])\n"
-    "resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))\n"
-    "os.execv(sys.executable, [sys.executable, '-m', 'persona_async', *sys.argv[2:]])\n"
-)
-
-
 async def test_a_pending_record_that_cannot_be_written_stops_its_send(tmp_path: Path) -> None:
     rows = items(4, lanes=("crun",))
     write_jsonl(tmp_path / "in.jsonl", rows)
@@ -127,9 +119,9 @@ async def test_a_pending_record_that_cannot_be_written_stops_its_send(tmp_path: 
         # whole (the write fails with EFBIG, as on a full disk).
         with anyio.fail_after(60):
             full = await anyio.run_process(
-                [sys.executable, "-c", _WITH_FILE_SIZE_LIMIT, "40", *batch_args(tmp_path)],
+                command_with_file_size_limit(40, *batch_args(tmp_path)),
                 check=False,
-                env=cli_env(),
+                env=cli_env(measured=False),
             )
         sent_while_full = fake.request_count
         resumed = await run_cli(*batch_args(tmp_path))

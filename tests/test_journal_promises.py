@@ -14,7 +14,6 @@ import resource
 import shutil
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ from _cli_support import (
     KEYS,
     batch_args,
     cli_env,
+    command_with_file_size_limit,
     config_text,
     fake_provider,
     identity,
@@ -569,14 +569,6 @@ def test_a_journal_removed_during_the_run_is_noticed_once_and_stops_pending_reco
 
 # -- the batch run --------------------------------------------------------------------------------
 
-_WITH_FILE_SIZE_LIMIT = (
-    "import os, resource, sys\n"
-    "limit = int(sys.argv[1])\n"
-    "resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))\n"
-    "os.execv(sys.executable, [sys.executable, '-m', 'persona_async', *sys.argv[2:]])\n"
-)
-
-
 @pytest.mark.anyio
 async def test_a_pending_record_the_disk_refuses_ends_the_run_with_exit_2_and_no_traceback(
     tmp_path: Path,
@@ -586,9 +578,9 @@ async def test_a_pending_record_the_disk_refuses_ends_the_run_with_exit_2_and_no
         (tmp_path / "persona.toml").write_text(config_text(fake.url, lanes=("crun",)))
         with anyio.fail_after(60):
             full = await anyio.run_process(
-                [sys.executable, "-c", _WITH_FILE_SIZE_LIMIT, "40", *batch_args(tmp_path)],
+                command_with_file_size_limit(40, *batch_args(tmp_path)),
                 check=False,
-                env=cli_env(),
+                env=cli_env(measured=False),
             )
     journal = tmp_path / "results.jsonl"
     assert fake.request_count == 0
