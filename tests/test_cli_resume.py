@@ -296,8 +296,10 @@ async def test_first_interrupt_lets_requests_in_flight_finish_then_exits_130(
     assert b"stopping" in stderr
     assert b"interrupted" in stdout
     assert b"created" in stdout
-    # Nothing new went out after the signal; what was on the wire finished and was written.
-    assert max(arrivals) < signalled + 0.1
+    # Nothing new went out after the signal: at most what the 4 workers (2 lanes x 2) already
+    # had on its way, its pending record written (on a busy machine those may reach the
+    # provider after the signal); what was on the wire finished and was written.
+    assert sum(arrived > signalled for arrived in arrivals) <= 4, (arrivals, signalled)
     last = last_records(interrupted)
     assert last
     assert all(r["status"] == "created" for r in last.values()), last

@@ -69,7 +69,8 @@ async def test_ctrl_c_with_nothing_in_flight_exits_at_once_and_counts_every_unse
             stdout = b"".join([chunk async for chunk in process.stdout or ()])
             stderr = b"".join([chunk async for chunk in process.stderr or ()])
     assert process.returncode == 130, stderr
-    assert took < 1.0, f"Ctrl-C with nothing in flight took {took:.2f}s"
+    # At once: not after the 30 s window (5 s leaves a busy machine room to exit).
+    assert took < 5.0, f"Ctrl-C with nothing in flight took {took:.2f}s"
     assert b"no request is in flight" in stderr, stdout
     # Read ahead or never read, all counted.
     assert b"17 item(s) were not sent" in stdout, stdout.decode()
