@@ -1,0 +1,218 @@
+"""The lane's promises that a mutation run of ``_lane.py`` (mutmut, issue 13) found unguarded.
+
+Each test pins what the provider sees or what the caller gets, against the real
+:class:`FakeProvider` on loopback, and fails with the deliberate bug it was written for (see
+``/work/coord/mutation-lane.md`` for the mutants and the run).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import anyio
+import pytest
+
+from persona_async import (
+    AuthenticationError,
+    CrunProvider,
+    KieJobsProvider,
+    KieProvider,
+    Outcome,
+    OutcomeUnknownError,
+    PersonaClient,
+    PersonaError,
+    PersonaRequest,
+    PollPolicy,
+    ProviderConnectionError,
+    ProviderTimeoutError,
+    ServerError,
+)
+from persona_async.testing import FakeProvider, Fault
+
+pytestmark = pytest.mark.anyio
+
+#: Retry and probe waits in centiseconds: the behaviour of seconds, in a fraction of the time.
+FAST: dict[str, Any] = {"backoff_initial": 0.01, "backoff_max": 0.02}
+
+
+def req(i: int) -> PersonaRequest:
+    return PersonaRequest(f"task-{i}", f"clip-{i}", f"Persona {i}", "Smoky late-night R&B")
+
+
+def crun(fake: FakeProvider, **options: Any) -> CrunProvider:
+    options.setdefault("rate_limit", None)
+    return CrunProvider(api_key=fake.api_key, base_url=fake.url, **options)
+
+
+def kie(fake: FakeProvider, **options: Any) -> KieProvider:
+    options.setdefault("rate_limit", None)
+    return KieProvider(api_key=fake.api_key, base_url=fake.url, **options)
+
+
+class Orphans:
+    """An ``on_orphan`` hook that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Outcome]] = []
+        self._called = anyio.Event()
+
+    def __call__(self, lane: str, outcome: Outcome) -> None:
+        self.calls.append((lane, outcome))
+        self._called.set()
+
+    async def wait(self, seconds: float) -> None:
+        with anyio.fail_after(seconds):
+            await self._called.wait()
+
+
+async def collect(client: PersonaClient, requests: list[PersonaRequest]) -> list[Outcome]:
+    return [outcome async for outcome in client.create_many(requests)]
+
+
+# -- 401/402: a stopped lane sends nothing more ------------------------------------------------
+
+
+async def test_a_retry_waiting_out_a_429_when_a_401_stops_the_lane_fails_at_once_unsent(
+    fake: FakeProvider,
+) -> None:
+    # Two requests go out together: one is told to come back in 5 s, the other that the key is
+    # revoked. The first is waiting for its retry when the lane stops: it fails then, with
+    # the 401, and is never resent.
+    fake.inject(Fault.http(429, retry_after=5.0))
+    fake.inject(Fault.envelope(401))
+    async with PersonaClient([crun(fake, max_concurrency=2)], **FAST) as client:
+        started = time.monotonic()
+        with anyio.fail_after(5):
+            outcomes = await collect(client, [req(0), req(1)])
+        elapsed = time.monotonic() - started
+    assert [type(o.error) for o in outcomes] == [AuthenticationError] * 2
+    assert sorted(o.request.audio_id for o in outcomes) == ["clip-0", "clip-1"]
+    assert fake.request_count == 2
+    assert elapsed < 2.0  # not after the 429's 5 s
+
+
+# -- a caller that leaves ------------------------------------------------------------------------
+
+
+async def test_a_caller_leaving_while_a_lost_request_waits_to_be_resent_gets_it_reported(
+    fake: FakeProvider,
+) -> None:
+    # The family detects duplicates, so a request lost after it was sent is resent; this one's
+    # resend waits for the next window (one start per 0.6 s) when its caller leaves. It is never
+    # resent, and the lost attempt, which may have made a persona, is reported as an orphan.
+    fake.inject(Fault.reset_after())  # created, then the connection drops
+    orphans = Orphans()
+    provider = kie(fake, rate_limit=1, rate_period=0.6)
+    async with PersonaClient([provider], on_orphan=orphans, **FAST) as client:
+        with anyio.move_on_after(0.3) as scope:
+            await client.create_persona(req(0))
+        assert scope.cancelled_caught
+        await anyio.sleep(0.6)  # past the window: a resend would have gone out by now
+    assert fake.request_count == 1
+    [(lane, outcome)] = orphans.calls
+    assert (lane, outcome.persona, outcome.attempts) == (provider.name, None, 1)
+    assert isinstance(outcome.error, ProviderConnectionError)  # what became of the attempt
+    assert outcome.error.sent is True
+
+
+async def test_a_persona_an_async_task_makes_after_its_caller_left_is_reported(
+    fake: FakeProvider,
+) -> None:
+    # kie's market route: the submit is answered with a task id at once and the task is polled
+    # (first after 0.2 s here). The caller leaves in between; the persona the task makes is
+    # handed to on_orphan, as it would be for a reply that came after its caller left.
+    orphans = Orphans()
+    poll = PollPolicy(initial=0.05, max_interval=0.2, min_interval=0.02, rate_limit=50)
+    provider = KieJobsProvider(api_key=fake.api_key, base_url=fake.url, poll=poll, rate_limit=None)
+    async with PersonaClient([provider], on_orphan=orphans, **FAST) as client:
+        with anyio.move_on_after(0.1) as scope:
+            await client.create_persona(req(0))
+        assert scope.cancelled_caught
+        await orphans.wait(3.0)
+    [(lane, outcome)] = orphans.calls
+    assert lane == provider.name
+    assert outcome.persona is not None
+    assert outcome.persona.audio_id == "clip-0"
+    [task] = fake.tasks.values()
+    assert outcome.persona.persona_id == task.persona_id
+    assert outcome.persona.provider_task_id == task.task_id
+
+
+# -- what a failure says -------------------------------------------------------------------------
+
+
+async def test_a_call_whose_deadline_passes_in_the_queue_names_its_lane(
+    fake: FakeProvider,
+) -> None:
+    fake.inject(Fault.slow(1.0))  # holds the lane's one worker
+    provider = crun(fake, name="main", max_concurrency=1)
+    async with PersonaClient([provider], **FAST) as client, anyio.create_task_group() as tg:
+        tg.start_soon(client.create_persona, req(0))
+        await anyio.sleep(0.05)
+        with pytest.raises(ProviderTimeoutError) as info:
+            await client.create_persona(req(1), deadline=0.3)
+    assert (info.value.provider, info.value.sent, info.value.attempts) == ("main", False, 0)
+    assert info.value.audio_id == "clip-1"
+
+
+async def test_a_crun_request_lost_after_it_was_sent_says_where_to_look_and_how_to_resend(
+    fake: FakeProvider,
+) -> None:
+    fake.inject(Fault.reset_after())
+    async with PersonaClient([crun(fake, name="main")], **FAST) as client:
+        with pytest.raises(OutcomeUnknownError) as info:
+            await client.create_persona(req(0))
+    err = info.value
+    assert (err.provider, err.audio_id, err.attempts) == ("main", "clip-0", 1)
+    for words in ("may or may not exist", "check the provider's dashboard", "retry_ambiguous=True"):
+        assert words in err.message
+    assert fake.request_count == 1
+
+
+# -- backoff ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [pytest.param(Fault.reset_before(), id="lost"), pytest.param(Fault.http(500), id="500")],
+)
+async def test_each_resend_waits_twice_as_long_as_the_one_before(
+    fake: FakeProvider, monkeypatch: pytest.MonkeyPatch, fault: Fault
+) -> None:
+    # Full jitter draws each wait from [0, ceiling]; pinned at its ceiling, the waits are the
+    # schedule itself: backoff_initial, then doubling (0.1 s, 0.2 s), whatever the failure.
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)
+    fake.inject(fault, times=2)
+    async with PersonaClient([kie(fake)], backoff_initial=0.1, backoff_max=10.0) as client:
+        with anyio.fail_after(5):
+            await client.create_persona(req(0))
+    first, second, third = (r.arrived for r in fake.requests)
+    assert 0.1 <= second - first < 0.2
+    assert 0.2 <= third - second < 0.4
+
+
+# -- deadlines -------------------------------------------------------------------------------------
+
+
+async def test_a_retry_whose_deadline_passes_while_the_lane_is_busy_fails_with_its_last_answer(
+    fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One worker. Request 0 gets a 500 and is due again 0.05 s later, but request 1 holds the
+    # worker for a second by then: request 0's deadline passes in the queue. It was sent, so
+    # "never sent" would be a lie: it fails with what the provider last said.
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)
+    fake.inject(Fault.http(500))
+    fake.inject(Fault.slow(1.0))
+    lane = crun(fake, max_concurrency=1)
+    async with (
+        PersonaClient([lane], backoff_initial=0.05) as client,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(client.create_persona, req(1))  # queued behind request 0
+        with pytest.raises(PersonaError) as info, anyio.fail_after(5):
+            await client.create_persona(req(0), deadline=0.5)
+    assert type(info.value) is ServerError
+    assert (info.value.attempts, info.value.audio_id) == (1, "clip-0")
+    assert [(r.json or {}).get("suno_id") for r in fake.requests] == ["clip-0", "clip-1"]
