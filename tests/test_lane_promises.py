@@ -7,6 +7,7 @@ Each test pins what the provider sees or what the caller gets, against the real
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from typing import Any
@@ -75,11 +76,12 @@ async def collect(client: PersonaClient, requests: list[PersonaRequest]) -> list
 
 
 async def test_a_retry_waiting_out_a_429_when_a_401_stops_the_lane_fails_at_once_unsent(
-    fake: FakeProvider,
+    fake: FakeProvider, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Two requests go out together: one is told to come back in 5 s, the other that the key is
     # revoked. The first is waiting for its retry when the lane stops: it fails then, with
     # the 401, and is never resent.
+    caplog.set_level(logging.WARNING, logger="persona_async")
     fake.inject(Fault.http(429, retry_after=5.0))
     fake.inject(Fault.envelope(401))
     async with PersonaClient([crun(fake, max_concurrency=2)], **FAST) as client:
@@ -91,6 +93,10 @@ async def test_a_retry_waiting_out_a_429_when_a_401_stops_the_lane_fails_at_once
     assert sorted(o.request.audio_id for o in outcomes) == ["clip-0", "clip-1"]
     assert fake.request_count == 2
     assert elapsed < 2.0  # not after the 429's 5 s
+    # The log says why nothing more is sent, naming the error, never the key.
+    stopped = [r.getMessage() for r in caplog.records if "stopped" in r.getMessage()]
+    assert stopped == ["lane crun stopped: AuthenticationError, nothing more is sent"]
+    assert fake.api_key not in caplog.text
 
 
 # -- a caller that leaves ------------------------------------------------------------------------
