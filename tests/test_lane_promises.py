@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from typing import Any
 
@@ -149,7 +150,7 @@ async def test_a_persona_an_async_task_makes_after_its_caller_left_is_reported(
 # -- what a failure says -------------------------------------------------------------------------
 
 
-async def test_a_call_whose_deadline_passes_in_the_queue_names_its_lane(
+async def test_a_call_whose_deadline_passes_in_the_queue_leaves_it_saying_where_and_how_long(
     fake: FakeProvider,
 ) -> None:
     fake.inject(Fault.slow(1.0))  # holds the lane's one worker
@@ -159,8 +160,37 @@ async def test_a_call_whose_deadline_passes_in_the_queue_names_its_lane(
         await anyio.sleep(0.05)
         with pytest.raises(ProviderTimeoutError) as info:
             await client.create_persona(req(1), deadline=0.3)
-    assert (info.value.provider, info.value.sent, info.value.attempts) == ("main", False, 0)
-    assert info.value.audio_id == "clip-1"
+        queued = client.stats()["main"].queued  # request 0 is still on the wire
+    err = info.value
+    assert (err.provider, err.sent, err.attempts, err.audio_id) == ("main", False, 0, "clip-1")
+    # Failed at its last start time, 0.225 s after it was submitted (a quarter of the 0.3 s
+    # deadline left for an attempt), and says so.
+    found = re.search(r"deadline passed after ([0-9.]+)s", err.message)
+    assert found is not None
+    assert 0.2 <= float(found.group(1)) < 0.6
+    assert queued == 0
+    assert [(r.json or {}).get("suno_id") for r in fake.requests] == ["clip-0"]
+
+
+async def test_a_request_on_the_wire_at_its_last_start_time_is_never_cut(
+    fake: FakeProvider,
+) -> None:
+    # One worker. Request 1 waits in the queue behind request 0 (so its deadline timer is set)
+    # and goes out after 0.8 s. With a 1.6 s deadline its last start time is 1.2 s (a quarter
+    # of the deadline is left for an attempt); it is on the wire then, answered at about 1.4 s,
+    # before the deadline: that answer, a persona, is what the caller gets.
+    fake.inject(Fault.slow(0.8))
+    fake.inject(Fault.slow(0.6))
+    async with (
+        PersonaClient([crun(fake, max_concurrency=1)], **FAST) as client,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(client.create_persona, req(0))
+        await anyio.sleep(0.01)
+        with anyio.fail_after(5):
+            persona = await client.create_persona(req(1), deadline=1.6)
+    assert persona.audio_id == "clip-1"
+    assert persona.persona_id in fake.personas
 
 
 async def test_a_crun_request_lost_after_it_was_sent_says_where_to_look_and_how_to_resend(
@@ -217,8 +247,11 @@ async def test_a_retry_whose_deadline_passes_while_the_lane_is_busy_fails_with_i
         anyio.create_task_group() as tg,
     ):
         tg.start_soon(client.create_persona, req(1))  # queued behind request 0
+        started = time.monotonic()
         with pytest.raises(PersonaError) as info, anyio.fail_after(5):
             await client.create_persona(req(0), deadline=0.5)
+        elapsed = time.monotonic() - started
     assert type(info.value) is ServerError
+    assert elapsed < 0.75  # at its last start time (0.375 s), not when the worker came free
     assert (info.value.attempts, info.value.audio_id) == (1, "clip-0")
     assert [(r.json or {}).get("suno_id") for r in fake.requests] == ["clip-0", "clip-1"]
