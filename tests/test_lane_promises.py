@@ -15,12 +15,14 @@ from typing import Any
 
 import anyio
 import pytest
+from aiohttp import web
 
 from persona_async import (
     AuthenticationError,
     CrunProvider,
     KieJobsProvider,
     KieProvider,
+    LaneState,
     Outcome,
     OutcomeUnknownError,
     PersonaClient,
@@ -46,6 +48,45 @@ def req(i: int) -> PersonaRequest:
 def crun(fake: FakeProvider, **options: Any) -> CrunProvider:
     options.setdefault("rate_limit", None)
     return CrunProvider(api_key=fake.api_key, base_url=fake.url, **options)
+
+
+CRUN_PATH = "/api/v1/client/job/suno-persona-generate"
+
+
+class Scripted:
+    """A crun endpoint on loopback that answers its first requests as scripted, in order of
+    arrival: ``(delay, status, retry_after)``; every later request creates a persona."""
+
+    def __init__(self, *script: tuple[float, int, float | None]) -> None:
+        self.script = list(script)
+        self.arrived: list[tuple[float, str]] = []  # (when, audio id)
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def _create(self, request: web.Request) -> web.Response:
+        audio_id = (await request.json())["suno_id"]
+        self.arrived.append((time.monotonic(), audio_id))
+        if not self.script:
+            body = {"code": 200, "msg": "success", "data": {"persona_id": f"p-{audio_id}"}}
+            return web.json_response(body)
+        delay, status, retry_after = self.script.pop(0)
+        await anyio.sleep(delay)
+        headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
+        return web.json_response({"code": status, "msg": "no"}, status=status, headers=headers)
+
+    async def __aenter__(self) -> Scripted:
+        app = web.Application()
+        app.router.add_post(CRUN_PATH, self._create)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
 
 
 def kie(fake: FakeProvider, **options: Any) -> KieProvider:
@@ -98,6 +139,59 @@ async def test_a_retry_waiting_out_a_429_when_a_401_stops_the_lane_fails_at_once
     stopped = [r.getMessage() for r in caplog.records if "stopped" in r.getMessage()]
     assert stopped == ["lane crun stopped: AuthenticationError, nothing more is sent"]
     assert fake.api_key not in caplog.text
+
+
+async def test_a_429_answered_after_a_401_stopped_the_lane_does_not_start_it_again() -> None:
+    # The 401 comes back first; the 429 to the request sent with it, 0.05 s later. The lane
+    # stays stopped: that request fails with the 401 at once, and nothing more is sent.
+    async with Scripted((0.0, 401, None), (0.05, 429, 0.3)) as server:
+        lane = CrunProvider(api_key="k", base_url=server.url, rate_limit=None, max_concurrency=2)
+        async with PersonaClient([lane], **FAST) as client:
+            with anyio.fail_after(5):
+                outcomes = await collect(client, [req(0), req(1)])
+            await anyio.sleep(0.4)  # past the 429's Retry-After
+            state = client.stats()["crun"].state
+    assert [type(o.error) for o in outcomes] == [AuthenticationError] * 2
+    assert len(server.arrived) == 2
+    assert state is LaneState.STOPPED
+
+
+# -- 429: the lane cools down --------------------------------------------------------------------
+
+
+async def test_two_requests_throttled_until_the_same_moment_are_both_resent_then(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Sent together: one is told to come back in 0.5 s; the other, 0.05 s later, in 0.1 s. The
+    # lane's cooldown is the longer one, so both are due at the same moment: both go then.
+    caplog.set_level(logging.WARNING, logger="persona_async")
+    async with Scripted((0.0, 429, 0.5), (0.05, 429, 0.1)) as server:
+        lane = CrunProvider(api_key="k", base_url=server.url, rate_limit=None, max_concurrency=2)
+        async with PersonaClient([lane], **FAST) as client:
+            with anyio.fail_after(5):
+                outcomes = await collect(client, [req(0), req(1)])
+            throttled = client.stats()["crun"].throttled
+    assert [o.ok for o in outcomes] == [True, True]
+    assert throttled == 2
+    first = server.arrived[0][0]
+    resent = sorted(when - first for when, _ in server.arrived[2:])
+    assert len(resent) == 2
+    assert resent[0] >= 0.5  # the shorter Retry-After did not cut the lane's cooldown short
+    cooling = [r.getMessage() for r in caplog.records if "cooling" in r.getMessage()]
+    assert cooling == ["lane crun cooling: 429 from provider, cooling 0.50s"]
+
+
+async def test_a_429_with_retry_after_zero_is_resent_at_once_without_cooling_the_lane(
+    fake: FakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="persona_async")
+    fake.inject(Fault.http(429, retry_after=0))
+    async with PersonaClient([crun(fake)], **FAST) as client:
+        with anyio.fail_after(5):
+            persona = await client.create_persona(req(0))
+    assert persona.persona_id in fake.personas
+    assert fake.request_count == 2
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("lane ")] == []
 
 
 # -- a caller that leaves ------------------------------------------------------------------------
