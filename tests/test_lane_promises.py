@@ -11,11 +11,13 @@ import logging
 import random
 import re
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
 import pytest
 from aiohttp import web
+from test_redis import RedisServer
 
 from persona_async import (
     AuthenticationError,
@@ -33,6 +35,7 @@ from persona_async import (
     ProviderTimeoutError,
     ServerError,
 )
+from persona_async.redis import RedisLimiter
 from persona_async.testing import FakeProvider, Fault
 
 pytestmark = pytest.mark.anyio
@@ -87,6 +90,14 @@ class Scripted:
     async def __aexit__(self, *exc: object) -> None:
         assert self._runner is not None
         await self._runner.cleanup()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    server = RedisServer()
+    server.start()
+    yield server.url
+    server.kill()
 
 
 def kie(fake: FakeProvider, **options: Any) -> KieProvider:
@@ -349,3 +360,33 @@ async def test_a_retry_whose_deadline_passes_while_the_lane_is_busy_fails_with_i
     assert elapsed < 0.75  # at its last start time (0.375 s), not when the worker came free
     assert (info.value.attempts, info.value.audio_id) == (1, "clip-0")
     assert [(r.json or {}).get("suno_id") for r in fake.requests] == ["clip-0", "clip-1"]
+
+
+# -- 455: the lane pauses ------------------------------------------------------------------------
+
+
+async def test_a_455_seen_by_one_process_holds_the_others_sharing_its_key_until_the_probe(
+    fake: FakeProvider, redis_url: str
+) -> None:
+    # Two clients (as two processes would be) share one Redis budget. The first is told the
+    # provider is in maintenance and will probe again in 0.4 s; the second, asked to send just
+    # after, waits for that probe too instead of hammering a provider in maintenance.
+    fake.inject(Fault.envelope(455))
+
+    def lane() -> CrunProvider:
+        return crun(fake, limiter=RedisLimiter(redis_url))
+
+    async with (
+        PersonaClient([lane()], backoff_initial=0.4) as here,
+        PersonaClient([lane()]) as there,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(here.create_persona, req(0))
+        with anyio.fail_after(5):
+            while fake.request_count == 0:  # noqa: ASYNC110 - the fake has no event
+                await anyio.sleep(0.005)
+            await anyio.sleep(0.05)  # the 455 is answered and told to Redis by now
+            await there.create_persona(req(1))
+    told = fake.requests[0].arrived
+    [other] = [r.arrived for r in fake.requests if (r.json or {}).get("suno_id") == "clip-1"]
+    assert other - told >= 0.35
