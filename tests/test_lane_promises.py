@@ -25,6 +25,7 @@ from persona_async import (
     KieJobsProvider,
     KieProvider,
     LaneState,
+    MaintenanceError,
     Outcome,
     OutcomeUnknownError,
     PersonaClient,
@@ -390,3 +391,24 @@ async def test_a_455_seen_by_one_process_holds_the_others_sharing_its_key_until_
     told = fake.requests[0].arrived
     [other] = [r.arrived for r in fake.requests if (r.json or {}).get("suno_id") == "clip-1"]
     assert other - told >= 0.35
+
+
+async def test_a_probe_answered_455_after_max_maintenance_wait_fails_with_the_providers_455() -> (
+    None
+):
+    # Every answer takes 0.2 s. The first 455 comes at 0.2 s; the probe goes at 0.4 s (before
+    # the 0.3 s wait is up) and its 455 comes at 0.6 s, past it: the request fails then, with
+    # what the provider said.
+    async with FakeProvider(latency=0.2) as fake:
+        fake.maintenance(60.0)
+        async with PersonaClient(
+            [crun(fake)], backoff_initial=0.2, backoff_max=0.2, max_maintenance_wait=0.3
+        ) as client:
+            started = time.monotonic()
+            with pytest.raises(PersonaError) as info, anyio.fail_after(5):
+                await client.create_persona(req(0))
+            elapsed = time.monotonic() - started
+    assert type(info.value) is MaintenanceError
+    assert info.value.code == 455
+    assert (info.value.attempts, fake.request_count) == (2, 2)
+    assert elapsed < 1.0
