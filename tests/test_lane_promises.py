@@ -412,3 +412,14 @@ async def test_a_probe_answered_455_after_max_maintenance_wait_fails_with_the_pr
     assert info.value.code == 455
     assert (info.value.attempts, fake.request_count) == (2, 2)
     assert elapsed < 1.0
+
+
+async def test_every_probe_a_maintenance_costs_is_counted_as_a_retry(fake: FakeProvider) -> None:
+    fake.maintenance(0.25)
+    async with PersonaClient([crun(fake)], backoff_initial=0.05, backoff_max=0.05) as client:
+        with anyio.fail_after(5):
+            await client.create_persona(req(0))
+        stats = client.stats()["crun"]
+    assert fake.request_count >= 3  # the first 455, then probes until the window ended
+    assert stats.retries == fake.request_count - 1
+    assert stats.sent == fake.request_count
