@@ -259,7 +259,7 @@ async def test_a_persona_an_async_task_makes_after_its_caller_left_is_reported(
 async def test_a_call_whose_deadline_passes_in_the_queue_leaves_it_saying_where_and_how_long(
     fake: FakeProvider,
 ) -> None:
-    fake.inject(Fault.slow(1.0))  # holds the lane's one worker
+    fake.inject(Fault.slow(0.5))  # holds the lane's one worker
     provider = crun(fake, name="main", max_concurrency=1)
     async with PersonaClient([provider], **FAST) as client, anyio.create_task_group() as tg:
         tg.start_soon(client.create_persona, req(0))
