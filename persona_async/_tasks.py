@@ -93,8 +93,10 @@ class TaskFlow:
 
     def _polling(self, job: _Job) -> None:
         # The task exists: from here its deadline is the poller's, which fails it naming the
-        # task id (the lane's own deadline timer would only say it was not sent).
+        # task id (the lane's own deadline timer would only say it was not sent). Its answer is
+        # awaited as a reply is: a caller that leaves now is told of its persona as an orphan.
         self._disarm(job)
+        job.on_wire = True
 
     async def _follow(self, job: _Job, task_id: str, first: float) -> None:
         provider = self._provider

@@ -1,0 +1,425 @@
+"""The lane's promises that a mutation run of ``_lane.py`` (mutmut, issue 13) found unguarded.
+
+Each test pins what the provider sees or what the caller gets, against the real
+:class:`FakeProvider` on loopback, and fails with the deliberate bug it was written for (see
+``/work/coord/mutation-lane.md`` for the mutants and the run).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+from aiohttp import web
+from test_redis import RedisServer
+
+from persona_async import (
+    AuthenticationError,
+    CrunProvider,
+    KieJobsProvider,
+    KieProvider,
+    LaneState,
+    MaintenanceError,
+    Outcome,
+    OutcomeUnknownError,
+    PersonaClient,
+    PersonaError,
+    PersonaRequest,
+    PollPolicy,
+    ProviderConnectionError,
+    ProviderTimeoutError,
+    ServerError,
+)
+from persona_async.redis import RedisLimiter
+from persona_async.testing import FakeProvider, Fault
+
+pytestmark = pytest.mark.anyio
+
+#: Retry and probe waits in centiseconds: the behaviour of seconds, in a fraction of the time.
+FAST: dict[str, Any] = {"backoff_initial": 0.01, "backoff_max": 0.02}
+
+
+def req(i: int) -> PersonaRequest:
+    return PersonaRequest(f"task-{i}", f"clip-{i}", f"Persona {i}", "Smoky late-night R&B")
+
+
+def crun(fake: FakeProvider, **options: Any) -> CrunProvider:
+    options.setdefault("rate_limit", None)
+    return CrunProvider(api_key=fake.api_key, base_url=fake.url, **options)
+
+
+CRUN_PATH = "/api/v1/client/job/suno-persona-generate"
+
+
+class Scripted:
+    """A crun endpoint on loopback that answers its first requests as scripted, in order of
+    arrival: ``(delay, status, retry_after)``; every later request creates a persona."""
+
+    def __init__(self, *script: tuple[float, int, float | None]) -> None:
+        self.script = list(script)
+        self.arrived: list[tuple[float, str]] = []  # (when, audio id)
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def _create(self, request: web.Request) -> web.Response:
+        audio_id = (await request.json())["suno_id"]
+        self.arrived.append((time.monotonic(), audio_id))
+        if not self.script:
+            body = {"code": 200, "msg": "success", "data": {"persona_id": f"p-{audio_id}"}}
+            return web.json_response(body)
+        delay, status, retry_after = self.script.pop(0)
+        await anyio.sleep(delay)
+        headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
+        return web.json_response({"code": status, "msg": "no"}, status=status, headers=headers)
+
+    async def __aenter__(self) -> Scripted:
+        app = web.Application()
+        app.router.add_post(CRUN_PATH, self._create)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    server = RedisServer()
+    server.start()
+    yield server.url
+    server.kill()
+
+
+def kie(fake: FakeProvider, **options: Any) -> KieProvider:
+    options.setdefault("rate_limit", None)
+    return KieProvider(api_key=fake.api_key, base_url=fake.url, **options)
+
+
+class Orphans:
+    """An ``on_orphan`` hook that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Outcome]] = []
+        self._called = anyio.Event()
+
+    def __call__(self, lane: str, outcome: Outcome) -> None:
+        self.calls.append((lane, outcome))
+        self._called.set()
+
+    async def wait(self, seconds: float) -> None:
+        with anyio.fail_after(seconds):
+            await self._called.wait()
+
+
+async def collect(client: PersonaClient, requests: list[PersonaRequest]) -> list[Outcome]:
+    return [outcome async for outcome in client.create_many(requests)]
+
+
+# -- 401/402: a stopped lane sends nothing more ------------------------------------------------
+
+
+async def test_a_retry_waiting_out_a_429_when_a_401_stops_the_lane_fails_at_once_unsent(
+    fake: FakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Two requests go out together: one is told to come back in 5 s, the other that the key is
+    # revoked. The first is waiting for its retry when the lane stops: it fails then, with
+    # the 401, and is never resent.
+    caplog.set_level(logging.WARNING, logger="persona_async")
+    fake.inject(Fault.http(429, retry_after=5.0))
+    fake.inject(Fault.envelope(401))
+    async with PersonaClient([crun(fake, max_concurrency=2)], **FAST) as client:
+        started = time.monotonic()
+        with anyio.fail_after(5):
+            outcomes = await collect(client, [req(0), req(1)])
+        elapsed = time.monotonic() - started
+    assert [type(o.error) for o in outcomes] == [AuthenticationError] * 2
+    assert sorted(o.request.audio_id for o in outcomes) == ["clip-0", "clip-1"]
+    assert fake.request_count == 2
+    assert elapsed < 2.0  # not after the 429's 5 s
+    # The log says why nothing more is sent, naming the error, never the key.
+    stopped = [r.getMessage() for r in caplog.records if "stopped" in r.getMessage()]
+    assert stopped == ["lane crun stopped: AuthenticationError, nothing more is sent"]
+    assert fake.api_key not in caplog.text
+
+
+async def test_a_429_answered_after_a_401_stopped_the_lane_does_not_start_it_again() -> None:
+    # The 401 comes back first; the 429 to the request sent with it, 0.05 s later. The lane
+    # stays stopped: that request fails with the 401 at once, and nothing more is sent.
+    async with Scripted((0.0, 401, None), (0.05, 429, 0.3)) as server:
+        lane = CrunProvider(api_key="k", base_url=server.url, rate_limit=None, max_concurrency=2)
+        async with PersonaClient([lane], **FAST) as client:
+            with anyio.fail_after(5):
+                outcomes = await collect(client, [req(0), req(1)])
+            await anyio.sleep(0.4)  # past the 429's Retry-After
+            state = client.stats()["crun"].state
+    assert [type(o.error) for o in outcomes] == [AuthenticationError] * 2
+    assert len(server.arrived) == 2
+    assert state is LaneState.STOPPED
+
+
+# -- 429: the lane cools down --------------------------------------------------------------------
+
+
+async def test_two_requests_throttled_until_the_same_moment_are_both_resent_then(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Sent together: one is told to come back in 0.5 s; the other, 0.05 s later, in 0.1 s. The
+    # lane's cooldown is the longer one, so both are due at the same moment: both go then.
+    caplog.set_level(logging.WARNING, logger="persona_async")
+    async with Scripted((0.0, 429, 0.5), (0.05, 429, 0.1)) as server:
+        lane = CrunProvider(api_key="k", base_url=server.url, rate_limit=None, max_concurrency=2)
+        async with PersonaClient([lane], **FAST) as client:
+            with anyio.fail_after(5):
+                outcomes = await collect(client, [req(0), req(1)])
+            throttled = client.stats()["crun"].throttled
+    assert [o.ok for o in outcomes] == [True, True]
+    assert throttled == 2
+    first = server.arrived[0][0]
+    resent = sorted(when - first for when, _ in server.arrived[2:])
+    assert len(resent) == 2
+    assert resent[0] >= 0.5  # the shorter Retry-After did not cut the lane's cooldown short
+    cooling = [r.getMessage() for r in caplog.records if "cooling" in r.getMessage()]
+    assert cooling == ["lane crun cooling: 429 from provider, cooling 0.50s"]
+
+
+async def test_a_429_with_retry_after_zero_is_resent_at_once_without_cooling_the_lane(
+    fake: FakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="persona_async")
+    fake.inject(Fault.http(429, retry_after=0))
+    async with PersonaClient([crun(fake)], **FAST) as client:
+        with anyio.fail_after(5):
+            persona = await client.create_persona(req(0))
+    assert persona.persona_id in fake.personas
+    assert fake.request_count == 2
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("lane ")] == []
+
+
+# -- a caller that leaves ------------------------------------------------------------------------
+
+
+async def test_a_caller_leaving_while_a_lost_request_waits_to_be_resent_gets_it_reported(
+    fake: FakeProvider,
+) -> None:
+    # The family detects duplicates, so a request lost after it was sent is resent; this one's
+    # resend waits for the next window (one start per 0.6 s) when its caller leaves. It is never
+    # resent, and the lost attempt, which may have made a persona, is reported as an orphan.
+    fake.inject(Fault.reset_after())  # created, then the connection drops
+    orphans = Orphans()
+    provider = kie(fake, rate_limit=1, rate_period=0.6)
+    async with PersonaClient([provider], on_orphan=orphans, **FAST) as client:
+        with anyio.move_on_after(0.3) as scope:
+            await client.create_persona(req(0))
+        assert scope.cancelled_caught
+        await anyio.sleep(0.6)  # past the window: a resend would have gone out by now
+    assert fake.request_count == 1
+    [(lane, outcome)] = orphans.calls
+    assert (lane, outcome.persona, outcome.attempts) == (provider.name, None, 1)
+    assert isinstance(outcome.error, ProviderConnectionError)  # what became of the attempt
+    assert outcome.error.sent is True
+
+
+async def test_a_persona_an_async_task_makes_after_its_caller_left_is_reported(
+    fake: FakeProvider,
+) -> None:
+    # kie's market route: the submit is answered with a task id at once and the task is polled
+    # (first after 0.2 s here). The caller leaves in between; the persona the task makes is
+    # handed to on_orphan, as it would be for a reply that came after its caller left.
+    orphans = Orphans()
+    poll = PollPolicy(initial=0.05, max_interval=0.2, min_interval=0.02, rate_limit=50)
+    provider = KieJobsProvider(api_key=fake.api_key, base_url=fake.url, poll=poll, rate_limit=None)
+    async with PersonaClient([provider], on_orphan=orphans, **FAST) as client:
+        with anyio.move_on_after(0.1) as scope:
+            await client.create_persona(req(0))
+        assert scope.cancelled_caught
+        await orphans.wait(3.0)
+    [(lane, outcome)] = orphans.calls
+    assert lane == provider.name
+    assert outcome.persona is not None
+    assert outcome.persona.audio_id == "clip-0"
+    [task] = fake.tasks.values()
+    assert outcome.persona.persona_id == task.persona_id
+    assert outcome.persona.provider_task_id == task.task_id
+
+
+# -- what a failure says -------------------------------------------------------------------------
+
+
+async def test_a_call_whose_deadline_passes_in_the_queue_leaves_it_saying_where_and_how_long(
+    fake: FakeProvider,
+) -> None:
+    fake.inject(Fault.slow(0.5))  # holds the lane's one worker
+    provider = crun(fake, name="main", max_concurrency=1)
+    async with PersonaClient([provider], **FAST) as client, anyio.create_task_group() as tg:
+        tg.start_soon(client.create_persona, req(0))
+        await anyio.sleep(0.05)
+        with pytest.raises(ProviderTimeoutError) as info:
+            await client.create_persona(req(1), deadline=0.3)
+        queued = client.stats()["main"].queued  # request 0 is still on the wire
+    err = info.value
+    assert (err.provider, err.sent, err.attempts, err.audio_id) == ("main", False, 0, "clip-1")
+    # Failed at its last start time, 0.225 s after it was submitted (a quarter of the 0.3 s
+    # deadline left for an attempt), and says so.
+    found = re.search(r"deadline passed after ([0-9.]+)s", err.message)
+    assert found is not None
+    assert 0.2 <= float(found.group(1)) < 0.6
+    assert queued == 0
+    assert [(r.json or {}).get("suno_id") for r in fake.requests] == ["clip-0"]
+
+
+async def test_a_request_on_the_wire_at_its_last_start_time_is_never_cut(
+    fake: FakeProvider,
+) -> None:
+    # One worker. Request 1 waits in the queue behind request 0 (so its deadline timer is set)
+    # and goes out after 0.8 s. With a 1.6 s deadline its last start time is 1.2 s (a quarter
+    # of the deadline is left for an attempt); it is on the wire then, answered at about 1.4 s,
+    # before the deadline: that answer, a persona, is what the caller gets.
+    fake.inject(Fault.slow(0.8))
+    fake.inject(Fault.slow(0.6))
+    async with (
+        PersonaClient([crun(fake, max_concurrency=1)], **FAST) as client,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(client.create_persona, req(0))
+        await anyio.sleep(0.01)
+        with anyio.fail_after(5):
+            persona = await client.create_persona(req(1), deadline=1.6)
+    assert persona.audio_id == "clip-1"
+    assert persona.persona_id in fake.personas
+
+
+async def test_a_crun_request_lost_after_it_was_sent_says_where_to_look_and_how_to_resend(
+    fake: FakeProvider,
+) -> None:
+    fake.inject(Fault.reset_after())
+    async with PersonaClient([crun(fake, name="main")], **FAST) as client:
+        with pytest.raises(OutcomeUnknownError) as info:
+            await client.create_persona(req(0))
+    err = info.value
+    assert (err.provider, err.audio_id, err.attempts) == ("main", "clip-0", 1)
+    for words in ("may or may not exist", "check the provider's dashboard", "retry_ambiguous=True"):
+        assert words in err.message
+    assert fake.request_count == 1
+
+
+# -- backoff ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [pytest.param(Fault.reset_before(), id="lost"), pytest.param(Fault.http(500), id="500")],
+)
+async def test_each_resend_waits_twice_as_long_as_the_one_before(
+    fake: FakeProvider, monkeypatch: pytest.MonkeyPatch, fault: Fault
+) -> None:
+    # Full jitter draws each wait from [0, ceiling]; pinned at its ceiling, the waits are the
+    # schedule itself: backoff_initial, then doubling (0.1 s, 0.2 s), whatever the failure.
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)
+    fake.inject(fault, times=2)
+    async with PersonaClient([kie(fake)], backoff_initial=0.1, backoff_max=10.0) as client:
+        with anyio.fail_after(5):
+            await client.create_persona(req(0))
+    first, second, third = (r.arrived for r in fake.requests)
+    assert 0.1 <= second - first < 0.2
+    assert 0.2 <= third - second < 0.4
+
+
+# -- deadlines -------------------------------------------------------------------------------------
+
+
+async def test_a_retry_whose_deadline_passes_while_the_lane_is_busy_fails_with_its_last_answer(
+    fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One worker. Request 0 gets a 500 and is due again 0.05 s later, but request 1 holds the
+    # worker for a second by then: request 0's deadline passes in the queue. It was sent, so
+    # "never sent" would be a lie: it fails with what the provider last said.
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)
+    fake.inject(Fault.http(500))
+    fake.inject(Fault.slow(1.0))
+    lane = crun(fake, max_concurrency=1)
+    async with (
+        PersonaClient([lane], backoff_initial=0.05) as client,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(client.create_persona, req(1))  # queued behind request 0
+        started = time.monotonic()
+        with pytest.raises(PersonaError) as info, anyio.fail_after(5):
+            await client.create_persona(req(0), deadline=0.5)
+        elapsed = time.monotonic() - started
+    assert type(info.value) is ServerError
+    assert elapsed < 0.75  # at its last start time (0.375 s), not when the worker came free
+    assert (info.value.attempts, info.value.audio_id) == (1, "clip-0")
+    assert [(r.json or {}).get("suno_id") for r in fake.requests] == ["clip-0", "clip-1"]
+
+
+# -- 455: the lane pauses ------------------------------------------------------------------------
+
+
+async def test_a_455_seen_by_one_process_holds_the_others_sharing_its_key_until_the_probe(
+    fake: FakeProvider, redis_url: str
+) -> None:
+    # Two clients (as two processes would be) share one Redis budget. The first is told the
+    # provider is in maintenance and will probe again in 0.4 s; the second, asked to send just
+    # after, waits for that probe too instead of hammering a provider in maintenance.
+    fake.inject(Fault.envelope(455))
+
+    def lane() -> CrunProvider:
+        return crun(fake, limiter=RedisLimiter(redis_url))
+
+    async with (
+        PersonaClient([lane()], backoff_initial=0.4) as here,
+        PersonaClient([lane()]) as there,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(here.create_persona, req(0))
+        with anyio.fail_after(5):
+            while fake.request_count == 0:  # noqa: ASYNC110 - the fake has no event
+                await anyio.sleep(0.005)
+            await anyio.sleep(0.05)  # the 455 is answered and told to Redis by now
+            await there.create_persona(req(1))
+    told = fake.requests[0].arrived
+    [other] = [r.arrived for r in fake.requests if (r.json or {}).get("suno_id") == "clip-1"]
+    assert other - told >= 0.35
+
+
+async def test_a_probe_answered_455_after_max_maintenance_wait_fails_with_the_providers_455() -> (
+    None
+):
+    # Every answer takes 0.2 s. The first 455 comes at 0.2 s; the probe goes at 0.4 s (before
+    # the 0.3 s wait is up) and its 455 comes at 0.6 s, past it: the request fails then, with
+    # what the provider said.
+    async with FakeProvider(latency=0.2) as fake:
+        fake.maintenance(60.0)
+        async with PersonaClient(
+            [crun(fake)], backoff_initial=0.2, backoff_max=0.2, max_maintenance_wait=0.3
+        ) as client:
+            started = time.monotonic()
+            with pytest.raises(PersonaError) as info, anyio.fail_after(5):
+                await client.create_persona(req(0))
+            elapsed = time.monotonic() - started
+    assert type(info.value) is MaintenanceError
+    assert info.value.code == 455
+    assert (info.value.attempts, fake.request_count) == (2, 2)
+    assert elapsed < 1.0
+
+
+async def test_every_probe_a_maintenance_costs_is_counted_as_a_retry(fake: FakeProvider) -> None:
+    fake.maintenance(0.25)
+    async with PersonaClient([crun(fake)], backoff_initial=0.05, backoff_max=0.05) as client:
+        with anyio.fail_after(5):
+            await client.create_persona(req(0))
+        stats = client.stats()["crun"]
+    assert fake.request_count >= 3  # the first 455, then probes until the window ended
+    assert stats.retries == fake.request_count - 1
+    assert stats.sent == fake.request_count
