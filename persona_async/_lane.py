@@ -513,6 +513,8 @@ class Lane:
             self._cooldown_until = until
         if self.state is RUNNING and wait > 0:
             self._set_state(COOLING, f"429 from provider, cooling {wait:.2f}s")
+        elif self.state is PAUSED and until > self._next_probe:
+            self._next_probe = until  # a 429 to a probe: the next one waits its cooldown out
 
     def _pause(self, now: float, probe: bool) -> None:
         if self.state is not PAUSED:

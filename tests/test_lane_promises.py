@@ -423,3 +423,20 @@ async def test_every_probe_a_maintenance_costs_is_counted_as_a_retry(fake: FakeP
     assert fake.request_count >= 3  # the first 455, then probes until the window ended
     assert stats.retries == fake.request_count - 1
     assert stats.sent == fake.request_count
+
+
+async def test_a_429_to_a_maintenance_probe_holds_every_probe_until_its_retry_after() -> None:
+    # The lane is paused by a 455 and probes; the probe is answered 429, Retry-After 0.5 s.
+    # No request may reach the provider before that half second is over: not the next probe,
+    # not the others waiting, not the first ones once the maintenance is over.
+    async with Scripted((0.0, 455, None), (0.0, 429, 0.5)) as provider:
+        lane = CrunProvider(
+            api_key="k", base_url=provider.url, rate_limit=100, rate_period=0.2, max_concurrency=1
+        )
+        async with PersonaClient([lane], **FAST) as client:
+            with anyio.fail_after(10):
+                outcomes = await collect(client, [req(i) for i in range(4)])
+    assert all(outcome.ok for outcome in outcomes), outcomes
+    (first, _), (throttled, _), *after = provider.arrived
+    assert after, provider.arrived
+    assert min(when for when, _ in after) >= throttled + 0.5
