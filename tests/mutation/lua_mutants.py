@@ -1,0 +1,116 @@
+"""Hand-made mutants of the Redis limiter's Lua script, which mutmut does not touch.
+
+mutmut mutates Python functions only; ``persona_async/redis.py`` keeps its rules (one decrease
+per congestion event, at most half, growth only after a saturated clean window, never above the
+configured limit, the window's margin) in one Lua string. Each entry below changes one of those
+decisions. Run from the project root; each mutant is applied to a copy of the package in a
+temporary folder, which the tests import first (``PYTHONPATH``), and the tests are run until
+one fails::
+
+    nice -n 10 .venv/bin/python tests/mutation/lua_mutants.py            # all of them
+    nice -n 10 .venv/bin/python tests/mutation/lua_mutants.py L2_no_half_bound
+
+A mutant that no test kills is a rule nothing guards. ``tests/test_mutation_tools.py`` checks
+that every mutant still applies to the script as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "persona_async" / "redis.py"
+TESTS = ("tests/test_redis_promises.py", "tests/test_redis.py")
+
+#: name -> (the script's text, the mutant's)
+MUTANTS: dict[str, tuple[str, str]] = {
+    "L1_every_429_a_new_event": ("  if s < decreased then", "  if false then"),
+    "L2_no_half_bound": (
+        "lowered = math.max(1, math.min(math.max(lowered, math.floor(cur / 2)), cur - 1))",
+        "lowered = math.max(1, math.min(lowered, cur - 1))",
+    ),
+    "L3a_never_grows": (
+        "if cur > 0 and sat and cur ~= configured then",
+        "if false then",
+    ),
+    "L3b_grows_unsaturated": (
+        "if cur > 0 and sat and cur ~= configured then",
+        "if cur > 0 and cur ~= configured then",
+    ),
+    "L4a_growth_not_clamped": (
+        "    if configured > 0 and cur > configured then cur = configured end\n",
+        "",
+    ),
+    "L4b_stored_limit_not_clamped": (
+        "if configured > 0 and (cur == 0 or cur > configured) then cur = configured end",
+        "if configured > 0 and cur == 0 then cur = configured end",
+    ),
+    "L5a_window_off_by_one": (
+        "'ZREVRANGE', KEYS[1], cur - 1, cur - 1,",
+        "'ZREVRANGE', KEYS[1], cur, cur,",
+    ),
+    "L5b_window_without_margin": (
+        "if nth[2] and tonumber(nth[2]) + span > now then",
+        "if nth[2] and tonumber(nth[2]) + period > now then",
+    ),
+    "L6_nothing_delivered_still_lowers": ("    if delivered <= 0 then", "    if false then"),
+    "L7_failed_probe_no_patience": (
+        "if now - grown < 2 * period then patience = math.min(patience * 2, max_patience) end",
+        "",
+    ),
+    "L8_rejected_counted_as_delivered": (
+        "redis.call('ZCOUNT', KEYS[1], lo, hi) - redis.call('ZCOUNT', KEYS[4], lo, hi)",
+        "redis.call('ZCOUNT', KEYS[1], lo, hi)",
+    ),
+    "L9_shorter_hold_cuts_pause": ("  if now + length > hold_until then", "  if true then"),
+}
+
+
+def mutated(source: str, name: str) -> str:
+    """``source`` with mutant ``name`` applied; its text must occur exactly once."""
+    old, new = MUTANTS[name]
+    if source.count(old) != 1:
+        raise ValueError(f"{name}: its text occurs {source.count(old)} times in redis.py")
+    return source.replace(old, new)
+
+
+def run(name: str | None) -> bool:
+    """True when some test fails with mutant ``name`` (it is killed); None: no mutant."""
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copytree(ROOT / "persona_async", Path(tmp) / "persona_async")
+        if name is not None:
+            script = Path(tmp) / "persona_async" / "redis.py"
+            script.write_text(mutated(SCRIPT.read_text(), name))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([tmp, os.environ.get("PYTHONPATH", "")]))
+        done = subprocess.run(
+            # -P: not the project root first on sys.path, so the mutated copy is imported.
+            [sys.executable, "-P", "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *TESTS],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            check=False,
+        )
+    return done.returncode != 0
+
+
+def main(names: list[str]) -> int:
+    if run(None):
+        print("the tests fail without a mutant: fix that first")
+        return 2
+    survivors = []
+    for name in names or list(MUTANTS):
+        killed = run(name)
+        print(f"{'killed  ' if killed else 'SURVIVED'} {name}", flush=True)
+        if not killed:
+            survivors.append(name)
+    print(f"{len(survivors)} of {len(names or MUTANTS)} survived")
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
