@@ -506,7 +506,7 @@ class Lane:
         # passed; a Retry-After, when given, rules instead (the limiter still paces after it).
         wait = await self._limiter.throttled(job.start)
         if err.retry_after is not None:
-            wait = min(err.retry_after, self._policy.retry_after_max)
+            wait = self._policy.capped(err.retry_after)
             await self._limiter.hold("cooling", wait)
         until = now + wait
         if until > self._cooldown_until:

@@ -67,7 +67,7 @@ PROBE_FRACTION = 0.05
 
 
 class Start(msgspec.Struct, gc=False):
-    """One admitted request: when it left (moved to the real send by ``sent``) and its fate.
+    """One admitted request: when it left (moved to the real send by ``sent``).
 
     A msgspec Struct without garbage-collector tracking: it holds no references, and one is
     made per request.
@@ -75,7 +75,6 @@ class Start(msgspec.Struct, gc=False):
 
     at: float  # the lane's clock
     member: str | None = None  # its entry in a shared log (Redis), if any
-    rejected: bool = False  # the provider answered 429
 
 
 class SentHook:
@@ -344,12 +343,6 @@ class SlidingWindowLimiter:
             self._trim(at)
         return Start(at)
 
-    @property
-    def effective_rate(self) -> float | None:
-        """Starts per second allowed right now; None when no limit is known."""
-        current = self._adaptive.current
-        return None if current is None else current / self.period
-
     def delay(self) -> float:
         """Seconds until one more start is allowed (0.0 when it is allowed now)."""
         current = self._adaptive.current
@@ -421,7 +414,6 @@ class SlidingWindowLimiter:
 
     async def throttled(self, start: Start) -> float:
         """A 429 to ``start``: decrease to what got through, once per event; the cooldown."""
-        start.rejected = True
         s = start.at
         bisect.insort(self._rejected, s)
         # The window is taken a margin wide: a start right on its edge may still count there.

@@ -54,11 +54,9 @@ class RetryPolicy:
         ceiling = min(self.backoff_max, self.backoff_initial * 2 ** (retry - 1))
         return random.uniform(0, ceiling)
 
-    def wait_for(self, retry: int, retry_after: float | None) -> float:
-        """The provider's Retry-After when it gave one (capped), else the backoff."""
-        if retry_after is not None:
-            return min(retry_after, self.retry_after_max)
-        return self.backoff(retry)
+    def capped(self, retry_after: float) -> float:
+        """The provider's Retry-After, at most ``retry_after_max``."""
+        return min(retry_after, self.retry_after_max)
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

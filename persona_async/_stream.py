@@ -146,9 +146,7 @@ class _StreamState:
                 self._next_seq += 1
         else:
             self._reorder[seq] = outcome
-        waiter = self._waiter  # (self._wake(), inline: this runs per request)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake()
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():

@@ -217,30 +217,28 @@ class SessionPool:
         self._lanes: dict[str, tuple[aiohttp.ClientSession, aiohttp.ClientTimeout]] = {}
         self._closed = False
 
-    def _lane(self, provider: Provider) -> tuple[aiohttp.ClientSession, aiohttp.ClientTimeout]:
-        """The lane's session and usual timeout, made on first use."""
-        lane = self._lanes.get(provider.name)
-        if lane is None:
-            if self._closed:
-                raise RuntimeError("the client is closed")
-            connector = _StampingConnector(
-                limit=provider.max_concurrency,
-                limit_per_host=0,
-                keepalive_timeout=KEEPALIVE_TIMEOUT,
-            )
-            session = aiohttp.ClientSession(
-                connector=connector,
-                headers={
-                    "User-Agent": USER_AGENT,
-                    "Content-Type": "application/json",
-                    "Accept": "application/json",
-                    **provider.auth_headers(),
-                },
-                # Per-attempt timeouts come from post(); no cookies: nothing here needs them.
-                cookie_jar=aiohttp.DummyCookieJar(),
-                trust_env=False,
-            )
-            lane = self._lanes[provider.name] = (session, _timeout(provider, provider.timeout))
+    def _open(self, provider: Provider) -> tuple[aiohttp.ClientSession, aiohttp.ClientTimeout]:
+        """The lane's session and usual timeout, made on its first request."""
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        connector = _StampingConnector(
+            limit=provider.max_concurrency,
+            limit_per_host=0,
+            keepalive_timeout=KEEPALIVE_TIMEOUT,
+        )
+        session = aiohttp.ClientSession(
+            connector=connector,
+            headers={
+                "User-Agent": USER_AGENT,
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                **provider.auth_headers(),
+            },
+            # Per-attempt timeouts come from post(); no cookies: nothing here needs them.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+        )
+        lane = self._lanes[provider.name] = (session, _timeout(provider, provider.timeout))
         return lane
 
     async def post(
@@ -260,7 +258,7 @@ class SessionPool:
         ``on_sent`` is called when the request is about to be written to its connection, once
         that connection is open. (``query`` passes another ``method`` and ``url``.)
         """
-        session, usual = self._lanes.get(provider.name) or self._lane(provider)
+        session, usual = self._lanes.get(provider.name) or self._open(provider)
         token = None if _ON_SENT.get() is on_sent else _ON_SENT.set(on_sent)
         try:
             async with session.request(

@@ -408,7 +408,6 @@ class _RedisLane:
         if start.member is None:  # admitted locally during an outage
             assert self._local is not None
             return await self._local.throttled(start)
-        start.rejected = True
         try:
             _, wait_us = await self._call("throttled", start.member)
         except RedisUnavailableError:
