@@ -1,5 +1,6 @@
-"""The batch command's promises that need a real rate limit, a failing disk or the system calls
-to see: real ``python -m persona_async`` subprocesses against a ``FakeProvider`` on loopback.
+"""The batch command's promises that need a real rate limit, a failing disk, a certificate the
+client refuses or the system calls to see: real ``python -m persona_async`` subprocesses against a
+``FakeProvider`` on loopback.
 
 Also the input and config paths no other test walks: CSV errors, a one-lane config whose lines
 name no provider, and ``retry_ambiguous = true`` on resume.
@@ -11,6 +12,7 @@ import json
 import re
 import shutil
 import signal
+import ssl
 import time
 from pathlib import Path
 
@@ -268,3 +270,53 @@ async def test_retry_ambiguous_true_resends_a_crun_item_left_pending_by_a_dead_r
     assert fake.creations[("crun", rows[0]["audio_id"])] == 1
     assert len(fake.creations) == 2
 
+
+
+# -- a connection refused before anything is sent -----------------------------------------------
+
+# A self-signed certificate for 127.0.0.1 that no trust store holds (a test fixture, never a
+# secret): the client refuses it during the TLS handshake, before the request is written.
+_UNTRUSTED = Path(__file__).parent / "data"
+
+
+async def test_a_certificate_the_client_refuses_sends_nothing_and_the_next_run_sends_the_items(
+    tmp_path: Path,
+) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(_UNTRUSTED / "untrusted-cert.pem", _UNTRUSTED / "untrusted-key.pem")
+    received: list[bytes] = []
+
+    async def serve(stream: anyio.abc.ByteStream) -> None:
+        with anyio.move_on_after(5):
+            async for chunk in stream:  # the handshake never completes: nothing arrives
+                received.append(chunk)
+
+    rows = items(4, lanes=("crun",))
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    tls = anyio.streams.tls.TLSListener(listener, context, standard_compatible=False)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with tls, anyio.create_task_group() as tg:
+        tg.start_soon(tls.serve, serve)
+        (tmp_path / "persona.toml").write_text(
+            config_text(f"https://127.0.0.1:{port}", lanes=("crun",))
+        )
+        refused = await run_cli(*batch_args(tmp_path))
+        tg.cancel_scope.cancel()
+    after_refusal = last_records(read_journal(tmp_path / "results.jsonl"))
+    async with fake_provider() as fake:  # the config fixed: the provider's real address
+        (tmp_path / "persona.toml").write_text(config_text(fake.url, lanes=("crun",)))
+        fixed = await run_cli(*batch_args(tmp_path))
+
+    assert refused.returncode == 1, refused.stderr
+    assert received == []
+    for record in after_refusal.values():
+        assert record["status"] == "failed"
+        assert record["error"]["type"] == "ProviderConnectionError"
+        # Never sent, so safe to send again: crun has no duplicate detection, and yet the
+        # next run sends these.
+        assert record["error"]["retryable"] is True, record
+    assert fixed.returncode == 0, fixed.stderr
+    last = last_records(read_journal(tmp_path / "results.jsonl"))
+    assert {r["status"] for r in last.values()} == {"created"}
+    assert sorted(fake.creations) == sorted(("crun", row["audio_id"]) for row in rows)

@@ -136,3 +136,30 @@ async def test_task_outliving_the_deadline_is_polled_again_by_the_next_run(tmp_p
     last = last_records(read_journal(journal))
     assert {r["status"] for r in last.values()} == {"created"}
     assert {r["provider_task_id"] for r in last.values()} == set(fake.tasks)
+
+
+async def test_a_task_the_provider_failed_is_final_the_next_run_neither_polls_nor_resubmits_it(
+    tmp_path: Path,
+) -> None:
+    rows = items(2, lanes=("kie-jobs",))
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    journal = tmp_path / "results.jsonl"
+    env = cli_env(**{KEY_ENV: KEY})
+    async with FakeProvider(api_keys=(KEY,)) as fake:
+        fake.failing_tasks = {rows[0]["audio_id"]}
+        (tmp_path / "persona.toml").write_text(config(fake.url))
+        first = await run_cli(*args(tmp_path), env=env)
+        failed = last_records(read_journal(journal))[identity(rows[0])]
+        fake.requests.clear()
+        second = await run_cli(*args(tmp_path), env=env)
+
+    assert first.returncode == 1, first.stderr
+    assert failed["status"] == "failed"
+    assert failed["error"]["type"] == "GenerationFailedError"
+    assert failed["provider_task_id"] in set(fake.tasks)
+    assert failed["error"]["retryable"] is False  # the task is over: its id will not change that
+    assert second.returncode == 1, second.stderr  # the failure stands
+    assert fake.requests == []  # nothing polled, nothing submitted
+    last = last_records(read_journal(journal))
+    assert last[identity(rows[0])]["status"] == "failed"
+    assert last[identity(rows[1])]["status"] == "created"

@@ -96,6 +96,12 @@ async def test_the_live_line_says_the_run_is_stopping_while_requests_finish(
     frames = [frame for frame in output.split(b"\r") if b"/10 (" in frame]
     assert any(b"kie: running" in frame for frame in frames)
     assert any(b"stopping: waiting for 2 request(s) in flight" in frame for frame in frames)
+    # The line said once on Ctrl-C: what is still on the wire, and how to stop waiting for it.
+    assert re.search(
+        rb"SIGINT: stopping\. Nothing more is sent; waiting up to [\d.]+s for 2 request\(s\) "
+        rb"in flight\. Press Ctrl-C again to abort now\.",
+        output,
+    ), output
     assert fake.request_count == 2
 
 
