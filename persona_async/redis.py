@@ -217,6 +217,8 @@ def _redact(url: str) -> tuple[str, tuple[str, ...]]:
         found += [match.group(2), unquote(match.group(2))]
     query = _QUERY_PASSWORD.sub(r"\1***", query)
     redacted = parts._replace(netloc=netloc, query=query).geturl()
+    if not netloc and url.startswith(f"{parts.scheme}://"):  # unix:///path: geturl drops the //
+        redacted = redacted.replace(":", "://", 1)
     return redacted, tuple(s for s in set(found) if s)
 
 

@@ -306,8 +306,10 @@ def test_every_redis_scheme_and_the_edges_of_each_setting_are_accepted() -> None
             f"redis://127.0.0.1:6379/0?db=0&password={PASSWORD}",
             "redis://127.0.0.1:6379/0?db=0&password=***",
         ),
+        (f"unix:///run/redis.sock?password={PASSWORD}", "unix:///run/redis.sock?password=***"),
+        ("unix:///run/redis.sock?db=1", "unix:///run/redis.sock?db=1"),
     ],
-    ids=["colon-in-password", "at-in-password", "query"],
+    ids=["colon-in-password", "at-in-password", "query", "unix-socket", "unix-no-password"],
 )
 def test_the_url_shown_blanks_exactly_the_password(url: str, shown: str) -> None:
     assert RedisLimiter(url).url == shown
