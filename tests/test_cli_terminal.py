@@ -131,3 +131,27 @@ async def test_verbose_log_lines_and_the_live_line_share_the_terminal_cleanly(
     assert any(output[: log.start()].endswith(b"\r\x1b[K") for log in logs)
     assert b"lane crun paused" in output
     assert b"lane kie paused" in output
+
+
+async def test_ctrl_c_on_a_terminal_with_nothing_in_flight_says_stopping_on_the_live_line(
+    tmp_path: Path,
+) -> None:
+    write_jsonl(tmp_path / "in.jsonl", items(20, lanes=("crun",)))
+    async with fake_provider() as fake:
+        # 3 per 30 s: after the first three the run only waits for the window.
+        (tmp_path / "persona.toml").write_text(
+            config_text(
+                fake.url, lanes=("crun",), rate_limit=3, rate_period=30.0, max_concurrency=1
+            )
+        )
+        args = ["batch", str(tmp_path / "in.jsonl"), "--config", str(tmp_path / "persona.toml"),
+                "--out", str(tmp_path / "results.jsonl")]  # fmt: skip
+        code, output = await anyio.to_thread.run_sync(
+            lambda: run_on_a_terminal(args, interrupt_at=b"3/20 (")
+        )
+    assert code == 130, output
+    said = output.index(b"no request is in flight")
+    after = [frame for frame in output[said:].split(b"\r") if b"/20 (" in frame]
+    assert after, output  # the live line, drawn again below the message
+    assert all(frame.endswith(b"stopping\x1b[K") for frame in after), after
+    assert fake.request_count == 3
