@@ -261,6 +261,32 @@ async def test_evolink_task_reply_without_result_data_persona_id_is_malformed(
     assert err.provider_task_id in fake.tasks
 
 
+@pytest.mark.parametrize("cls", ASYNC)
+async def test_a_redirect_answering_a_status_query_is_refused_and_names_where_it_pointed(
+    fake: FakeProvider, cls: type[Provider]
+) -> None:
+    fake.inject(Fault.redirect("https://login.example.net/api"), path=STATUS_KIND[cls])
+    err = await fail(provider(cls, fake))
+    assert type(err) is MalformedResponseError
+    assert (err.http_status, err.retryable) == (307, False)
+    assert err.message == (
+        "HTTP 307 redirect to https://login.example.net refused: the SDK never follows "
+        "redirects (is base_url right?)"
+    )
+    assert err.provider_task_id in fake.tasks
+    # 300 is the first redirect status: refused the same way, even without a Location.
+    fake.inject(Fault.body(b'{"code": 200}', status=300), path=STATUS_KIND[cls])
+    first = await fail(provider(cls, fake))
+    assert (type(first), first.http_status) == (MalformedResponseError, 300)
+    assert first.message.startswith("HTTP 300 redirect refused: ")
+    # 400 is past the redirects: the page is read and shown, not refused as a redirect.
+    fake.inject(Fault.body(b"<html>400</html>", status=400), path=STATUS_KIND[cls])
+    page = await fail(provider(cls, fake))
+    assert (type(page), page.http_status) == (MalformedResponseError, 400)
+    assert "redirect" not in page.message
+    assert page.excerpt == "<html>400</html>"
+
+
 # -- tasks that fail, and tasks that never finish ------------------------------------------------
 
 
