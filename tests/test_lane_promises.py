@@ -7,6 +7,7 @@ Each test pins what the provider sees or what the caller gets, against the real
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import re
@@ -333,6 +334,27 @@ async def test_each_resend_waits_twice_as_long_as_the_one_before(
     first, second, third = (r.arrived for r in fake.requests)
     assert 0.1 <= second - first < 0.2
     assert 0.2 <= third - second < 0.4
+
+
+async def test_each_maintenance_probe_waits_twice_as_long_as_the_one_before_and_the_log_says_why(
+    fake: FakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="persona_async")
+    fake.inject(Fault.envelope(455), times=3)
+    async with PersonaClient([crun(fake)], backoff_initial=0.1, backoff_max=10.0) as client:
+        with anyio.fail_after(5):
+            await client.create_persona(req(0))
+    arrived = [r.arrived for r in fake.requests]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrived)]
+    assert len(gaps) == 3  # the request, two probes answered 455, the one that went through
+    assert 0.1 <= gaps[0] < 0.2
+    assert 0.2 <= gaps[1] < 0.4
+    assert 0.4 <= gaps[2] < 0.8  # tripling would make it 0.9
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("lane ")]
+    assert lines == [
+        "lane crun paused: 455 maintenance, probing",
+        "lane crun running: maintenance over",
+    ]
 
 
 # -- deadlines -------------------------------------------------------------------------------------
