@@ -436,6 +436,52 @@ async def test_a_probe_answered_455_after_max_maintenance_wait_fails_with_the_pr
     assert elapsed < 1.0
 
 
+async def test_a_caller_leaving_the_queue_of_a_paused_lane_does_not_hold_up_those_behind_it() -> (
+    None
+):
+    # One request at a time. The first is answered 455 after 0.2 s; meanwhile the second's
+    # caller leaves it in the queue and the third waits behind it. The lane pauses: the third
+    # still fails after max_maintenance_wait (0.3 s), with the first, not later.
+    async with FakeProvider(latency=0.2) as fake:
+        fake.maintenance(60.0)
+        async with PersonaClient(
+            [crun(fake, max_concurrency=1)],
+            backoff_initial=0.05,
+            backoff_max=0.1,
+            max_maintenance_wait=0.3,
+            deadline=10.0,
+        ) as client:
+            errors: dict[int, BaseException] = {}
+            leaving = anyio.CancelScope()
+
+            async def call(i: int, scope: anyio.CancelScope | None = None) -> None:
+                with scope or anyio.CancelScope():
+                    try:
+                        await client.create_persona(req(i))
+                    except PersonaError as err:
+                        errors[i] = err
+                        failed_at[i] = time.monotonic() - started
+
+            failed_at: dict[int, float] = {}
+            started = time.monotonic()
+            with anyio.fail_after(5):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(call, 0)
+                    await anyio.sleep(0.02)
+                    tg.start_soon(call, 1, leaving)
+                    await anyio.sleep(0.02)
+                    tg.start_soon(call, 2)
+                    await anyio.sleep(0.05)
+                    leaving.cancel()
+            elapsed = time.monotonic() - started
+    assert sorted(errors) == [0, 2]  # the second's caller left: it gets no answer
+    assert type(errors[2]) is MaintenanceError, errors
+    assert elapsed < 2.0
+    # The third's wait ran out with the first's, in the same turn: it was never sent as a probe.
+    assert failed_at[2] - failed_at[0] < 0.1, failed_at
+    assert [r.json["suno_id"] for r in fake.requests if r.json] == ["clip-0"] * len(fake.requests)
+
+
 async def test_every_probe_a_maintenance_costs_is_counted_as_a_retry(fake: FakeProvider) -> None:
     fake.maintenance(0.25)
     async with PersonaClient([crun(fake)], backoff_initial=0.05, backoff_max=0.05) as client:
