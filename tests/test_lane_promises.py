@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 import pytest
+from _support import JITTER
 from aiohttp import web
 from test_redis import RedisServer
 
@@ -508,3 +509,45 @@ async def test_a_429_to_a_maintenance_probe_holds_every_probe_until_its_retry_af
     _paused, (throttled, _), *after = provider.arrived  # the 455, the probe's 429, the rest
     assert after, provider.arrived
     assert min(when for when, _ in after) >= throttled + 0.5
+
+
+# -- what stats() tells ----------------------------------------------------------------------------
+
+
+async def test_a_lanes_stats_say_its_configured_rate_and_count_retries_waiting_as_queued(
+    fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)  # the backoff at its ceiling
+    fake.inject(Fault.http(500), times=1)
+    lane = crun(fake, rate_limit=4, rate_period=0.5, max_concurrency=1)
+    async with PersonaClient([lane], backoff_initial=5.0, backoff_max=5.0) as client:
+        before = client.stats()["crun"]
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client.create_persona, req(0))  # 500: its retry waits 5 s
+                while client.stats()["crun"].retries == 0:  # noqa: ASYNC110 - no event to wait on
+                    await anyio.sleep(0.01)
+                await client.create_persona(req(1))  # not held up by the retry waiting
+                waiting = client.stats()["crun"]
+                tg.cancel_scope.cancel()
+    assert (before.limit, before.rate_limit, before.rate_period) == (4, 4, 0.5)
+    assert (before.effective_rate, before.learned_limit, before.queued) == (8.0, None, 0)
+    assert (waiting.queued, waiting.in_flight, waiting.retries) == (1, 0, 1)
+
+
+async def test_a_lanes_stats_say_what_it_learned_of_the_providers_limit() -> None:
+    async with FakeProvider(rate_limit=2, rate_period=0.25 - JITTER) as fake:
+        lane = crun(fake, rate_limit=8, rate_period=0.25, max_concurrency=8)
+        async with PersonaClient([lane], **FAST) as client:
+            with anyio.fail_after(20):
+                outcomes = await collect(client, [req(i) for i in range(10)])
+            learned = client.stats()["crun"]
+    assert all(o.ok for o in outcomes)
+    assert learned.learned_limit is not None
+    assert learned.learned_limit < 8
+    assert learned.limit is not None
+    # What it runs at now: near what the provider sustained (it probes above it), well below
+    # what was configured.
+    assert learned.learned_limit <= learned.limit < 8
+    assert learned.effective_rate == learned.limit / 0.25
+    assert (learned.rate_limit, learned.rate_period) == (8, 0.25)  # what was configured
