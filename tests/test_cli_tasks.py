@@ -162,4 +162,6 @@ async def test_a_task_the_provider_failed_is_final_the_next_run_neither_polls_no
     assert fake.requests == []  # nothing polled, nothing submitted
     last = last_records(read_journal(journal))
     assert last[identity(rows[0])]["status"] == "failed"
-    assert last[identity(rows[1])]["status"] == "created"
+    created = last[identity(rows[1])]
+    assert created["status"] == "created"
+    assert created["provider_task_id"] in set(fake.tasks) - {failed["provider_task_id"]}
