@@ -25,6 +25,7 @@ from persona_async import (
     KieJobsProvider,
     MaintenanceError,
     MalformedResponseError,
+    MusicAccessError,
     NotFoundError,
     OutcomeUnknownError,
     PersonaClient,
@@ -238,6 +239,8 @@ async def test_kie_task_reply_without_a_readable_persona_id_is_malformed(
     fake.inject(Fault.body(body), path="kie-jobs-status")
     err = await fail(provider(KieJobsProvider, fake))
     assert type(err) is MalformedResponseError
+    assert (err.http_status, err.provider, err.retryable) == (200, "kie-jobs", False)
+    assert not err.message.endswith("(None)")  # what the decoder found wrong, when it did
     assert err.excerpt
     assert err.provider_task_id in fake.tasks
     assert submits(fake, KieJobsProvider) == 1
@@ -258,6 +261,8 @@ async def test_evolink_task_reply_without_result_data_persona_id_is_malformed(
     fake.inject(Fault.body(body), path="evolink-status")
     err = await fail(provider(EvolinkProvider, fake))
     assert type(err) is MalformedResponseError
+    assert err.message.startswith("HTTP 200")
+    assert (err.http_status, err.provider, err.retryable) == (200, "evolink", False)
     assert err.provider_task_id in fake.tasks
 
 
@@ -303,6 +308,55 @@ async def test_kie_failed_task_is_typed_with_fail_code_and_message(fake: FakePro
     assert not fake.personas
 
 
+@pytest.mark.parametrize(("status", "cls"), [(400, PersonaError), (404, NotFoundError)])
+async def test_a_status_reply_with_an_error_status_is_that_error_whatever_its_body_says(
+    fake: FakeProvider, status: int, cls: type[PersonaError]
+) -> None:
+    # An HTTP error status around a body that reads as a running task: the status rules.
+    fake.inject(Fault.body(_record("", state="generating"), status=status), path="kie-jobs-status")
+    err = await fail(provider(KieJobsProvider, fake))
+    assert type(err) is cls
+    assert (err.code, err.http_status) == (status, status)
+    assert len(polls(fake, KieJobsProvider)) == 1
+
+
+def _failed(fail_code: str, fail_msg: str) -> bytes:
+    import msgspec
+
+    data = {"taskId": "x", "state": "fail", "failCode": fail_code, "failMsg": fail_msg}
+    return msgspec.json.encode({"code": 200, "msg": "success", "data": data})
+
+
+@pytest.mark.parametrize(
+    ("fail_code", "fail_msg", "cls", "code", "said"),
+    [
+        ("501", "it broke", GenerationFailedError, 501, " (501): it broke"),
+        # The table's class for a code that is not retryable: its own type.
+        ("451", "no rights to that song", MusicAccessError, 451, " (451): no rights to that song"),
+        # A class that would be retried (500) is not: the task is over.
+        ("500", "internal", GenerationFailedError, 500, " (500): internal"),
+        ("", "", GenerationFailedError, 501, ""),  # nothing said: nothing added
+    ],
+    ids=["generation", "music-access", "server-error", "silent"],
+)
+async def test_a_failed_kie_task_is_typed_by_its_fail_code_and_never_retried(
+    fake: FakeProvider,
+    fail_code: str,
+    fail_msg: str,
+    cls: type[PersonaError],
+    code: int,
+    said: str,
+) -> None:
+    fake.inject(Fault.body(_failed(fail_code, fail_msg)), path="kie-jobs-status")
+    err = await fail(provider(KieJobsProvider, fake), max_retries=3)
+    (task_id,) = fake.tasks
+    assert type(err) is cls
+    assert err.message == f"task {task_id} failed{said}"
+    assert (err.code, err.http_status, err.provider) == (code, 200, "kie-jobs")
+    assert (err.retryable, err.provider_task_id) == (False, task_id)
+    assert len(polls(fake, KieJobsProvider)) == 1  # over at once: never polled again
+
+
 async def test_evolink_failed_task_keeps_its_string_code(fake: FakeProvider) -> None:
     fake.failing_tasks.add("clip_1")
     err = await fail(provider(EvolinkProvider, fake))
@@ -322,7 +376,9 @@ async def test_task_still_running_at_the_deadline_says_its_task_id(
     err = await fail(provider(cls, fake), deadline=0.6)
     (task_id,) = fake.tasks
     assert type(err) is ProviderTimeoutError
-    assert task_id in err.message
+    # The task's own word for where it is, as its status query last said it.
+    word = "generating" if cls is KieJobsProvider else "processing"
+    assert err.message.startswith(f"task {task_id} still {word!r} at the request's deadline")
     assert err.provider_task_id == task_id
     assert time.monotonic() - started < 3.0
     assert submits(fake, cls) == 1
