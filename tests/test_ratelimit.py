@@ -550,3 +550,153 @@ def test_an_earlier_429_in_the_window_is_not_counted_as_delivered() -> None:
         return limiter.limit
 
     assert run_virtual(main) == 5
+
+
+def windows_to_grow(limit: AdaptiveLimit, now: float) -> tuple[float, float]:
+    """Saturated every window from ``now`` until the limit grows: (windows it took, the time)."""
+    start, level = now, limit.current
+    while limit.current == level:
+        now += limit.period
+        limit.saturated = True
+        limit.grow(now)
+    return (now - start) / limit.period, now
+
+
+def test_a_late_429_from_a_window_in_which_nothing_got_through_confirms_nothing() -> None:
+    limit = AdaptiveLimit(3, 0.5)
+    assert limit.congested(sent_at=0.1, now=0.1, delivered=0) is True  # no estimate: waits
+    assert limit.congested(sent_at=-0.05, now=0.15, delivered=3) is False  # that same event
+    assert limit.current == 3
+
+
+def test_an_unconfigured_lane_whose_provider_took_one_request_a_window_is_paced_at_one() -> None:
+    limit = AdaptiveLimit(None, 2.0)
+    limit.congested(sent_at=3.25, now=3.5, delivered=1)
+    assert limit.current == 1
+
+
+@pytest.mark.parametrize(("level", "probe"), [(10, 11), (30, 32), (50, 53)])
+def test_each_probe_is_five_percent_of_the_limit_rounded_half_up_as_redis_rounds(
+    level: int, probe: int
+) -> None:
+    limit = AdaptiveLimit(None, 1.0)
+    limit.congested(sent_at=0.0, now=0.25, delivered=level)
+    assert limit.current == level
+    limit.saturated = True
+    limit.grow(1.25)
+    assert limit.current == probe
+
+
+@pytest.mark.parametrize(("held", "windows"), [(0.5, 2), (1.5, 1)], ids=["at-once", "later"])
+def test_only_a_429_within_two_windows_of_growing_counts_as_a_failed_probe(
+    held: float, windows: float
+) -> None:
+    # Half-second windows: "two windows" is 1 s. A 429 0.5 s after growing from 10 to 11 says
+    # 11 failed (the next probe of 11 waits two windows); one 1.5 s after says the provider
+    # changed, not that the probe failed (one window, as for any level).
+    limit = AdaptiveLimit(40, 0.5)
+    limit.congested(sent_at=0.0, now=0.25, delivered=10)
+    limit.congested(sent_at=0.25, now=0.5, delivered=10)
+    assert limit.current == 10
+    _, now = windows_to_grow(limit, 0.5)
+    assert limit.current == 11
+    limit.congested(sent_at=now + held, now=now + held, delivered=10)
+    assert limit.current == 10
+    assert windows_to_grow(limit, now + held)[0] == windows
+
+
+def test_quick_successive_decreases_keep_patience_for_the_level_that_failed() -> None:
+    # A probe of 6 fails, then the provider refuses twice more in quick succession, driving the
+    # lane down to 1. It climbs back one step per window: its patience is kept for 6, the level
+    # whose probe failed, not spent on each level it passed on the way down.
+    limit = AdaptiveLimit(10, 1.0)
+    limit.congested(sent_at=0.0, now=0.25, delivered=3)
+    assert limit.current == 5  # at most half of the 10 configured
+    limit.saturated = True
+    limit.grow(1.25)
+    assert limit.current == 6
+    limit.congested(sent_at=2.5, now=2.75, delivered=10)  # 6 failed: patience at 6
+    limit.congested(sent_at=4.0, now=4.25, delivered=1)
+    limit.congested(sent_at=5.5, now=5.75, delivered=10)
+    assert limit.current == 1
+    climb = []
+    now = 5.75
+    while limit.current < 6:
+        windows, now = windows_to_grow(limit, now)
+        climb.append(windows)
+    assert climb == [1, 1, 1, 1, 2]  # 1 to 5 a window each; 6 only after two
+
+
+def test_holding_at_the_level_that_failed_forgets_it_and_the_climb_goes_on_a_window_a_step() -> (
+    None
+):
+    limit = AdaptiveLimit(None, 0.5)
+    limit.congested(sent_at=0.0, now=1.0, delivered=10)
+    _, now = windows_to_grow(limit, 1.0)
+    assert limit.current == 11
+    limit.congested(sent_at=now + 0.25, now=now + 0.25, delivered=15)  # 11 failed at once
+    now += 0.25
+    assert limit.current == 10
+    climb = []
+    for _ in range(4):
+        windows, now = windows_to_grow(limit, now)
+        climb.append(windows)
+    # Back to 11 after two windows; held there two windows: the failure is forgotten, so 12
+    # and 13 come a window each. A probe of 14 that fails now waits two windows, not four.
+    assert (limit.current, climb) == (14, [2, 2, 1, 1])
+    limit.congested(sent_at=now + 0.25, now=now + 0.25, delivered=14)
+    assert windows_to_grow(limit, now + 0.25)[0] == 2
+
+
+def test_a_decrease_more_than_two_windows_after_the_last_is_patient_at_its_own_level() -> None:
+    # A probe of 21 fails (patience 2); 2.75 windows later the provider refuses at 15: that is
+    # a new failure at 15, not the aftermath of the one at 21, so the climb back waits at 15.
+    limit = AdaptiveLimit(40, 1.0)
+    limit.congested(sent_at=0.0, now=0.25, delivered=5)
+    limit.saturated = True
+    limit.grow(1.5)
+    assert limit.current == 21
+    limit.congested(sent_at=3.0, now=3.0, delivered=15)
+    assert limit.current == 15
+    limit.congested(sent_at=5.75, now=5.75, delivered=15)
+    assert limit.current == 14
+    assert windows_to_grow(limit, 5.75)[0] == 2
+
+
+@pytest.mark.parametrize(
+    ("ages", "starts"),
+    [
+        # 0.2 s, 0.5 s and 5 s ago (the last out of the window): one more start fits now, the
+        # next when the 0.5 s one leaves the window (1.02 s wide: its margin), then the 0.2 s.
+        ((0.2, 0.5, 5.0), [0.0, 0.52, 0.82]),
+        # Two at the same moment (one time each, so both count): both leave at 0.52.
+        ((0.5, 0.5), [0.0, 0.52, 0.52]),
+    ],
+    ids=["any-order", "same-moment"],
+)
+def test_starts_a_dead_run_made_fill_the_window_as_they_were_made(
+    ages: tuple[float, ...], starts: list[float]
+) -> None:
+    async def main() -> list[float]:
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(10.0)
+        limiter = virtual_limiter(3, 1.0)
+        limiter.note_earlier_sends(ages)
+        made = []
+        for _ in range(3):
+            await limiter.acquire()
+            made.append(loop.time() - 10.0)
+        return made
+
+    assert run_virtual(main) == pytest.approx(starts)
+
+
+def test_a_429_while_the_window_still_has_room_costs_no_wait() -> None:
+    async def main() -> tuple[float, int | None]:
+        limiter = virtual_limiter(100, 1.0)
+        starts = [await limiter.acquire() for _ in range(5)]
+        await asyncio.sleep(0.05)
+        wait = await limiter.throttled(starts[4])  # 4 got through: down to 50 (half of 100)
+        return wait, limiter.limit
+
+    assert run_virtual(main) == (0.0, 50)
