@@ -483,6 +483,28 @@ async def test_a_caller_leaving_the_queue_of_a_paused_lane_does_not_hold_up_thos
     assert [r.json["suno_id"] for r in fake.requests if r.json] == ["clip-0"] * len(fake.requests)
 
 
+async def test_a_second_maintenance_window_gives_the_requests_still_queued_a_fresh_wait() -> None:
+    # One request at a time, answers in 0.05 s, a probe every 0.1 s. Two maintenance windows of
+    # four 455s each (about 0.6 s), a success in between: each is shorter than the 1 s
+    # max_maintenance_wait, so the request queued through both is sent, not failed (the two
+    # together are longer than 1 s).
+    async with FakeProvider(latency=0.05) as fake:
+        for _ in range(2):
+            fake.inject(Fault.envelope(455), times=4)
+            fake.inject(Fault.slow(0.0))  # the probe that finds the provider back
+        async with PersonaClient(
+            [crun(fake, max_concurrency=1)],
+            backoff_initial=0.1,
+            backoff_max=0.1,
+            max_maintenance_wait=1.0,
+            deadline=10.0,
+        ) as client:
+            with anyio.fail_after(8):
+                outcomes = await collect(client, [req(i) for i in range(3)])
+    assert [o.error for o in outcomes] == [None, None, None]
+    assert fake.request_count == 11  # 4 + 1, 4 + 1, and the last one
+
+
 async def test_every_probe_a_maintenance_costs_is_counted_as_a_retry(fake: FakeProvider) -> None:
     fake.maintenance(0.25)
     async with PersonaClient([crun(fake)], backoff_initial=0.05, backoff_max=0.05) as client:
