@@ -573,3 +573,17 @@ async def test_a_lanes_stats_say_what_it_learned_of_the_providers_limit() -> Non
     assert learned.learned_limit <= learned.limit < 8
     assert learned.effective_rate == learned.limit / 0.25
     assert (learned.rate_limit, learned.rate_period) == (8, 0.25)  # what was configured
+
+
+# -- what a persona says ---------------------------------------------------------------------------
+
+
+async def test_a_persona_names_its_lane_and_what_it_was_made_from(fake: FakeProvider) -> None:
+    lane = CrunProvider(api_key=fake.api_key, base_url=fake.url, rate_limit=None, name="crun-eu")
+    async with PersonaClient([lane], **FAST) as client:
+        with anyio.fail_after(5):
+            persona = await client.create_persona(req(7))
+    made = fake.personas[persona.persona_id]
+    assert (persona.provider, persona.task_id, persona.audio_id) == ("crun-eu", "task-7", "clip-7")
+    assert (persona.name, persona.description) == ("Persona 7", "Smoky late-night R&B")
+    assert (made["task_id"], made["audio_id"], made["name"]) == ("task-7", "clip-7", "Persona 7")
