@@ -310,8 +310,11 @@ async def test_a_crun_request_lost_after_it_was_sent_says_where_to_look_and_how_
             await client.create_persona(req(0))
     err = info.value
     assert (err.provider, err.audio_id, err.attempts) == ("main", "clip-0", 1)
-    for words in ("may or may not exist", "check the provider's dashboard", "retry_ambiguous=True"):
-        assert words in err.message
+    assert err.message.endswith(
+        "; a persona may or may not exist. crun documents no duplicate detection, so it was not "
+        "resent: check the provider's dashboard for this audio id, then resend it or set "
+        "retry_ambiguous=True"
+    ), err.message
     assert fake.request_count == 1
 
 
