@@ -151,3 +151,35 @@ async def test_wait_for_source_on_a_lane_must_be_positive(tmp_path: Path) -> Non
     result = await run_cli(*batch(tmp_path))
     assert result.returncode == 2
     assert b"wait_for_source: must be > 0" in result.stderr
+
+
+async def test_a_clip_the_source_task_does_not_have_is_an_invalid_line_that_says_so(
+    tmp_path: Path,
+) -> None:
+    rows = items(2)
+    rows[1]["id"] = "row-2"
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    async with fake_provider() as fake:
+        fake.songs.add(rows[0]["task_id"], clips={rows[0]["audio_id"]: 90.0})
+        fake.songs.add(rows[1]["task_id"], clips={"other-clip": 90.0})  # not rows[1]'s clip
+        text = config_text(fake.url).replace(
+            "max_concurrency = 8\n", "max_concurrency = 8\nwait_for_source = 20\n"
+        )
+        (tmp_path / "persona.toml").write_text(text)
+        first = await run_cli(*batch(tmp_path))
+        second = await run_cli(*batch(tmp_path))
+    assert first.returncode == 1, first.stderr
+    records = read_journal(tmp_path / "results.jsonl")
+    (invalid,) = [r for r in records if r["status"] == "invalid"]  # once: the rerun knows it
+    lane = rows[1]["provider"]
+    assert (invalid["line"], invalid["id"], invalid["provider"]) == (2, "row-2", lane)
+    assert (invalid["task_id"], invalid["audio_id"]) == (rows[1]["task_id"], rows[1]["audio_id"])
+    assert invalid["error"]["field"] == "audio_id"
+    assert invalid["error"]["message"].startswith(
+        f"audio_id is not one of the clips of task {rows[1]['task_id']!r} (it has: other-clip)"
+    )
+    assert creates(fake, rows[1]["audio_id"]) == 0
+    assert creates(fake) == 1
+    summary = {line.split()[0]: line.split() for line in first.stdout.decode().splitlines()}
+    assert summary[lane][5] == "1"  # the invalid column of its lane
+    assert second.returncode == 1, second.stderr
