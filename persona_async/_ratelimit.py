@@ -287,7 +287,6 @@ class SlidingWindowLimiter:
         "_sleep",
         "_span",
         "_waiting",
-        "period",
     )
 
     def __init__(
@@ -301,7 +300,6 @@ class SlidingWindowLimiter:
     ) -> None:
         if (limit is not None and limit < 1) or not period > 0 or margin < 0:
             raise ValueError("limit must be >= 1 or None, period > 0 and margin >= 0")
-        self.period = period
         self._span = period * (1 + margin)  # the window actually enforced
         self._slack = period * margin / 10  # a start this close to its send is not moved
         self._adaptive = AdaptiveLimit(limit, period)

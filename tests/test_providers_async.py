@@ -308,6 +308,28 @@ async def test_kie_failed_task_is_typed_with_fail_code_and_message(fake: FakePro
     assert not fake.personas
 
 
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [
+        (b'{"taskId": ""}', "HTTP 200: success without a task id"),
+        (
+            b"{}",
+            "HTTP 200 application/json: reply is not the kie-jobs envelope "
+            "(Object missing required field `taskId`)",
+        ),
+    ],
+    ids=["empty-task-id", "no-task-id"],
+)
+async def test_a_submit_answered_success_without_a_task_id_says_what_was_wrong(
+    fake: FakeProvider, data: bytes, said: str
+) -> None:
+    fake.inject(Fault.body(b'{"code": 200, "msg": "success", "data": %s}' % data), path="kie-jobs")
+    err = await fail(provider(KieJobsProvider, fake))
+    cause = err.__cause__ if type(err) is OutcomeUnknownError else err
+    assert type(cause) is MalformedResponseError
+    assert cause.message == said
+
+
 @pytest.mark.parametrize(("status", "cls"), [(400, PersonaError), (404, NotFoundError)])
 async def test_a_status_reply_with_an_error_status_is_that_error_whatever_its_body_says(
     fake: FakeProvider, status: int, cls: type[PersonaError]

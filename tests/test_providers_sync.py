@@ -308,6 +308,20 @@ async def test_acedata_timeout_504_may_have_made_the_persona_so_it_is_not_resent
     err = await fail(make(AceDataProvider, fake), max_retries=3)
     assert type(err) is OutcomeUnknownError
     assert len(fake.requests) == 1
+    # What the provider said, kept on the cause: a gateway timeout that may have made it.
+    cause = err.__cause__
+    assert type(cause) is ProviderTimeoutError
+    assert (cause.code, cause.http_status, cause.provider) == (504, 504, "acedata")
+    assert cause.message == "timeout: upstream timed out"
+    assert err.message.startswith("the request was sent and then lost (timeout: upstream timed out")
+
+
+async def test_an_acedata_error_code_with_nothing_said_is_the_message(fake: FakeProvider) -> None:
+    raw = b'{"error":{"code":"used_up","message":""},"trace_id":"t-1"}'
+    fake.inject(Fault.body(raw, status=403, content_type="application/json"))
+    err = await fail(make(AceDataProvider, fake))
+    assert type(err) is InsufficientCreditsError
+    assert (err.message, err.code) == ("used_up", 403)
 
 
 TTAPI_ERRORS_DOC = [

@@ -700,3 +700,17 @@ def test_a_429_while_the_window_still_has_room_costs_no_wait() -> None:
         return wait, limiter.limit
 
     assert run_virtual(main) == (0.0, 50)
+
+
+def test_a_request_written_a_tenth_of_a_window_after_admission_counts_from_then() -> None:
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        limiter = virtual_limiter(1, 1.0)
+        first = await limiter.acquire()
+        await asyncio.sleep(0.1)  # its connection took that long to open
+        limiter.sent(first)
+        await limiter.acquire()
+        return loop.time()
+
+    # Its window runs from 0.1 s (1.02 s wide): the next start is at 1.12, not 1.02.
+    assert run_virtual(main) == pytest.approx(1.12)
