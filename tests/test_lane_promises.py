@@ -36,6 +36,7 @@ from persona_async import (
     PollPolicy,
     ProviderConnectionError,
     ProviderTimeoutError,
+    RateLimitError,
     ServerError,
 )
 from persona_async.redis import RedisLimiter
@@ -178,7 +179,7 @@ async def test_two_requests_throttled_until_the_same_moment_are_both_resent_then
 ) -> None:
     # Sent together: one is told to come back in 0.5 s; the other, 0.05 s later, in 0.1 s. The
     # lane's cooldown is the longer one, so both are due at the same moment: both go then.
-    caplog.set_level(logging.WARNING, logger="persona_async")
+    caplog.set_level(logging.INFO, logger="persona_async")
     async with Scripted((0.0, 429, 0.5), (0.05, 429, 0.1)) as server:
         lane = CrunProvider(api_key="k", base_url=server.url, rate_limit=None, max_concurrency=2)
         async with PersonaClient([lane], **FAST) as client:
@@ -191,8 +192,11 @@ async def test_two_requests_throttled_until_the_same_moment_are_both_resent_then
     resent = sorted(when - first for when, _ in server.arrived[2:])
     assert len(resent) == 2
     assert resent[0] >= 0.5  # the shorter Retry-After did not cut the lane's cooldown short
-    cooling = [r.getMessage() for r in caplog.records if "cooling" in r.getMessage()]
-    assert cooling == ["lane crun cooling: 429 from provider, cooling 0.50s"]
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("lane ")]
+    assert lines == [
+        "lane crun cooling: 429 from provider, cooling 0.50s",
+        "lane crun running: cooldown over",
+    ]
 
 
 async def test_a_429_with_retry_after_zero_is_resent_at_once_without_cooling_the_lane(
@@ -206,6 +210,39 @@ async def test_a_429_with_retry_after_zero_is_resent_at_once_without_cooling_the
     assert persona.persona_id in fake.personas
     assert fake.request_count == 2
     assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("lane ")] == []
+
+
+async def test_a_request_submitted_while_the_lane_cools_goes_out_when_the_cooldown_ends(
+    fake: FakeProvider,
+) -> None:
+    # The 429's own request cannot wait 0.5 s within its 0.4 s deadline: it fails at once, so
+    # nothing waits in the retry heap to wake the lane when its cooldown ends; the request
+    # submitted meanwhile must still go then.
+    fake.inject(Fault.http(429, retry_after=0.5))
+    async with PersonaClient([crun(fake)], **FAST, deadline=5.0) as client:
+        started = time.monotonic()
+        with pytest.raises(RateLimitError):
+            await client.create_persona(req(0), deadline=0.4)
+        with anyio.fail_after(4):
+            persona = await client.create_persona(req(1))
+        took = time.monotonic() - started
+    assert persona.persona_id in fake.personas
+    assert 0.5 <= took < 3.0
+    assert fake.requests[1].arrived - fake.requests[0].arrived >= 0.5
+
+
+async def test_a_retry_waiting_out_its_backoff_costs_no_cpu(
+    fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)  # the backoff at its ceiling
+    fake.inject(Fault.http(500))
+    async with PersonaClient([crun(fake)], backoff_initial=1.0, backoff_max=1.0) as client:
+        cpu = time.process_time()
+        with anyio.fail_after(5):
+            await client.create_persona(req(0))
+        cpu = time.process_time() - cpu
+    assert fake.request_count == 2
+    assert cpu < 0.5, f"{cpu:.2f} s of CPU for a 1 s wait: the lane spun instead of sleeping"
 
 
 # -- a caller that leaves ------------------------------------------------------------------------
@@ -359,6 +396,43 @@ async def test_each_maintenance_probe_waits_twice_as_long_as_the_one_before_and_
         "lane crun paused: 455 maintenance, probing",
         "lane crun running: maintenance over",
     ]
+
+
+async def test_a_request_whose_last_start_passed_while_the_event_loop_was_blocked_is_not_sent(
+    fake: FakeProvider,
+) -> None:
+    async with PersonaClient([crun(fake)], **FAST) as client:
+        await client.create_persona(req(0))  # the lane's worker is up, waiting for work
+        errors: list[PersonaError] = []
+
+        async def call() -> None:
+            try:
+                await client.create_persona(req(1), deadline=0.2)
+            except PersonaError as err:
+                errors.append(err)
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                await anyio.lowlevel.checkpoint()  # it is submitted, an idle worker woken for it
+                time.sleep(0.3)  # noqa: ASYNC251 - a handler hogging the loop past its last start
+    (err,) = errors
+    assert type(err) is ProviderTimeoutError
+    assert err.message.startswith("the request's deadline passed after 0.3")
+    assert fake.request_count == 1  # only the first: a squeezed-in attempt would time out
+
+
+async def test_an_attempt_is_cut_at_the_calls_deadline_when_the_provider_is_slower() -> None:
+    async with (
+        FakeProvider(latency=2.0) as fake,
+        PersonaClient([crun(fake)], **FAST, max_retries=0) as client,
+    ):
+        started = time.monotonic()
+        with pytest.raises(OutcomeUnknownError) as info, anyio.fail_after(4):
+            await client.create_persona(req(0), deadline=0.5)
+        took = time.monotonic() - started
+    assert type(info.value.__cause__) is ProviderTimeoutError  # sent, then no answer in time
+    assert took < 2.0  # the deadline, not the provider's 60 s timeout
 
 
 # -- deadlines -------------------------------------------------------------------------------------
