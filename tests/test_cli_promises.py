@@ -9,10 +9,12 @@ name no provider, and ``retry_ambiguous = true`` on resume.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
 import ssl
+import subprocess
 import time
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from _cli_support import (
     last_records,
     read_journal,
     run_cli,
+    run_on_a_terminal,
     write_jsonl,
 )
 from _support import JITTER, most_in_any_window
@@ -320,3 +323,122 @@ async def test_a_certificate_the_client_refuses_sends_nothing_and_the_next_run_s
     last = last_records(read_journal(tmp_path / "results.jsonl"))
     assert {r["status"] for r in last.values()} == {"created"}
     assert sorted(fake.creations) == sorted(("crun", row["audio_id"]) for row in rows)
+
+
+# -- what a stopped run says it left -------------------------------------------------------------
+
+
+async def _interrupt_while_waiting(args: list[str], stdin: bytes | None = None) -> bytes:
+    """Run the CLI, let it settle into waiting for its window, press Ctrl-C: its stdout."""
+    async with await anyio.open_process(
+        command(*args), env=cli_env(), stdin=subprocess.PIPE if stdin else None
+    ) as process:
+        if stdin is not None:
+            assert process.stdin is not None
+            await process.stdin.send(stdin)  # left open: the rest of the input never comes
+        await anyio.sleep(1.5)  # reading ahead, sending the first, then waiting 30 s
+        process.send_signal(signal.SIGINT)
+        with anyio.fail_after(10):
+            await process.wait()
+        stdout = b"".join([chunk async for chunk in process.stdout or ()])
+    assert process.returncode == 130, stdout
+    return stdout
+
+
+async def test_a_resumed_run_stopped_early_counts_only_the_items_it_left_unsent(
+    tmp_path: Path,
+) -> None:
+    # 40 items to send, then an invalid line (41) and four items (42-45) an earlier run
+    # settled. Stopped while waiting for its window, the run has read a few lines ahead; the
+    # note counts what it left unsent, not what the earlier run settled or reported invalid.
+    rows = items(45, lanes=("crun",))
+    lines = [json.dumps(row) for row in rows]
+    lines[40] = '{"provider": "crun", "task_id": "t-41"}'  # no audio_id: invalid
+    earlier = ["" if n < 40 else line for n, line in enumerate(lines)]  # blank: not items
+    (tmp_path / "in.jsonl").write_text("\n".join(earlier) + "\n")
+    async with fake_provider() as fake:
+        (tmp_path / "persona.toml").write_text(config_text(fake.url, lanes=("crun",)))
+        first = await run_cli(*batch_args(tmp_path))
+        assert first.returncode == 1, first.stderr  # the invalid line
+        assert len(fake.creations) == 4
+        (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+        (tmp_path / "persona.toml").write_text(
+            config_text(fake.url, lanes=("crun",), rate_limit=1, rate_period=30.0)
+        )
+        sent_before = fake.request_count
+        stdout = await _interrupt_while_waiting(batch_args(tmp_path))
+        sent = fake.request_count - sent_before
+    assert sent <= 1
+    assert b"%d item(s) were not sent because the run stopped." % (40 - sent) in stdout, stdout
+
+
+async def test_a_run_reading_stdin_stopped_early_says_the_rest_was_not_read(
+    tmp_path: Path,
+) -> None:
+    stdin = "".join(json.dumps(row) + "\n" for row in items(10, lanes=("crun",))).encode()
+    async with fake_provider() as fake:
+        (tmp_path / "persona.toml").write_text(
+            config_text(fake.url, lanes=("crun",), rate_limit=1, rate_period=30.0)
+        )
+        args = ["batch", "-", *batch_args(tmp_path)[2:]]  # stdin
+        stdout = await _interrupt_while_waiting(args, stdin=stdin)
+    assert re.search(
+        rb"\n(\d+) item\(s\) read were not sent and the rest of the input was not read, because "
+        rb"the run stopped\.\n",
+        stdout,
+    ), stdout
+    assert fake.request_count == 1
+
+
+async def test_items_piped_in_are_sent_as_they_come_while_the_producer_pauses(
+    tmp_path: Path,
+) -> None:
+    # A pipeline writes three items, pauses with the pipe open, then writes two more: the first
+    # three are created during the pause (a read that waits must not stop the run).
+    rows = items(5)
+    journal = tmp_path / "results.jsonl"
+    async with fake_provider() as fake:
+        (tmp_path / "persona.toml").write_text(config_text(fake.url))
+        args = ["batch", "-", *batch_args(tmp_path)[2:]]
+        async with await anyio.open_process(
+            command(*args), env=cli_env(), stdin=subprocess.PIPE
+        ) as process:
+            assert process.stdin is not None
+            await process.stdin.send("".join(json.dumps(r) + "\n" for r in rows[:3]).encode())
+            with anyio.fail_after(10):
+                while len(fake.creations) < 3:  # noqa: ASYNC110 - a subprocess: nothing to wait on
+                    await anyio.sleep(0.02)
+            created_in_the_pause = read_journal(journal)
+            await process.stdin.send("".join(json.dumps(r) + "\n" for r in rows[3:]).encode())
+            await process.stdin.aclose()
+            with anyio.fail_after(10):
+                await process.wait()
+    assert process.returncode == 0
+    assert sum(r["status"] == "created" for r in created_in_the_pause) == 3
+    last = last_records(read_journal(journal))
+    assert {r["status"] for r in last.values()} == {"created"}
+    assert len(last) == len(fake.creations) == 5
+
+
+async def test_a_named_pipe_as_the_input_is_read_once_as_it_comes(tmp_path: Path) -> None:
+    # On a terminal the live line counts the input's lines up front, by reading the file again:
+    # not a named pipe's (a second reader would wait for a writer that never comes).
+    rows = items(4)
+    fifo = tmp_path / "in.jsonl"
+    os.mkfifo(fifo)
+    async with fake_provider() as fake:
+        (tmp_path / "persona.toml").write_text(config_text(fake.url))
+        args = [arg for arg in batch_args(tmp_path) if arg != "--no-progress"]
+
+        def produce() -> None:  # opening a FIFO waits for its reader
+            with open(fifo, "w") as pipe:
+                pipe.write("".join(json.dumps(row) + "\n" for row in rows))
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(anyio.to_thread.run_sync, produce)
+                code, output = await anyio.to_thread.run_sync(lambda: run_on_a_terminal(args))
+    assert code == 0, output
+    last = last_records(read_journal(tmp_path / "results.jsonl"))
+    assert {r["status"] for r in last.values()} == {"created"}
+    assert len(fake.creations) == 4

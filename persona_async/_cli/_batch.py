@@ -28,6 +28,7 @@ sent. A second signal aborts at once, leaving the ``pending`` records for the ne
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import time
@@ -57,6 +58,7 @@ from .._providers import Provider
 from ._gate import Gate, Interrupted
 from ._input import Input, Invalid, Item, duplicate
 from ._journal import ErrorInfo, Journal, JournalWriteError, State, sent_again
+from ._pipe import threaded
 from ._progress import Progress, Terminal
 from ._summary import Tally, render_summary
 
@@ -273,18 +275,35 @@ class Batch:
     # -- reading: what to send ------------------------------------------------------------------
 
     async def _requests(self) -> AsyncIterator[PersonaRequest]:
-        for entry in self._reading:
-            if self._stopping:  # this entry counts among the unread ones
-                return
-            self._lines_read += 1
-            self._last_line = entry.line
-            if self._lines_read % _CHECKPOINT_EVERY == 0:
-                await anyio.lowlevel.checkpoint()
-            if isinstance(entry, Invalid):
-                self._invalid(entry)
-            elif self._admit(entry):
-                self._pulled[id(entry.request)] = entry
-                yield entry.request
+        lines = self._entries.blocking_lines
+        if lines is None:  # a file: its reads return at once
+            for entry in self._reading:
+                if self._stopping:  # this entry counts among the unread ones
+                    return
+                if self._lines_read % _CHECKPOINT_EVERY == 0:
+                    await anyio.lowlevel.checkpoint()
+                if (item := self._read(entry)) is not None:
+                    yield item.request
+        else:  # stdin, a FIFO: read off the event loop, which a waiting read would stop
+            async with contextlib.aclosing(threaded(self._reading, lines)) as entries:
+                async for entry in entries:
+                    if self._stopping:
+                        return
+                    if self._lines_read % _CHECKPOINT_EVERY == 0:
+                        await anyio.lowlevel.checkpoint()
+                    if (item := self._read(entry)) is not None:
+                        yield item.request
+
+    def _read(self, entry: Item | Invalid) -> Item | None:
+        """Count ``entry`` as read; the item if it is to be sent."""
+        self._lines_read += 1
+        self._last_line = entry.line
+        if isinstance(entry, Invalid):
+            self._invalid(entry)
+        elif self._admit(entry):
+            self._pulled[id(entry.request)] = entry
+            return entry
+        return None
 
     def _admit(self, item: Item) -> bool:
         """Apply the resume rules; True when ``item`` is to be sent."""

@@ -16,7 +16,7 @@ import hashlib
 import math
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any, Literal
 
@@ -25,6 +25,7 @@ import msgspec
 from .._exceptions import InvalidRequestError
 from .._models import PersonaRequest
 from .._providers import Provider
+from ._pipe import BlockingLines, may_block
 
 __all__ = [
     "Input",
@@ -134,7 +135,11 @@ class Input:
         owns_file: bool,
     ) -> None:
         self.name = name
-        self._file = file
+        self._owned = file
+        #: Set when a read may wait for a writer (a pipe, a terminal, a FIFO): then the lines
+        #: are read with ``os.read``, and ``Batch`` reads them off the event loop.
+        self.blocking_lines = BlockingLines(file.fileno()) if _may_block(file) else None
+        self._file: Iterable[bytes] = self.blocking_lines or file
         self._format = fmt
         self._lanes = lanes
         self._owns_file = owns_file
@@ -148,11 +153,11 @@ class Input:
 
     def close(self) -> None:
         if self._owns_file:
-            self._file.close()
+            self._owned.close()
 
     def count(self) -> int | None:
-        """Items in the file, by a cheap count of its non-blank lines (None for stdin)."""
-        if self.name == "-":
+        """Items in the file, by a cheap count of its non-blank lines (None for stdin, a pipe)."""
+        if self.name == "-" or self.blocking_lines is not None:
             return None
         lines = 0
         try:
@@ -362,6 +367,14 @@ def open_input(name: str, lanes: Mapping[str, Provider], fmt: Format | None = No
     except BaseException:
         file.close()
         raise
+
+
+def _may_block(file: IO[bytes]) -> bool:
+    try:
+        fd = file.fileno()
+    except (OSError, ValueError):  # not a real file (a test's BytesIO): never waits
+        return False
+    return may_block(fd)
 
 
 def _id_of(value: object) -> str | None:
