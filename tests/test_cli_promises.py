@@ -37,6 +37,8 @@ from _cli_support import (
 )
 from _support import JITTER, most_in_any_window
 
+from persona_async.testing import Fault
+
 pytestmark = pytest.mark.anyio
 
 
@@ -442,3 +444,40 @@ async def test_a_named_pipe_as_the_input_is_read_once_as_it_comes(tmp_path: Path
     last = last_records(read_journal(tmp_path / "results.jsonl"))
     assert {r["status"] for r in last.values()} == {"created"}
     assert len(fake.creations) == 4
+
+
+async def test_the_summary_counts_every_invalid_line_of_a_lane(tmp_path: Path) -> None:
+    rows = items(3, lanes=("kie",))
+    lines = [json.dumps(row) for row in rows]
+    lines += ['{"provider": "kie"}', '{"provider": "kie", "task_id": "t-9", "audio_id": 9}']
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    async with fake_provider() as fake:
+        (tmp_path / "persona.toml").write_text(config_text(fake.url, lanes=("kie",)))
+        result = await run_cli(*batch_args(tmp_path))
+    assert result.returncode == 1, result.stderr  # the invalid lines
+    summary = {line.split()[0]: line.split() for line in result.stdout.decode().splitlines()}
+    assert summary["kie"][2] == "3"  # created
+    assert summary["kie"][5] == "2"  # invalid
+
+
+async def test_an_unknown_outcome_says_how_to_resend_and_is_counted_and_other_failures_are_not(
+    tmp_path: Path,
+) -> None:
+    rows = items(2, lanes=("crun",))
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    async with fake_provider() as fake:
+        fake.inject(Fault.reset_after(), path="crun")  # the first: created, then the reply lost
+        fake.inject(Fault.envelope(451), path="crun")  # the second: refused, certainly not made
+        (tmp_path / "persona.toml").write_text(config_text(fake.url, lanes=("crun",)))
+        result = await run_cli(*batch_args(tmp_path))
+    assert result.returncode == 1, result.stderr
+    last = last_records(read_journal(tmp_path / "results.jsonl"))
+    by_type = {r["error"]["type"]: r["error"] for r in last.values()}
+    assert set(by_type) == {"OutcomeUnknownError", "MusicAccessError"}
+    unknown, refused = by_type["OutcomeUnknownError"], by_type["MusicAccessError"]
+    assert unknown["message"].endswith(
+        "; to send it again, run the same command with --resend-unknown"
+    )
+    assert unknown["retryable"] is False
+    assert "--resend-unknown" not in refused["message"]
+    assert b"1 item(s) have an unknown outcome" in result.stdout, result.stdout
