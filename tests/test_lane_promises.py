@@ -582,6 +582,29 @@ async def test_a_second_maintenance_window_gives_the_requests_still_queued_a_fre
     assert fake.request_count == 11  # 4 + 1, 4 + 1, and the last one
 
 
+async def test_a_paused_lane_fails_the_requests_past_their_maintenance_wait_while_it_probes() -> (
+    None
+):
+    # Every answer takes 1 s. Two go at once and are answered 455 at 1 s; the third waited in
+    # the queue. The probe then takes 1 s to answer; meanwhile the queued requests' 0.3 s
+    # maintenance wait runs out: they fail then (about 1.3 s), not when the probe comes back.
+    async with FakeProvider(latency=1.0) as fake:
+        fake.maintenance(60.0)
+        async with PersonaClient(
+            [crun(fake, max_concurrency=2)],
+            backoff_initial=0.05,
+            backoff_max=0.05,
+            max_maintenance_wait=0.3,
+        ) as client:
+            failed_at: dict[str, float] = {}
+            started = time.monotonic()
+            with anyio.fail_after(8):
+                async for outcome in client.create_many([req(i) for i in range(3)]):
+                    failed_at[outcome.request.audio_id] = time.monotonic() - started
+                    assert type(outcome.error) is MaintenanceError
+    assert 1.2 < failed_at["clip-2"] < 1.8, failed_at
+
+
 async def test_every_probe_a_maintenance_costs_is_counted_as_a_retry(fake: FakeProvider) -> None:
     fake.maintenance(0.25)
     async with PersonaClient([crun(fake)], backoff_initial=0.05, backoff_max=0.05) as client:
