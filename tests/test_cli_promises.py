@@ -458,6 +458,7 @@ async def test_the_summary_counts_every_invalid_line_of_a_lane(tmp_path: Path) -
     summary = {line.split()[0]: line.split() for line in result.stdout.decode().splitlines()}
     assert summary["kie"][2] == "3"  # created
     assert summary["kie"][5] == "2"  # invalid
+    assert f"journal: {tmp_path / 'results.jsonl'}\n" in result.stdout.decode()
 
 
 async def test_an_unknown_outcome_says_how_to_resend_and_is_counted_and_other_failures_are_not(
@@ -475,6 +476,7 @@ async def test_an_unknown_outcome_says_how_to_resend_and_is_counted_and_other_fa
     by_type = {r["error"]["type"]: r["error"] for r in last.values()}
     assert set(by_type) == {"OutcomeUnknownError", "MusicAccessError"}
     unknown, refused = by_type["OutcomeUnknownError"], by_type["MusicAccessError"]
+    assert unknown["message"].startswith("the request was sent and then lost (")
     assert unknown["message"].endswith(
         "; to send it again, run the same command with --resend-unknown"
     )
