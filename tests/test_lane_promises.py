@@ -687,3 +687,28 @@ async def test_a_persona_names_its_lane_and_what_it_was_made_from(fake: FakeProv
     assert (persona.provider, persona.task_id, persona.audio_id) == ("crun-eu", "task-7", "clip-7")
     assert (persona.name, persona.description) == ("Persona 7", "Smoky late-night R&B")
     assert (made["task_id"], made["audio_id"], made["name"]) == ("task-7", "clip-7", "Persona 7")
+
+
+async def test_closing_the_client_answers_a_request_in_flight_as_an_unknown_outcome() -> None:
+    async with FakeProvider(latency=5.0) as fake:
+        client = PersonaClient([crun(fake, name="main")], **FAST)
+        errors: list[PersonaError] = []
+
+        async def call() -> None:
+            try:
+                await client.create_persona(req(3))
+            except PersonaError as err:
+                errors.append(err)
+
+        with anyio.fail_after(5):
+            async with client, anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                while fake.request_count == 0:  # noqa: ASYNC110 - the fake has no event for it
+                    await anyio.sleep(0.01)
+                await client.aclose()  # with the request on its way
+    (err,) = errors
+    assert type(err) is OutcomeUnknownError
+    assert err.message == (
+        "the client was closed while the request was in flight; a persona may exist"
+    )
+    assert (err.provider, err.request, err.audio_id) == ("main", req(3), "clip-3")
