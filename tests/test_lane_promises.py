@@ -689,26 +689,34 @@ async def test_a_persona_names_its_lane_and_what_it_was_made_from(fake: FakeProv
     assert (made["task_id"], made["audio_id"], made["name"]) == ("task-7", "clip-7", "Persona 7")
 
 
-async def test_closing_the_client_answers_a_request_in_flight_as_an_unknown_outcome() -> None:
+async def test_closing_the_client_answers_requests_in_flight_and_queued_for_what_they_are() -> (
+    None
+):
     async with FakeProvider(latency=5.0) as fake:
-        client = PersonaClient([crun(fake, name="main")], **FAST)
-        errors: list[PersonaError] = []
+        client = PersonaClient([crun(fake, name="main", max_concurrency=1)], **FAST)
+        errors: dict[int, PersonaError] = {}
 
-        async def call() -> None:
+        async def call(i: int) -> None:
             try:
-                await client.create_persona(req(3))
+                await client.create_persona(req(i))
             except PersonaError as err:
-                errors.append(err)
+                errors[i] = err
 
         with anyio.fail_after(5):
             async with client, anyio.create_task_group() as tg:
-                tg.start_soon(call)
+                tg.start_soon(call, 3)
                 while fake.request_count == 0:  # noqa: ASYNC110 - the fake has no event for it
                     await anyio.sleep(0.01)
-                await client.aclose()  # with the request on its way
-    (err,) = errors
-    assert type(err) is OutcomeUnknownError
-    assert err.message == (
+                tg.start_soon(call, 4)  # queued behind it: one request at a time
+                await anyio.sleep(0.05)
+                await client.aclose()
+    sent, queued = errors[3], errors[4]
+    assert type(sent) is OutcomeUnknownError
+    assert sent.message == (
         "the client was closed while the request was in flight; a persona may exist"
     )
-    assert (err.provider, err.request, err.audio_id) == ("main", req(3), "clip-3")
+    assert (sent.provider, sent.request, sent.audio_id) == ("main", req(3), "clip-3")
+    assert type(queued) is PersonaError
+    assert queued.message == "the client was closed before the request was sent"
+    assert (queued.provider, queued.audio_id) == ("main", "clip-4")
+    assert fake.request_count == 1
