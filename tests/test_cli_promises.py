@@ -487,3 +487,28 @@ async def test_an_unknown_outcome_says_how_to_resend_and_is_counted_and_other_fa
     assert unknown["retryable"] is False
     assert "--resend-unknown" not in refused["message"]
     assert re.search(rb"(^|\n)2 item\(s\) have an unknown outcome", result.stdout), result.stdout
+
+
+async def test_a_failure_after_sending_says_a_persona_may_exist_and_whether_a_rerun_settles_it(
+    tmp_path: Path,
+) -> None:
+    rows = items(2, lanes=("kie",))
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    async with fake_provider() as fake:
+        # One reply is a gateway's HTML page with status 200 (final); the other request is cut
+        # after it was sent (kie detects duplicates: a rerun settles it), with no retries left.
+        fake.inject(Fault.html(200), path="family")
+        fake.inject(Fault.reset_after(), path="family")
+        (tmp_path / "persona.toml").write_text(
+            config_text(fake.url, lanes=("kie",), client={"max_retries": 0})
+        )
+        result = await run_cli(*batch_args(tmp_path))
+    assert result.returncode == 1, result.stderr
+    errors = {r["error"]["type"]: r["error"] for r in last_records(
+        read_journal(tmp_path / "results.jsonl")).values()}  # fmt: skip
+    page, cut = errors["MalformedResponseError"], errors["ProviderConnectionError"]
+    maybe = "; it may have reached the provider, so a persona may exist"
+    assert page["message"].endswith(maybe), page
+    assert page["retryable"] is False
+    assert cut["message"].endswith(maybe + " (running the same command again settles it)"), cut
+    assert cut["retryable"] is True
