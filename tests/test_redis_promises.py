@@ -308,8 +308,16 @@ def test_every_redis_scheme_and_the_edges_of_each_setting_are_accepted() -> None
         ),
         (f"unix:///run/redis.sock?password={PASSWORD}", "unix:///run/redis.sock?password=***"),
         ("unix:///run/redis.sock?db=1", "unix:///run/redis.sock?db=1"),
+        ("unix:///run/redis:6379.sock", "unix:///run/redis:6379.sock"),
     ],
-    ids=["colon-in-password", "at-in-password", "query", "unix-socket", "unix-no-password"],
+    ids=[
+        "colon-in-password",
+        "at-in-password",
+        "query",
+        "unix-socket",
+        "unix-no-password",
+        "unix-colon-in-path",
+    ],
 )
 def test_the_url_shown_blanks_exactly_the_password(url: str, shown: str) -> None:
     assert RedisLimiter(url).url == shown
@@ -317,8 +325,12 @@ def test_the_url_shown_blanks_exactly_the_password(url: str, shown: str) -> None
 
 @pytest.mark.parametrize(
     "auth",
-    [f":{PASSWORD}@127.0.0.1:{{port}}/0", f":{PASSWORD}@127.0.0.1:{{port}}/0?password=other"],
-    ids=["userinfo", "userinfo-and-query"],
+    [
+        f":{PASSWORD}@127.0.0.1:{{port}}/0",
+        f":{PASSWORD}@127.0.0.1:{{port}}/0?password=other",
+        f"user:{PASSWORD}:tail@127.0.0.1:{{port}}/0",  # a colon in the password
+    ],
+    ids=["userinfo", "userinfo-and-query", "colon-in-password"],
 )
 async def test_a_password_the_server_echoes_back_is_blanked_in_the_error(auth: str) -> None:
     # A proxy or an odd server that repeats the command it refused: redis-py puts its words in
