@@ -459,6 +459,7 @@ async def test_the_summary_counts_every_invalid_line_of_a_lane(tmp_path: Path) -
     summary = {line.split()[0]: line.split() for line in result.stdout.decode().splitlines()}
     assert summary["kie"][2] == "3"  # created
     assert summary["kie"][5] == "2"  # invalid
+    assert 0 <= float(summary["kie"][7].removesuffix("s")) < 30  # elapsed: this run's seconds
     assert f"journal: {tmp_path / 'results.jsonl'}\n" in result.stdout.decode()
 
 

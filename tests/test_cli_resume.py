@@ -335,7 +335,11 @@ async def test_second_interrupt_aborts_at_once_and_the_journal_stays_valid(tmp_p
         aborted = last_records(read_journal(journal))
         assert {r["status"] for r in aborted.values()} == {"pending"}
         # Every item counted once: those on the wire, and the rest, read or not.
-        assert b"aborted with %d request(s) in flight" % len(aborted) in stdout, stdout
+        assert (
+            b"aborted with %d request(s) in flight: their records stay 'pending'. On resume the "
+            b"sunoapi.org family sends them again (a 409 then reads 'exists'); crun reports them "
+            b"as OutcomeUnknownError unless you pass --resend-unknown." % len(aborted)
+        ) in stdout, stdout
         assert b"%d item(s) were not sent" % (len(rows) - len(aborted)) in stdout, stdout
         fake.latency = 0.0
         sent_before = requested_audio_ids(fake, "crun")

@@ -677,6 +677,8 @@ async def test_a_rerun_sends_nothing_settled_and_counts_each_kind_it_skipped(
         b"\nskipped, settled by an earlier run: 2 created or exists, 2 failed, "
         b"2 outcome unknown, 2 invalid\n" in result.stdout
     ), result.stdout
+    # The earlier run's unknown outcomes are still unknown: the note counts them.
+    assert b"\n2 item(s) have an unknown outcome (OutcomeUnknownError)" in result.stdout
 
 
 @pytest.mark.anyio
