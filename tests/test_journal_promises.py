@@ -678,7 +678,11 @@ async def test_a_rerun_sends_nothing_settled_and_counts_each_kind_it_skipped(
         b"2 outcome unknown, 2 invalid\n" in result.stdout
     ), result.stdout
     # The earlier run's unknown outcomes are still unknown: the note counts them.
-    assert b"\n2 item(s) have an unknown outcome (OutcomeUnknownError)" in result.stdout
+    assert (
+        b"\n2 item(s) have an unknown outcome (OutcomeUnknownError): a persona may or may not "
+        b"exist. Check the provider's dashboard for their audio ids (in the journal); to send "
+        b"them again, run the same command with --resend-unknown.\n"
+    ) in result.stdout, result.stdout
 
 
 @pytest.mark.anyio
