@@ -488,6 +488,10 @@ async def test_an_unknown_outcome_says_how_to_resend_and_is_counted_and_other_fa
     assert unknown["retryable"] is False
     assert "--resend-unknown" not in refused["message"]
     assert re.search(rb"(^|\n)2 item\(s\) have an unknown outcome", result.stdout), result.stdout
+    summary = {line.split()[0]: line.split() for line in result.stdout.decode().splitlines()}
+    assert summary["crun"][4] == "3"  # failed, of every kind
+    (by_kind,) = re.findall(rb"failed on crun: (.*)\n", result.stdout)
+    assert sorted(by_kind.split(b", ")) == [b"MusicAccessError 1", b"OutcomeUnknownError 2"]
 
 
 async def test_a_failure_after_sending_says_a_persona_may_exist_and_whether_a_rerun_settles_it(

@@ -73,6 +73,7 @@ async def test_ctrl_c_with_nothing_in_flight_exits_at_once_and_counts_every_unse
     assert took < 5.0, f"Ctrl-C with nothing in flight took {took:.2f}s"
     assert b"no request is in flight" in stderr, stdout
     assert stderr.count(b"Nothing more is sent") == 1, stderr  # said once
+    assert b"\ninterrupted: run the same command again to continue.\n" in stdout, stdout
     # Read ahead or never read, all counted.
     assert b"17 item(s) were not sent" in stdout, stdout.decode()
     assert fake.request_count == 3
