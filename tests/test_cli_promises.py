@@ -409,7 +409,10 @@ async def test_items_piped_in_are_sent_as_they_come_while_the_producer_pauses(
             assert process.stdin is not None
             await process.stdin.send("".join(json.dumps(r) + "\n" for r in rows[:3]).encode())
             with anyio.fail_after(10):
-                while len(fake.creations) < 3:  # noqa: ASYNC110 - a subprocess: nothing to wait on
+                while (  # noqa: ASYNC110 - a subprocess and a file: nothing to wait on
+                    not journal.exists()
+                    or sum(r["status"] == "created" for r in read_journal(journal)) < 3
+                ):
                     await anyio.sleep(0.02)
             created_in_the_pause = read_journal(journal)
             await process.stdin.send("".join(json.dumps(r) + "\n" for r in rows[3:]).encode())
