@@ -8,7 +8,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-from persona_async import Provider
+from persona_async import PersonaRequest, Provider
 from persona_async.testing import FakeProvider
 
 #: How much earlier than the client's window a test's fake provider ends its own. The fake
@@ -27,6 +27,11 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+def req(i: int) -> PersonaRequest:
+    """The ``i``-th request of a test: its own task and clip ids, a name and a description."""
+    return PersonaRequest(f"task-{i}", f"clip-{i}", f"Persona {i}", "Smoky late-night R&B")
 
 
 def make(cls: type[Provider], fake: FakeProvider, **kw: Any) -> Provider:

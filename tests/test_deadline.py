@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 import pytest
+from _support import req
 
 from persona_async import (
     CrunProvider,
@@ -36,10 +37,6 @@ from persona_async.testing import FakeProvider, Fault
 pytestmark = pytest.mark.anyio
 
 SLACK = 0.4  # scheduling noise on a loaded 2-core machine
-
-
-def req(i: int) -> PersonaRequest:
-    return PersonaRequest(f"task-{i}", f"clip-{i}", f"Persona {i}", "Smoky late-night R&B")
 
 
 def crun(fake: FakeProvider, **kw: Any) -> CrunProvider:

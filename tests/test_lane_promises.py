@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _support import JITTER
+from _support import JITTER, req
 from aiohttp import web
 from test_redis import RedisServer
 
@@ -46,10 +46,6 @@ pytestmark = pytest.mark.anyio
 
 #: Retry and probe waits in centiseconds: the behaviour of seconds, in a fraction of the time.
 FAST: dict[str, Any] = {"backoff_initial": 0.01, "backoff_max": 0.02}
-
-
-def req(i: int) -> PersonaRequest:
-    return PersonaRequest(f"task-{i}", f"clip-{i}", f"Persona {i}", "Smoky late-night R&B")
 
 
 def crun(fake: FakeProvider, **options: Any) -> CrunProvider:

@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _support import HeldPort
+from _support import HeldPort, req
 from aiohttp import web
 
 from persona_async import (
@@ -30,10 +30,6 @@ from persona_async.testing import FakeProvider, Fault
 pytestmark = pytest.mark.anyio
 
 FAST: dict[str, Any] = {"backoff_initial": 0.01, "backoff_max": 0.02}
-
-def req(i: int) -> PersonaRequest:
-    return PersonaRequest(f"task-{i}", f"clip-{i}", f"Persona {i}", "Smoky late-night R&B")
-
 
 def crun(url: str, **options: Any) -> CrunProvider:
     options.setdefault("api_key", "test-key")  # the fake's default key

@@ -67,6 +67,12 @@ async def next_window(limiter: LaneLimiter, period: float, most: int) -> int:
     return len(await granted_at_once(limiter, most))
 
 
+async def refuse_the_fourth(limiter: LaneLimiter) -> None:
+    """Four starts at once, the fourth answered 429: three a window from then on."""
+    starts = await granted_at_once(limiter, 4)
+    await limiter.throttled(starts[-1])
+
+
 # -- how far one congestion event lowers the shared limit ---------------------------------------
 
 
@@ -129,8 +135,7 @@ async def test_after_a_429_the_shared_limit_grows_back_once_a_clean_window_wante
     # more; after one clean window the shared limit probes back up to four, and no further.
     period = 0.3
     limiter = lanes(4, period)
-    starts = await granted_at_once(limiter, 4)
-    await limiter.throttled(starts[-1])
+    await refuse_the_fourth(limiter)
     granted = []
     for _ in range(5):
         await asyncio.wait_for(limiter.acquire(), 5 * period)
@@ -145,8 +150,7 @@ async def test_the_shared_limit_grows_only_after_a_window_in_which_the_lane_want
     # probing upward then would only risk another 429.
     period = 0.3
     limiter = lanes(4, period)
-    starts = await granted_at_once(limiter, 4)
-    await limiter.throttled(starts[-1])  # three a window now
+    await refuse_the_fourth(limiter)  # three a window now
     await asyncio.sleep(period * 1.1)
     assert len(await granted_at_once(limiter, 2)) == 2  # room to spare: no reason to grow
     assert await next_window(limiter, period, 10) == 3
@@ -159,8 +163,7 @@ async def test_a_probe_that_failed_waits_two_clean_windows_before_trying_that_le
     # 429 at once. Probing four again one window later would only collect another 429.
     period = 0.3
     limiter = lanes(4, period)
-    starts = await granted_at_once(limiter, 4)
-    await limiter.throttled(starts[-1])
+    await refuse_the_fourth(limiter)
     probe = [await asyncio.wait_for(limiter.acquire(), 5 * period) for _ in range(4)]
     await limiter.throttled(probe[-1])  # the probe at four failed
     until = time.monotonic() + 1.9 * period

@@ -6,18 +6,14 @@ import time
 
 import anyio
 import pytest
-from _support import JITTER, HeldPort, free_port, most_in_any_window
+from _support import JITTER, HeldPort, free_port, most_in_any_window, req
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from persona_async import CrunProvider, PersonaClient, PersonaRequest
+from persona_async import CrunProvider, PersonaClient
 from persona_async.testing import FakeProvider
 
 pytestmark = pytest.mark.anyio
-
-
-def req(i: int) -> PersonaRequest:
-    return PersonaRequest(f"task-{i}", f"clip-{i}", f"Persona {i}", "Smoky late-night R&B")
 
 
 async def test_a_slow_connection_setup_cannot_make_two_windows_overlap_at_the_provider() -> None:
