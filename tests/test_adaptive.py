@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import subprocess
 import sys
 import textwrap
@@ -183,7 +184,14 @@ async def test_the_cli_summary_says_which_limit_to_configure(tmp_path: Path) -> 
         )  # fmt: skip
 
     assert result.returncode == 0, result.stderr
-    assert (
-        b"rate limit learned on crun: configured 20 per 0.5 s, provider sustained about 5 per "
-        b"0.5 s: set rate_limit = 5" in result.stdout
+    advice = re.search(
+        rb"rate limit learned on crun: configured 20 per 0\.5 s, provider sustained about "
+        rb"(\d+) per 0\.5 s: set rate_limit = (\d+)\n",
+        result.stdout,
     )
+    assert advice is not None, result.stdout
+    # What got through in the window of the 429: the real limit, or one or two fewer when this
+    # machine was too busy to send them all in that window. Never more than the real limit.
+    sustained, advised = int(advice[1]), int(advice[2])
+    assert advised == sustained
+    assert REAL - 2 <= advised <= REAL

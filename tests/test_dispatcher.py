@@ -355,20 +355,23 @@ async def test_the_retry_budget_caps_resends_during_an_outage() -> None:
 
 
 async def test_the_retry_budget_refills_every_rate_period() -> None:
-    # One request at a time, answers in 0.1 s: the first ten answers are 500s, each costing a
-    # resend, so ten resends over about 2 s. 4 per 0.5 s allow them all (the same budget over
-    # any much longer period would not).
-    async with FakeProvider(latency=0.1) as fake:
-        fake.inject(Fault.http(500), times=10)
-        provider = crun(fake, rate_limit=1000, rate_period=0.5, max_concurrency=1)
+    # 4 resends per 0.5 s. Two bursts of four failures, a second apart: the first burst spends
+    # the whole budget, and by the second it has refilled, so every request is resent and
+    # succeeds. (The same budget over a 5 s period would have refused the second burst's
+    # resends.) Waiting only lets the bucket drain further, so a slow machine cannot fail this.
+    async with FakeProvider() as fake:
+        provider = crun(fake, rate_limit=1000, rate_period=0.5, max_concurrency=4)
         async with PersonaClient([provider], max_retries=5, retry_budget=4, **FAST) as client:
-            with anyio.fail_after(10):
-                outcomes = await collect(client, [req(i) for i in range(10)])
+            fake.inject(Fault.http(500), times=4)
+            first = await collect(client, [req(i) for i in range(4)])
+            await anyio.sleep(1.0)
+            fake.inject(Fault.http(500), times=4)
+            second = await collect(client, [req(i) for i in range(4, 8)])
             stats = client.stats()["crun"]
 
-        assert [o.error for o in outcomes] == [None] * 10
-        assert stats.retries == 10
-        assert fake.request_count == 20
+        assert [o.error for o in first + second] == [None] * 8
+        assert stats.retries == 8
+        assert fake.request_count == 16
 
 
 # -- observability ----------------------------------------------------------------------------
