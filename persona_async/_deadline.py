@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ._exceptions import MaintenanceError, PersonaError, ProviderTimeoutError, RateLimitError
+from ._ratelimit import Hold
 
 if TYPE_CHECKING:
     from ._job import _Job
@@ -66,17 +67,22 @@ def give_up_error(
     last_455: MaintenanceError | None,
     cooling: bool,
     paused: bool,
+    held: Hold | None = None,
 ) -> PersonaError:
     """Why a request that ran out of time was not (or no longer) sent.
 
     In a paused lane, the provider's maintenance answer; in a cooling lane, its 429 (with its
-    ``Retry-After``); else the request's own last failure; else a timeout saying it was queued.
+    ``Retry-After``); in a lane held by a process sharing its limiter (``held``), what that
+    process was answered; else the request's own last failure; else a timeout saying it was
+    queued.
     """
     said: PersonaError | None = None
     if paused and last_455 is not None:
         said = last_455
     elif cooling and last_429 is not None:
         said = last_error if isinstance(last_error, RateLimitError) else last_429
+    elif held is not None:
+        return _held_error(held, lane, waited)
     elif last_error is not None:
         return last_error
     if said is not None:
@@ -92,6 +98,23 @@ def give_up_error(
         retryable=True,
         provider=lane,
     )
+
+
+def _held_error(held: Hold, lane: str, waited: float) -> PersonaError:
+    """The lane's shared limiter held every start: a process sharing it was told to wait."""
+    said, kind = _HELD[held]
+    message = (
+        f"{said} (seen by a process sharing this lane's limiter, which holds every start "
+        f"until then); the request's deadline passed after {waited:.3g}s: it was never sent"
+    )
+    return kind(message, provider=lane)
+
+
+#: Why a shared limiter holds its starts, in the words and type of the answer that caused it.
+_HELD: dict[Hold, tuple[str, type[PersonaError]]] = {
+    "paused": ("the provider is down for maintenance", MaintenanceError),
+    "cooling": ("the provider asked to slow down (Retry-After)", RateLimitError),
+}
 
 
 def maintenance_error(said: MaintenanceError | None, waited: float, lane: str) -> MaintenanceError:

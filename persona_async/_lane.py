@@ -188,6 +188,7 @@ class Lane:
             last_455=self._last_455,
             cooling=self.state is COOLING and now < self._cooldown_until,
             paused=self.state is PAUSED,
+            held=self._limiter.holding,
         )
 
     def _admit(self, job: _Job, err: PersonaError | None) -> None:

@@ -50,6 +50,7 @@ __all__ = [
     "DEFAULT_WINDOW_MARGIN",
     "MAX_PATIENCE",
     "AdaptiveLimit",
+    "Hold",
     "LaneLimiter",
     "SentHook",
     "SharedLimiter",
@@ -57,6 +58,9 @@ __all__ = [
     "Start",
     "advice",
 ]
+
+#: Why a lane holds every start: a 429 with a Retry-After ("cooling") or a 455 ("paused").
+Hold = Literal["cooling", "paused"]
 
 #: The window is widened by this fraction of the period: requests reach the provider a little
 #: after they start here, and network jitter must not make two windows overlap at its end.
@@ -113,6 +117,11 @@ class LaneLimiter(Protocol):
         """The provider's sustained limit once settled below the configured one, else None."""
         ...
 
+    @property
+    def holding(self) -> Hold | None:
+        """Why ``acquire`` waits right now, when a process sharing this limiter said to."""
+        ...
+
     def take(self) -> Start | None:
         """A start now, without waiting, or None: then ``acquire`` (None when unsure)."""
         ...
@@ -129,7 +138,7 @@ class LaneLimiter(Protocol):
         """The provider said 429 to ``start``: learn from it; seconds until the next start."""
         ...
 
-    async def hold(self, state: Literal["cooling", "paused"], seconds: float) -> None:
+    async def hold(self, state: Hold, seconds: float) -> None:
         """The lane was told to wait (Retry-After, a 455): tell whoever shares the budget."""
         ...
 
@@ -327,6 +336,10 @@ class SlidingWindowLimiter:
     def learned(self) -> int | None:
         return self._adaptive.learned(self._clock())
 
+    @property
+    def holding(self) -> Hold | None:
+        return None  # nothing shares it: its lane's own state says why it waits
+
     def take(self) -> Start | None:
         """A start now if the window has room and nobody waits for it, else None."""
         current = self._adaptive.current
@@ -427,7 +440,7 @@ class SlidingWindowLimiter:
             return max(0.0, s + self._span - now)
         return self.delay()
 
-    async def hold(self, state: Literal["cooling", "paused"], seconds: float) -> None:
+    async def hold(self, state: Hold, seconds: float) -> None:
         """Nothing to share: the lane that owns this limiter already knows."""
 
     async def aclose(self) -> None:

@@ -68,6 +68,7 @@ from ._ratelimit import (
     DEFAULT_WINDOW_MARGIN,
     MAX_PATIENCE,
     PROBE_FRACTION,
+    Hold,
     LaneLimiter,
     SlidingWindowLimiter,
     Start,
@@ -90,6 +91,13 @@ DEFAULT_TIMEOUT = 2.0
 #: Seconds after a failure before Redis is tried again; until then requests fail at once (or,
 #: with ``fallback="local"``, use the local limiter).
 DEFAULT_RECHECK = 1.0
+#: The script's hold states, as Redis returns them (bytes; str if the URL decodes replies).
+_HOLDS: dict[object, Hold] = {
+    b"cooling": "cooling",
+    b"paused": "paused",
+    "cooling": "cooling",
+    "paused": "paused",
+}
 
 # KEYS: the sorted set of starts (member -> Redis time at admission), the hold, the learned
 # limit (a hash), the sorted set of starts answered 429.
@@ -97,7 +105,7 @@ DEFAULT_RECHECK = 1.0
 # (0: none); window and period in microseconds; the start's unique member (acquire, throttled)
 # or the hold's length in microseconds; MAX_PATIENCE; PROBE_FRACTION.
 # Returns {1 if admitted, microseconds to wait otherwise, limit (0: none), sustained (0: none),
-# microseconds since the first decrease}.
+# microseconds since the first decrease, the hold's state if an acquire waits for one else ''}.
 # The rules are AdaptiveLimit's (persona_async._ratelimit), step for step, so every process
 # sharing a key runs at one learned limit. Times are integer microseconds of Redis's clock,
 # formatted with %d before reaching redis.call (Lua's own conversion keeps only 14 digits).
@@ -124,9 +132,9 @@ local function save()
              'discovered', int(discovered))
   redis.call('PEXPIRE', KEYS[3], 3600000)
 end
-local function reply(admitted, wait)
+local function reply(admitted, wait, held)
   if dirty then save() end
-  return {admitted, wait, cur, sustained, now - discovered}
+  return {admitted, wait, cur, sustained, now - discovered, held or ''}
 end
 local function delay()
   if cur == 0 then return 0 end
@@ -177,7 +185,7 @@ if mode ~= 'acquire' then
   end
   return reply(0, 0)
 end
-if hold_until > now then return reply(0, hold_until - now) end
+if hold_until > now then return reply(0, hold_until - now, string.match(hold, '^(%a+)')) end
 if cur > 0 and sat and cur ~= configured then
   local at_ceiling = ceiling > 0 and cur + 1 >= ceiling
   if now - changed >= period * (at_ceiling and patience or 1) then
@@ -320,6 +328,7 @@ class _RedisLane:
     __slots__ = (
         "_client",
         "_down",
+        "_holding",
         "_keys",
         "_limit",
         "_local",
@@ -355,10 +364,15 @@ class _RedisLane:
         self._local: SlidingWindowLimiter | None = None  # fallback="local" during an outage
         self._down: RedisUnavailableError | None = None  # the current outage, if any
         self._retry_at = 0.0  # monotonic time when Redis may be tried again
+        self._holding: Hold | None = None  # the hold the last acquire was told to wait for
 
     @property
     def limit(self) -> int | None:
         return self._limit
+
+    @property
+    def holding(self) -> Hold | None:
+        return self._holding
 
     def take(self) -> Start | None:
         return None  # only Redis knows: acquire asks it
@@ -398,7 +412,7 @@ class _RedisLane:
         assert self._local is not None
         return await self._local.acquire()
 
-    async def hold(self, state: Literal["cooling", "paused"], seconds: float) -> None:
+    async def hold(self, state: Hold, seconds: float) -> None:
         if seconds <= 0 or (self._down is not None and time.monotonic() < self._retry_at):
             return
         # Redis down: the lane still cools itself; only the sharing is lost, and the next
@@ -438,10 +452,13 @@ class _RedisLane:
             PROBE_FRACTION,
         )
         try:
-            admitted, wait_us, limit, sustained, since_us = await script(keys=self._keys, args=args)
+            reply = await script(keys=self._keys, args=args)
+            admitted, wait_us, limit, sustained, since_us, held = reply
         except (RedisError, OSError) as exc:
             # `from None`: the cause's text is already in the message, scrubbed.
+            self._holding = None
             raise self._outage(exc) from None
+        self._holding = _HOLDS.get(held)
         self._limit = int(limit) or None
         self._sustained = int(sustained) or None
         period_us = 2 * self._period_us

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Literal
 
 import anyio
 
 from .._exceptions import PersonaError
 from .._providers import Provider
-from .._ratelimit import LaneLimiter, SharedLimiter, SlidingWindowLimiter, Start
+from .._ratelimit import Hold, LaneLimiter, SharedLimiter, SlidingWindowLimiter, Start
 
 __all__ = ["Gate", "Interrupted", "RESTART_SLACK"]
 
@@ -88,6 +87,10 @@ class _GatedLimiter:
     def learned(self) -> int | None:
         return self._inner.learned
 
+    @property
+    def holding(self) -> Hold | None:
+        return self._inner.holding
+
     def take(self) -> Start | None:
         return None if self._gate.closed else self._inner.take()
 
@@ -121,7 +124,7 @@ class _GatedLimiter:
     async def throttled(self, start: Start) -> float:
         return await self._inner.throttled(start)
 
-    async def hold(self, state: Literal["cooling", "paused"], seconds: float) -> None:
+    async def hold(self, state: Hold, seconds: float) -> None:
         await self._inner.hold(state, seconds)
 
     async def aclose(self) -> None:
