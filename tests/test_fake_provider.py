@@ -431,6 +431,33 @@ async def test_slow_fault_delays_then_answers_normally() -> None:
         assert len(fake.personas) == 1
 
 
+async def test_a_fault_answered_later_comes_after_a_reply_to_a_request_sent_after_it() -> None:
+    async with serve() as (fake, client):
+        fake.inject(Fault.http(429, retry_after=2).later(0.3))
+        answered: list[str] = []
+        started = time.monotonic()
+
+        async def send(audio: str) -> Reply:
+            reply = await client.crun(audio)
+            answered.append(audio)
+            return reply
+
+        late = asyncio.ensure_future(send("first"))
+        while fake.request_count == 0:  # noqa: ASYNC110 - the fake has no event
+            await asyncio.sleep(0.001)
+        second = (await send("second")).json()
+        first = await late
+        elapsed = time.monotonic() - started
+
+        assert answered == ["second", "first"]
+        assert elapsed >= 0.3
+        assert (first.status, first.json()["code"], first.headers["Retry-After"]) == (429, 429, "2")
+        assert second["code"] == 200
+        assert list(fake.creations) == [("crun", "second")]
+    with pytest.raises(ValueError, match="seconds must be >= 0"):
+        Fault.http(500).later(-0.1)
+
+
 async def test_injected_faults_are_fifo_one_per_request_and_can_target_a_contract() -> None:
     async with serve() as (fake, client):
         fake.inject(Fault.envelope(500), path="family")

@@ -578,6 +578,38 @@ async def test_a_second_maintenance_window_gives_the_requests_still_queued_a_fre
     assert fake.request_count == 11  # 4 + 1, 4 + 1, and the last one
 
 
+async def test_a_429_answered_during_a_maintenance_is_waited_out_after_it_ends() -> None:
+    # A goes first and is answered 429 (Retry-After 1 s) only at 0.3 s. B, sent just after, is
+    # answered 455 at once: the lane pauses and B is its probe, answered (a success) at 0.5 s.
+    # A's 429 came in between: A waits out its Retry-After while the maintenance ends, then is
+    # sent once more and succeeds. Nothing is lost, nothing is sent early.
+    async with FakeProvider() as fake:
+        fake.inject(Fault.envelope(429, retry_after=1.0).later(0.3))
+        fake.inject(Fault.envelope(455))
+        fake.inject(Fault.slow(0.4))  # the probe: the provider is back
+        async with PersonaClient(
+            [crun(fake, max_concurrency=2)], backoff_initial=0.05, backoff_max=0.05
+        ) as client:
+            personas = {}
+
+            async def call(i: int) -> None:
+                personas[i] = await client.create_persona(req(i))
+
+            with anyio.fail_after(5):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(call, 0)
+                    while fake.request_count == 0:  # noqa: ASYNC110 - the fake has no event
+                        await anyio.sleep(0.001)
+                    tg.start_soon(call, 1)
+            stats = client.stats()["crun"]
+    assert sorted(personas) == [0, 1]
+    assert stats.state is LaneState.RUNNING
+    sends = [(r.json["suno_id"], r.arrived) for r in fake.requests if r.json]
+    assert [audio for audio, _ in sends] == ["clip-0", "clip-1", "clip-1", "clip-0"]
+    assert sends[3][1] - sends[0][1] >= 1.3 - JITTER  # the 429 at 0.3 s, then its Retry-After
+    assert sorted(fake.creations.values()) == [1, 1]  # one persona each
+
+
 async def test_a_paused_lane_fails_the_requests_past_their_maintenance_wait_while_it_probes() -> (
     None
 ):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "persona_async" / "redis.py"
-TESTS = ("tests/test_redis_promises.py", "tests/test_redis.py")
+TESTS = ("tests/test_redis_holds.py", "tests/test_redis_promises.py", "tests/test_redis.py")
 
 #: name -> (the script's text, the mutant's)
 MUTANTS: dict[str, tuple[str, str]] = {
@@ -68,6 +68,10 @@ MUTANTS: dict[str, tuple[str, str]] = {
         "redis.call('ZCOUNT', KEYS[1], lo, hi)",
     ),
     "L9_shorter_hold_cuts_pause": ("  if now + length > hold_until then", "  if true then"),
+    "L10_hold_state_not_said": (
+        "return reply(0, hold_until - now, string.match(hold, '^(%a+)'))",
+        "return reply(0, hold_until - now)",
+    ),
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from aiohttp import web
@@ -37,7 +37,7 @@ class Fault:
     #: Exact body of a ``body`` fault.
     raw: bytes = b""
     content_type: str = "application/json"
-    #: Extra delay of a ``slow`` fault.
+    #: Extra delay before the answer: a ``slow`` fault's, or any fault's made with ``later``.
     seconds: float = 0.0
     #: ``Location`` of a ``redirect`` fault.
     location: str = ""
@@ -103,6 +103,16 @@ class Fault:
         if seconds < 0:
             raise ValueError("seconds must be >= 0")
         return cls("slow", seconds=seconds)
+
+    def later(self, seconds: float) -> Fault:
+        """This fault, answered ``seconds`` later (on top of any latency).
+
+        ``Fault.http(429, retry_after=2).later(0.3)``: a 429 that comes back while other
+        requests, sent after it, are answered first.
+        """
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        return replace(self, seconds=self.seconds + seconds)
 
     @classmethod
     def redirect(cls, location: str) -> Fault:

@@ -472,7 +472,7 @@ class FakeProvider:
         if fault is not None:
             self._faults_served += 1
             if fault.kind not in _PASS_THROUGH:
-                await self._wait(self.latency)
+                await self._wait(self.latency + fault.seconds)
                 if fault.kind == "reset_before":
                     return self._reset(request)
                 return self._send_fault(contract, record, fault)
