@@ -228,6 +228,7 @@ class Lane:
             rate_limit=self.provider.rate_limit,
             rate_period=self.provider.rate_period,
             learned_limit=self._limiter.learned,
+            held=self._limiter.holding,
         )
 
     async def aclose(self) -> None:

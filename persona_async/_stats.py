@@ -6,7 +6,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ._ratelimit import advice
+from ._ratelimit import Hold, advice
 
 __all__ = ["LaneState", "LaneStats"]
 
@@ -52,6 +52,10 @@ class LaneStats:
     #: What the provider sustained once the lane settled below ``rate_limit`` (or learned a
     #: limit with none configured); None otherwise. ``advice`` puts it in words.
     learned_limit: int | None = None
+    #: Set while the lane's shared limiter (Redis) holds every start because a process sharing
+    #: it was answered 429 with a Retry-After (``"cooling"``) or 455 (``"paused"``); ``state``
+    #: says what this lane saw itself. None otherwise, and always for a limiter not shared.
+    held: Hold | None = None
 
     @property
     def advice(self) -> str | None:

@@ -328,7 +328,7 @@ class _RedisLane:
     __slots__ = (
         "_client",
         "_down",
-        "_holding",
+        "_held",
         "_keys",
         "_limit",
         "_local",
@@ -364,7 +364,7 @@ class _RedisLane:
         self._local: SlidingWindowLimiter | None = None  # fallback="local" during an outage
         self._down: RedisUnavailableError | None = None  # the current outage, if any
         self._retry_at = 0.0  # monotonic time when Redis may be tried again
-        self._holding: Hold | None = None  # the hold the last acquire was told to wait for
+        self._held: Hold | None = None  # the hold the last acquire was told to wait for
 
     @property
     def limit(self) -> int | None:
@@ -372,7 +372,8 @@ class _RedisLane:
 
     @property
     def holding(self) -> Hold | None:
-        return self._holding
+        # Fresh while it matters: a worker told to wait asks again when the hold ends.
+        return self._held
 
     def take(self) -> Start | None:
         return None  # only Redis knows: acquire asks it
@@ -456,9 +457,9 @@ class _RedisLane:
             admitted, wait_us, limit, sustained, since_us, held = reply
         except (RedisError, OSError) as exc:
             # `from None`: the cause's text is already in the message, scrubbed.
-            self._holding = None
+            self._held = None
             raise self._outage(exc) from None
-        self._holding = _HOLDS.get(held)
+        self._held = _HOLDS.get(held)
         self._limit = int(limit) or None
         self._sustained = int(sustained) or None
         period_us = 2 * self._period_us

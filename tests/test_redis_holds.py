@@ -1,9 +1,10 @@
-"""A lane held by a process sharing its Redis limiter: a request that runs out of time says why.
+"""A lane held by a process sharing its Redis limiter says why, to its callers and its user.
 
 One process is answered 455 (maintenance) or 429 with a Retry-After, and holds every start of
 the shared key for a while. A request in a second process, whose deadline passes while it
 waits for that hold, fails unsent with what the first process was told (a ``MaintenanceError``
-or a ``RateLimitError``, as it would in the first process), not with a bare timeout. The two
+or a ``RateLimitError``, as it would in the first process), not with a bare timeout; the second
+process's ``LaneStats.held`` and its CLI's live line say the lane is held, and by what. The
 clients here have limiters of their own on one key, as two processes have.
 """
 
@@ -12,20 +13,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from pathlib import Path
+from typing import get_args
 
+import anyio
 import pytest
 import redis.asyncio
+from _cli_support import (
+    KEYS,
+    batch_args,
+    config_text,
+    fake_provider,
+    items,
+    read_journal,
+    run_on_a_terminal,
+    write_jsonl,
+)
 from test_redis import API_KEY, RedisServer, redis_server  # noqa: F401
 
 from persona_async import (
     CrunProvider,
+    KieProvider,
+    LaneState,
     MaintenanceError,
     PersonaClient,
     PersonaError,
     PersonaRequest,
     ProviderTimeoutError,
     RateLimitError,
+    _deadline,
 )
+from persona_async import redis as redis_module
+from persona_async._cli import _progress
+from persona_async._ratelimit import Hold
 from persona_async.redis import RedisLimiter
 from persona_async.testing import FakeProvider, Fault
 
@@ -76,6 +96,7 @@ async def test_a_deadline_passing_in_a_hold_from_another_process_says_what_it_wa
             with pytest.raises(PersonaError) as info:
                 await here.create_persona(_request("here"))
             waited = time.monotonic() - started
+            stats = here.stats()["crun"]
             first.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await first
@@ -87,6 +108,11 @@ async def test_a_deadline_passing_in_a_hold_from_another_process_says_what_it_wa
     assert err.message.endswith("it was never sent")
     assert (err.provider, err.task_id, err.attempts) == ("crun", "task_here", 0)
     assert waited < 1.0  # its own deadline, not the hold's end
+    # Its own lane saw nothing: it runs, held by what the other process saw.
+    assert (stats.state, stats.held) == (
+        LaneState.RUNNING,
+        "paused" if expected is MaintenanceError else "cooling",
+    )
     assert [r.json["suno_id"] for r in fake.requests if r.json] == ["clip_there"]
 
 
@@ -111,10 +137,49 @@ async def test_a_hold_that_has_ended_is_not_blamed_for_a_later_wait(
                 persona = await client.create_persona(_request("first"))
                 with pytest.raises(PersonaError) as info:
                     await client.create_persona(_request("second"))
+                held = client.stats()["crun"].held
         finally:
             await elsewhere.aclose()
 
     assert persona.task_id == "task_first"
+    assert held is None
     assert type(info.value) is ProviderTimeoutError, info.value
     assert "waiting in the lane's queue (rate limit" in info.value.message
     assert [r.json["suno_id"] for r in fake.requests if r.json] == ["clip_first"]
+
+
+async def test_the_live_line_says_a_lane_is_paused_by_what_a_process_sharing_it_saw(
+    redis_server: RedisServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    # Another process saw a 455 and holds the shared key for 2 s. A batch started meanwhile
+    # shows its lane paused for a maintenance seen elsewhere, then sends everything after.
+    async with fake_provider() as fake:
+        text = config_text(fake.url, lanes=("kie",))
+        text = text.replace("max_concurrency", f'limiter = "{redis_server.url}"\nmax_concurrency')
+        (tmp_path / "persona.toml").write_text(text)
+        write_jsonl(tmp_path / "in.jsonl", items(3, lanes=("kie",)))
+        elsewhere = RedisLimiter(redis_server.url).for_lane(KieProvider(api_key=KEYS["kie"]))
+        try:
+            await elsewhere.hold("paused", 2.0)
+            held_until = time.monotonic() + 2.0
+            args = [*batch_args(tmp_path)][:-1]  # the live line wanted: no --no-progress
+            code, output = await anyio.to_thread.run_sync(run_on_a_terminal, args)
+        finally:
+            await elsewhere.aclose()
+        first_sent = min(r.arrived for r in fake.requests)
+
+    assert code == 0, output
+    frames = [f for f in output.split(b"\r") if b"/3 (" in f]
+    assert any(b"kie: paused (maintenance, shared)" in f for f in frames), output
+    assert first_sent >= held_until - 0.05
+    assert sum(r["status"] == "created" for r in read_journal(tmp_path / "results.jsonl")) == 3
+
+
+def test_every_hold_state_has_its_error_its_words_and_its_reply() -> None:
+    states = set(get_args(Hold))
+    assert states == {"cooling", "paused"}
+    assert set(_deadline._HELD) == states  # what a deadline inside it fails with
+    assert set(_progress._HELD_WORDS) == states  # what the live line says
+    assert {state.encode() for state in states} <= set(redis_module._HOLDS)  # Redis's reply
+    assert set(redis_module._HOLDS.values()) == states

@@ -52,7 +52,7 @@ from .._exceptions import (
     ProviderTimeoutError,
     _MaybeSent,
 )
-from .._lane import LaneState, LaneStats
+from .._lane import LaneStats
 from .._models import Outcome, PersonaRequest
 from .._providers import Provider
 from ._gate import Gate, Interrupted
@@ -153,7 +153,7 @@ class Batch:
         self._stats: Mapping[str, LaneStats] = {}
         self._client: PersonaClient | None = None
         self._total = entries.count() if self._terminal.live or on_progress else None
-        self._progress = Progress(self.tally, self._total, self._lane_states,
+        self._progress = Progress(self.tally, self._total, self._lane_stats,
                                   stopping=self._stopping_words)  # fmt: skip
         journal.on_failure = self._on_journal_failure
 
@@ -259,10 +259,8 @@ class Batch:
                 self._on_progress(self.tally)
             await anyio.sleep(_TICK)
 
-    def _lane_states(self) -> Mapping[str, LaneState]:
-        if self._client is None:
-            return {}
-        return {name: stats.state for name, stats in self._client.stats().items()}
+    def _lane_stats(self) -> Mapping[str, LaneStats]:
+        return {} if self._client is None else self._client.stats()
 
     def _stopping_words(self) -> str | None:
         if not self._stopping:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import TextIO
 
 from .._lane import LaneState
+from .._stats import LaneStats
 from ._summary import Tally
 
 __all__ = ["Progress", "Terminal", "TerminalLogHandler", "duration", "progress_wanted"]
@@ -33,6 +34,14 @@ _STATE_WORDS = {
     LaneState.PAUSED: "paused (maintenance)",
     LaneState.STOPPED: "stopped",
 }
+#: A running lane whose shared limiter holds every start: what a process sharing it was told.
+_HELD_WORDS = {"cooling": "cooling after 429 (shared)", "paused": "paused (maintenance, shared)"}
+
+
+def _lane_words(stats: LaneStats) -> str:
+    if stats.state is LaneState.RUNNING and stats.held is not None:
+        return _HELD_WORDS[stats.held]
+    return _STATE_WORDS[stats.state]
 
 
 def progress_wanted(disabled: bool, stream: TextIO) -> bool:
@@ -111,14 +120,14 @@ class Progress:
         self,
         tally: Tally,
         total: int | None,
-        lane_states: Callable[[], Mapping[str, LaneState]],
+        lanes: Callable[[], Mapping[str, LaneStats]],
         *,
         stopping: Callable[[], str | None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._tally = tally
         self._total = total
-        self._lane_states = lane_states
+        self._lanes = lanes
         self._stopping = stopping  # why and how the run is stopping, when it is
         self._clock = clock
         self._samples: deque[tuple[float, int]] = deque()  # (time, answered) for the rate
@@ -146,8 +155,7 @@ class Progress:
         parts.append(f"{rate:.1f}/s" if rate is not None else "-/s")
         if total and rate:
             parts.append("ETA " + duration(max(total - done, 0) / rate))
-        states = self._lane_states()
-        lanes = "  ".join(f"{name}: {_STATE_WORDS[state]}" for name, state in states.items())
+        lanes = "  ".join(f"{name}: {_lane_words(stats)}" for name, stats in self._lanes().items())
         return "  ".join(parts) + ("  | " + lanes if lanes else "")
 
 
