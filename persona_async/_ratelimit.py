@@ -22,7 +22,9 @@ better signal than a halving:
 * **probe upward additively**, after a full window with no 429 in which the lane wanted more than
   it was allowed; at the level that failed last, only after ``patience`` such windows, doubled
   by every probe that fails (up to :data:`MAX_PATIENCE`), so a steady state costs about one 429
-  per :data:`MAX_PATIENCE` windows;
+  per :data:`MAX_PATIENCE` windows. A provider whose 429s carry a ``Retry-After`` longer than the
+  window makes each failed probe cost that long instead of a window, so patience is counted in
+  those: the share of time lost to probing stays what it is without one;
 * **never above the configured limit**, and a lane configured with none (``rate_limit=None``)
   sends freely until its first 429, then paces at what it observed.
 
@@ -184,6 +186,7 @@ class AdaptiveLimit:
         "patience",
         "period",
         "saturated",
+        "stall",
         "sustained",
     )
 
@@ -200,6 +203,7 @@ class AdaptiveLimit:
         self.saturated = False  # the lane wanted more starts than `current` since the change
         self.sustained: int | None = None  # what the provider delivered at the last event
         self.evidence: int | None = None  # accepted in the window of the last event's 429
+        self.stall = 0.0  # the last 429's Retry-After: what a failed probe costs, if > period
 
     def congested(self, *, sent_at: float, now: float, delivered: int) -> bool:
         """A 429 to a request sent at ``sent_at``; ``delivered`` were accepted in its window.
@@ -244,7 +248,8 @@ class AdaptiveLimit:
         if current is None or not self.saturated or current == self.configured:
             return
         at_ceiling = self.ceiling is not None and current + 1 >= self.ceiling
-        if now - self.changed < self.period * (self.patience if at_ceiling else 1):
+        wait = self.patience * max(self.period, self.stall) if at_ceiling else self.period
+        if now - self.changed < wait:
             return
         if self.ceiling is not None and current >= self.ceiling:
             self.ceiling, self.patience = None, 1  # it held where it failed before: forget that
@@ -254,6 +259,10 @@ class AdaptiveLimit:
             self.current = min(self.current, self.configured)
         self.changed = self.grown = now
         self.saturated = False
+
+    def cooling(self, seconds: float) -> None:
+        """A 429 said ``Retry-After: seconds``: a probe that fails will cost that long."""
+        self.stall = seconds
 
     def learned(self, now: float) -> int | None:
         """What the provider sustained, once two windows have passed since the first 429."""
@@ -441,7 +450,10 @@ class SlidingWindowLimiter:
         return self.delay()
 
     async def hold(self, state: Hold, seconds: float) -> None:
-        """Nothing to share: the lane that owns this limiter already knows."""
+        """Nothing to share (the lane that owns this limiter knows); a cooldown's length is
+        what a failed probe costs (``AdaptiveLimit.cooling``)."""
+        if state == "cooling":
+            self._adaptive.cooling(seconds)
 
     async def aclose(self) -> None:
         """Nothing to release."""

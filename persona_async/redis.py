@@ -117,13 +117,14 @@ local mode, configured = ARGV[1], tonumber(ARGV[2])
 local span, period = tonumber(ARGV[3]), tonumber(ARGV[4])
 local max_patience, fraction = tonumber(ARGV[6]), tonumber(ARGV[7])
 local st = redis.call('HMGET', KEYS[3], 'cur', 'changed', 'decreased', 'ceiling', 'patience',
-                      'sat', 'sustained', 'grown', 'evidence', 'discovered')
+                      'sat', 'sustained', 'grown', 'evidence', 'discovered', 'stall')
 local cur = tonumber(st[1]) or configured
 if configured > 0 and (cur == 0 or cur > configured) then cur = configured end
 local changed, decreased = tonumber(st[2]) or 0, tonumber(st[3]) or 0
 local ceiling, patience = tonumber(st[4]) or 0, tonumber(st[5]) or 1
 local sat, sustained, grown = st[6] == '1', tonumber(st[7]) or 0, tonumber(st[8]) or 0
 local evidence, discovered = tonumber(st[9]) or 0, tonumber(st[10]) or 0
+local stall = tonumber(st[11]) or 0
 local dirty = false
 local function save()
   redis.call('HSET', KEYS[3], 'cur', cur, 'changed', int(changed), 'decreased', int(decreased),
@@ -179,6 +180,10 @@ local hold = redis.call('GET', KEYS[2])
 local hold_until = hold and tonumber(string.match(hold, ' (%d+)$')) or 0
 if mode ~= 'acquire' then
   local length = tonumber(ARGV[5])
+  if mode == 'cooling' then  -- a Retry-After: what a failed probe will cost
+    redis.call('HSET', KEYS[3], 'stall', int(length))
+    redis.call('PEXPIRE', KEYS[3], 3600000)
+  end
   if now + length > hold_until then
     redis.call('SET', KEYS[2], mode .. ' ' .. int(now + length),
                'PX', math.max(1, math.ceil(length / 1000)))
@@ -188,7 +193,7 @@ end
 if hold_until > now then return reply(0, hold_until - now, string.match(hold, '^(%a+)')) end
 if cur > 0 and sat and cur ~= configured then
   local at_ceiling = ceiling > 0 and cur + 1 >= ceiling
-  if now - changed >= period * (at_ceiling and patience or 1) then
+  if now - changed >= (at_ceiling and patience * math.max(period, stall) or period) then
     if ceiling > 0 and cur >= ceiling then ceiling, patience = 0, 1 end
     cur = cur + math.max(1, math.floor(cur * fraction + 0.5))
     if configured > 0 and cur > configured then cur = configured end

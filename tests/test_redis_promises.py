@@ -177,6 +177,26 @@ async def test_a_probe_that_failed_waits_two_clean_windows_before_trying_that_le
     assert granted == 3
 
 
+async def test_after_a_retry_after_every_process_probes_the_failed_level_patience_of_them_on(
+    lanes: Lanes,
+) -> None:
+    # As above, and the failed probe's 429 said Retry-After: two windows. Another process on
+    # the key probes four again only after two (patience) of those, four windows: a failed
+    # probe now costs a Retry-After, not a window.
+    period, retry_after = 0.3, 0.6
+    limiter, other = lanes(4, period), lanes(4, period)
+    await refuse_the_fourth(limiter)
+    probe = [await asyncio.wait_for(limiter.acquire(), 5 * period) for _ in range(4)]
+    await limiter.throttled(probe[-1])  # the probe at four failed
+    failed = time.monotonic()
+    await limiter.hold("cooling", retry_after)
+    await asyncio.wait_for(other.acquire(), 10 * period)  # after the hold: three a window
+    assert other.limit == 3
+    while other.limit != 4:
+        await asyncio.wait_for(other.acquire(), 10 * period)
+    assert time.monotonic() - failed >= 2 * retry_after - 0.05
+
+
 async def test_a_lane_without_a_rate_limit_is_not_paced_until_its_first_429(lanes: Lanes) -> None:
     assert len(await granted_at_once(lanes(None, 30.0), 30)) == 30
 

@@ -68,6 +68,14 @@ MUTANTS: dict[str, tuple[str, str]] = {
         "redis.call('ZCOUNT', KEYS[1], lo, hi)",
     ),
     "L9_shorter_hold_cuts_pause": ("  if now + length > hold_until then", "  if true then"),
+    "L11_retry_after_not_in_patience": (
+        "patience * math.max(period, stall)",
+        "patience * period",
+    ),
+    "L12_retry_after_not_recorded": (
+        "  if mode == 'cooling' then  -- a Retry-After: what a failed probe will cost",
+        "  if false then",
+    ),
     "L10_hold_state_not_said": (
         "return reply(0, hold_until - now, string.match(hold, '^(%a+)'))",
         "return reply(0, hold_until - now)",
