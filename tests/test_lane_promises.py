@@ -610,6 +610,27 @@ async def test_a_429_answered_during_a_maintenance_is_waited_out_after_it_ends()
     assert sorted(fake.creations.values()) == [1, 1]  # one persona each
 
 
+@pytest.mark.parametrize(
+    "fault", [Fault.envelope(455), Fault.http(429, retry_after=0.1)], ids=["455", "429"]
+)
+async def test_a_455_or_429_the_lane_got_over_is_not_blamed_for_a_later_wait(fault: Fault) -> None:
+    # Two requests per 10 s. The first request is answered 455 (or 429, Retry-After 0.1 s)
+    # and succeeds on its next attempt: the lane runs again. The second waits for the window
+    # and its deadline passes there: it says so, not that the provider is in maintenance or
+    # throttling, which was over before it was even submitted.
+    async with FakeProvider() as fake:
+        fake.inject(fault)
+        provider = crun(fake, rate_limit=2, rate_period=10.0, max_concurrency=1)
+        async with PersonaClient([provider], **FAST) as client:
+            await client.create_persona(req(0))
+            with pytest.raises(PersonaError) as info, anyio.fail_after(5):
+                await client.create_persona(req(1), deadline=0.5)
+    assert type(info.value) is ProviderTimeoutError, info.value
+    assert "waiting in the lane's queue" in info.value.message
+    assert (info.value.sent, info.value.retryable) == (False, True)  # never sent: safe to resend
+    assert [r.json["suno_id"] for r in fake.requests if r.json] == ["clip-0", "clip-0"]
+
+
 async def test_a_paused_lane_fails_the_requests_past_their_maintenance_wait_while_it_probes() -> (
     None
 ):
