@@ -185,6 +185,7 @@ class AdaptiveLimit:
         "grown",
         "patience",
         "period",
+        "proven",
         "saturated",
         "stall",
         "sustained",
@@ -204,6 +205,7 @@ class AdaptiveLimit:
         self.sustained: int | None = None  # what the provider delivered at the last event
         self.evidence: int | None = None  # accepted in the window of the last event's 429
         self.stall = 0.0  # the last 429's Retry-After: what a failed probe costs, if > period
+        self.proven: int | None = None  # held through a clean window since the last drop
 
     def congested(self, *, sent_at: float, now: float, delivered: int) -> bool:
         """A 429 to a request sent at ``sent_at``; ``delivered`` were accepted in its window.
@@ -225,6 +227,8 @@ class AdaptiveLimit:
         before = self.current
         if now - self.grown < 2 * self.period:
             self.patience = min(self.patience * 2, MAX_PATIENCE)  # a probe upward failed
+        else:
+            self.proven = None  # not a probe that failed: the provider lowered its limit
         aftermath = self.decreased > self.grown and now - self.decreased < 2 * self.period
         if aftermath and self.ceiling is not None and before is not None:
             self.ceiling = max(self.ceiling, before)  # it failed higher up, moments ago
@@ -245,7 +249,11 @@ class AdaptiveLimit:
     def grow(self, now: float) -> None:
         """Probe one step upward if a clean, saturated window (or ``patience`` of them) passed."""
         current = self.current
-        if current is None or not self.saturated or current == self.configured:
+        if current is None or not self.saturated:
+            return
+        if current == self.configured:
+            if now - self.changed >= self.period:
+                self.proven = current  # the configured limit holds: nothing to advise
             return
         at_ceiling = self.ceiling is not None and current + 1 >= self.ceiling
         wait = self.patience * max(self.period, self.stall) if at_ceiling else self.period
@@ -253,6 +261,7 @@ class AdaptiveLimit:
             return
         if self.ceiling is not None and current >= self.ceiling:
             self.ceiling, self.patience = None, 1  # it held where it failed before: forget that
+        self.proven = current  # a clean window in which the lane wanted more: it holds
         step = max(1, int(current * PROBE_FRACTION + 0.5))  # as Redis's Lua rounds
         self.current = current + step
         if self.configured is not None:
@@ -266,10 +275,15 @@ class AdaptiveLimit:
 
     def learned(self, now: float) -> int | None:
         """What the provider sustained, once two windows have passed since the first 429."""
-        settled = self.sustained is not None and now - self.discovered >= 2 * self.period
-        if not settled or (self.configured is not None and self.sustained == self.configured):
+        sustained = self.sustained
+        if sustained is not None and self.proven is not None and self.proven > sustained:
+            # A probe above a level held cleanly failed, and the 429's window showed fewer
+            # than that level (requests on the window's edge): the level held is what it takes.
+            sustained = self.proven
+        settled = sustained is not None and now - self.discovered >= 2 * self.period
+        if not settled or (self.configured is not None and sustained == self.configured):
             return None
-        return self.sustained
+        return sustained
 
 
 def advice(name: str, configured: int | None, learned: int, period: float) -> str:

@@ -117,25 +117,26 @@ local mode, configured = ARGV[1], tonumber(ARGV[2])
 local span, period = tonumber(ARGV[3]), tonumber(ARGV[4])
 local max_patience, fraction = tonumber(ARGV[6]), tonumber(ARGV[7])
 local st = redis.call('HMGET', KEYS[3], 'cur', 'changed', 'decreased', 'ceiling', 'patience',
-                      'sat', 'sustained', 'grown', 'evidence', 'discovered', 'stall')
+                      'sat', 'sustained', 'grown', 'evidence', 'discovered', 'stall', 'proven')
 local cur = tonumber(st[1]) or configured
 if configured > 0 and (cur == 0 or cur > configured) then cur = configured end
 local changed, decreased = tonumber(st[2]) or 0, tonumber(st[3]) or 0
 local ceiling, patience = tonumber(st[4]) or 0, tonumber(st[5]) or 1
 local sat, sustained, grown = st[6] == '1', tonumber(st[7]) or 0, tonumber(st[8]) or 0
 local evidence, discovered = tonumber(st[9]) or 0, tonumber(st[10]) or 0
-local stall = tonumber(st[11]) or 0
+local stall, proven = tonumber(st[11]) or 0, tonumber(st[12]) or 0
 local dirty = false
 local function save()
   redis.call('HSET', KEYS[3], 'cur', cur, 'changed', int(changed), 'decreased', int(decreased),
              'ceiling', ceiling, 'patience', patience, 'sat', sat and 1 or 0,
              'sustained', sustained, 'grown', int(grown), 'evidence', evidence,
-             'discovered', int(discovered))
+             'discovered', int(discovered), 'proven', proven)
   redis.call('PEXPIRE', KEYS[3], 3600000)
 end
 local function reply(admitted, wait, held)
   if dirty then save() end
-  return {admitted, wait, cur, sustained, now - discovered, held or ''}
+  local learned = (sustained > 0 and proven > sustained) and proven or sustained
+  return {admitted, wait, cur, learned, now - discovered, held or ''}
 end
 local function delay()
   if cur == 0 then return 0 end
@@ -160,7 +161,8 @@ if mode == 'throttled' then
       redis.call('HSET', KEYS[3], 'decreased', int(decreased), 'evidence', 0)
       return reply(0, math.max(0, s + span - now))
     end
-    if now - grown < 2 * period then patience = math.min(patience * 2, max_patience) end
+    if now - grown < 2 * period then patience = math.min(patience * 2, max_patience)
+    else proven = 0 end
     if decreased > grown and now - decreased < 2 * period and ceiling > 0 and cur > 0 then
       ceiling = math.max(ceiling, cur)
     else
@@ -191,10 +193,14 @@ if mode ~= 'acquire' then
   return reply(0, 0)
 end
 if hold_until > now then return reply(0, hold_until - now, string.match(hold, '^(%a+)')) end
+if cur > 0 and sat and cur == configured and proven ~= cur and now - changed >= period then
+  proven, dirty = cur, true
+end
 if cur > 0 and sat and cur ~= configured then
   local at_ceiling = ceiling > 0 and cur + 1 >= ceiling
   if now - changed >= (at_ceiling and patience * math.max(period, stall) or period) then
     if ceiling > 0 and cur >= ceiling then ceiling, patience = 0, 1 end
+    proven = cur
     cur = cur + math.max(1, math.floor(cur * fraction + 0.5))
     if configured > 0 and cur > configured then cur = configured end
     changed, grown, sat, dirty = now, now, false, true

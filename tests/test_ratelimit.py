@@ -526,6 +526,36 @@ def test_the_limit_grows_only_after_a_window_in_which_the_lane_wanted_more() -> 
     assert limit.current == 11  # a clean window on, but the lane has not wanted more since
 
 
+def test_what_was_learned_is_the_level_held_when_a_probe_above_it_fails_short() -> None:
+    # The lane holds 3 a window (a clean, saturated window), probes 4, and the 429's window
+    # shows only 2 accepted (a start on the window's edge): it runs at 2 for now, but what it
+    # learned, and advises, is 3, the level it held. A drop that is not a failed probe (the
+    # provider lowered its limit) forgets the level held.
+    limit = AdaptiveLimit(None, 1.0)
+    limit.congested(sent_at=0.0, now=0.1, delivered=3)
+    assert limit.current == 3
+    _, now = windows_to_grow(limit, 0.1)
+    assert limit.current == 4
+    limit.congested(sent_at=now + 0.1, now=now + 0.1, delivered=2)
+    assert (limit.current, limit.learned(now + 2.0)) == (2, 3)
+    later = now + 5.0  # long after any probe
+    limit.congested(sent_at=later, now=later, delivered=1)
+    assert (limit.current, limit.learned(later)) == (1, 1)
+
+
+def test_a_lane_that_climbs_back_to_its_configured_limit_and_holds_it_advises_nothing() -> None:
+    limit = AdaptiveLimit(12, 1.0)
+    limit.congested(sent_at=0.0, now=0.1, delivered=10)
+    assert limit.learned(3.0) == 10
+    now = 0.1
+    while limit.current < 12:
+        _, now = windows_to_grow(limit, now)
+    assert limit.learned(now) == 11  # held 11 cleanly; 12 not yet
+    limit.saturated = True
+    limit.grow(now + 1.0)  # a clean, saturated window at 12
+    assert limit.learned(now + 1.0) is None  # the configured limit holds
+
+
 def test_a_probe_that_failed_waits_longer_at_that_level_each_time() -> None:
     limit = AdaptiveLimit(40, 1.0)
     limit.congested(sent_at=0.0, now=0.1, delivered=10)

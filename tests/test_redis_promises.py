@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+import redis.asyncio
 from _support import HeldPort, free_port, most_in_any_window
 from test_redis import API_KEY, PASSWORD, RedisServer, redis_server  # noqa: F401
 
@@ -195,6 +196,49 @@ async def test_after_a_retry_after_every_process_probes_the_failed_level_patienc
     while other.limit != 4:
         await asyncio.wait_for(other.acquire(), 10 * period)
     assert time.monotonic() - failed >= 2 * retry_after - 0.05
+
+
+async def test_what_every_process_learns_is_the_level_held_when_a_probe_above_it_fails_short(
+    lanes: Lanes, redis_server: RedisServer  # noqa: F811
+) -> None:
+    # As AdaptiveLimit's rule (test_ratelimit.py): the shared limit held 3 through a clean
+    # window and has just probed 4; the 429's window shows only 2 accepted. The limit drops to
+    # 2, and what every process learned is 3. The key's state is written as the script keeps
+    # it (times in microseconds of Redis's clock), then a real 429 is reported.
+    period = 1.0
+    limiter, other = lanes(None, period), lanes(None, period)
+    keys = limiter._keys  # type: ignore[attr-defined]
+    async with redis.asyncio.Redis.from_url(redis_server.url) as raw:
+        seconds, micros = await raw.time()
+        now = seconds * 1_000_000 + micros
+        grown = now - 200_000  # probed 4 a fifth of a window ago
+        await raw.hset(keys[2], mapping={
+            "cur": 4, "changed": grown, "grown": grown, "decreased": now - 5_000_000,
+            "ceiling": 0, "patience": 1, "sat": 0, "sustained": 3, "evidence": 3,
+            "discovered": now - 10_000_000, "proven": 3,
+        })  # fmt: skip
+        await raw.zadd(keys[0], {"a": now - 300_000, "b": now - 100_000, "probe": now})
+    await limiter.throttled(Start(0.0, "probe"))
+    await granted_at_once(other, 1)
+    assert (limiter.limit, limiter.learned) == (2, 3)
+    assert (other.limit, other.learned) == (2, 3)
+
+
+async def test_a_level_the_shared_limit_held_through_a_clean_window_is_what_was_learned(
+    lanes: Lanes,
+) -> None:
+    # Down to 3 after a 429, the shared limit climbs: 4 after a clean window, 5 after the next.
+    # Having held 4 through a window, 4 is what every process learned (not the 3 of the 429).
+    period = 0.3
+    limiter, other = lanes(None, period), lanes(None, period)
+    starts = await granted_at_once(limiter, 4)
+    await limiter.throttled(starts[-1])
+    assert limiter.limit == 3
+    while other.limit != 5:
+        await asyncio.wait_for(other.acquire(), 5 * period)
+    await asyncio.sleep(period)  # two windows since the 429: settled
+    await granted_at_once(limiter, 1)
+    assert limiter.learned == 4
 
 
 async def test_a_lane_without_a_rate_limit_is_not_paced_until_its_first_429(lanes: Lanes) -> None:

@@ -60,8 +60,8 @@ MUTANTS: dict[str, tuple[str, str]] = {
     ),
     "L6_nothing_delivered_still_lowers": ("    if delivered <= 0 then", "    if false then"),
     "L7_failed_probe_no_patience": (
-        "if now - grown < 2 * period then patience = math.min(patience * 2, max_patience) end",
-        "",
+        "if now - grown < 2 * period then patience = math.min(patience * 2, max_patience)",
+        "if now - grown < 2 * period then patience = patience",
     ),
     "L8_rejected_counted_as_delivered": (
         "redis.call('ZCOUNT', KEYS[1], lo, hi) - redis.call('ZCOUNT', KEYS[4], lo, hi)",
@@ -76,6 +76,15 @@ MUTANTS: dict[str, tuple[str, str]] = {
         "  if mode == 'cooling' then  -- a Retry-After: what a failed probe will cost",
         "  if false then",
     ),
+    "L13_learned_ignores_the_level_held": (
+        "  local learned = (sustained > 0 and proven > sustained) and proven or sustained",
+        "  local learned = sustained",
+    ),
+    "L14_level_held_forgotten_on_a_failed_probe": (
+        "    else proven = 0 end",
+        "    end proven = 0",
+    ),
+    "L15_level_held_not_recorded": ("    proven = cur\n", ""),
     "L10_hold_state_not_said": (
         "return reply(0, hold_until - now, string.match(hold, '^(%a+)'))",
         "return reply(0, hold_until - now)",
