@@ -228,7 +228,8 @@ async def test_a_level_the_shared_limit_held_through_a_clean_window_is_what_was_
     lanes: Lanes,
 ) -> None:
     # Down to 3 after a 429, the shared limit climbs: 4 after a clean window, 5 after the next.
-    # Having held 4 through a window, 4 is what every process learned (not the 3 of the 429).
+    # Having held 4 through a window, 4 is what every process learned, not the 3 of the 429
+    # (or 5, if the last acquire found 5 held through a window too and probed 6).
     period = 0.3
     limiter, other = lanes(None, period), lanes(None, period)
     starts = await granted_at_once(limiter, 4)
@@ -238,7 +239,9 @@ async def test_a_level_the_shared_limit_held_through_a_clean_window_is_what_was_
         await asyncio.wait_for(other.acquire(), 5 * period)
     await asyncio.sleep(period)  # two windows since the 429: settled
     await granted_at_once(limiter, 1)
-    assert limiter.learned == 4
+    learned = limiter.learned
+    assert learned is not None
+    assert 4 <= learned == limiter.limit - 1
 
 
 async def test_a_lane_without_a_rate_limit_is_not_paced_until_its_first_429(lanes: Lanes) -> None:
