@@ -136,6 +136,12 @@ def last_records(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, s
     return last
 
 
+def summary_rows(output: bytes) -> dict[str, list[str]]:
+    """The CLI's output, line by line, keyed by each line's first word (a lane's row by its
+    name: ``rows["crun"][2]`` is its third column)."""
+    return {line.split()[0]: line.split() for line in output.decode().splitlines() if line.strip()}
+
+
 def identity(row: Mapping[str, Any]) -> tuple[str, str, str]:
     return (row["provider"], row["task_id"], row["audio_id"])
 

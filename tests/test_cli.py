@@ -27,6 +27,7 @@ from _cli_support import (
     read_journal,
     run_cli,
     run_on_a_terminal,
+    summary_rows,
     write_jsonl,
 )
 
@@ -156,7 +157,7 @@ async def test_csv_input_with_a_header_is_read_like_jsonl(tmp_path: Path) -> Non
     # The bad row still says who it is, and lands in its lane's row of the summary.
     assert (invalid[0]["id"], invalid[0]["provider"], invalid[0]["audio_id"]) == (
         "row-3", "kie", "a3")  # fmt: skip
-    summary = {line.split()[0]: line.split() for line in result.stdout.decode().splitlines()}
+    summary = summary_rows(result.stdout)
     assert summary["kie"][5] == "1"  # the invalid column
     assert "-" not in summary
     personas = {p["audio_id"]: p for p in fake.personas.values()}
@@ -324,7 +325,7 @@ async def test_demo_runs_two_lanes_against_the_embedded_fake_and_exits_0(tmp_pat
     assert "No key, no network" in text
     assert "pauses both lanes" in text  # the maintenance window, as it happens
     assert "counted as 'exists'" in text  # why the summary shows some
-    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.strip()}
+    rows = summary_rows(result.stdout)
     crun, kie = rows["crun"], rows["kie"]
     assert int(crun[2]) + int(crun[3]) == 20
     assert int(kie[2]) + int(kie[3]) == 20
@@ -379,8 +380,7 @@ async def test_validate_says_per_lane_what_a_batch_would_send_and_how_long_it_ta
     assert journal.read_bytes() == before, "validate never writes the journal"
 
     def table(output: bytes) -> dict[str, list[str]]:
-        return {line.split()[0]: line.split() for line in output.decode().splitlines()
-                if line.startswith(("crun ", "kie "))}  # fmt: skip
+        return {lane: row for lane, row in summary_rows(output).items() if lane in ("crun", "kie")}
 
     # lane, kind, to send, settled, time at the limits, limit: 20 at once, then 20 per 10 s.
     assert table(fresh.stdout)["crun"][2:5] == ["50", "-", "15s"]

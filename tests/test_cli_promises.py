@@ -34,6 +34,7 @@ from _cli_support import (
     read_journal,
     run_cli,
     run_on_a_terminal,
+    summary_rows,
     write_jsonl,
 )
 from _support import JITTER, most_in_any_window
@@ -459,7 +460,7 @@ async def test_the_summary_counts_every_invalid_line_of_a_lane(tmp_path: Path) -
         (tmp_path / "persona.toml").write_text(config_text(fake.url, lanes=("kie",)))
         result = await run_cli(*batch_args(tmp_path))
     assert result.returncode == 1, result.stderr  # the invalid lines
-    summary = {line.split()[0]: line.split() for line in result.stdout.decode().splitlines()}
+    summary = summary_rows(result.stdout)
     assert summary["kie"][2] == "3"  # created
     assert summary["kie"][5] == "2"  # invalid
     assert 0 <= float(summary["kie"][7].removesuffix("s")) < 30  # elapsed: this run's seconds
@@ -491,7 +492,7 @@ async def test_an_unknown_outcome_says_how_to_resend_and_is_counted_and_other_fa
     assert unknown["retryable"] is False
     assert "--resend-unknown" not in refused["message"]
     assert re.search(rb"(^|\n)2 item\(s\) have an unknown outcome", result.stdout), result.stdout
-    summary = {line.split()[0]: line.split() for line in result.stdout.decode().splitlines()}
+    summary = summary_rows(result.stdout)
     assert summary["crun"][4] == "3"  # failed, of every kind
     (by_kind,) = re.findall(rb"failed on crun: (.*)\n", result.stdout)
     assert sorted(by_kind.split(b", ")) == [b"MusicAccessError 1", b"OutcomeUnknownError 2"]

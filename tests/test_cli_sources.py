@@ -14,6 +14,7 @@ from _cli_support import (
     last_records,
     read_journal,
     run_cli,
+    summary_rows,
     write_jsonl,
 )
 
@@ -180,6 +181,6 @@ async def test_a_clip_the_source_task_does_not_have_is_an_invalid_line_that_says
     )
     assert creates(fake, rows[1]["audio_id"]) == 0
     assert creates(fake) == 1
-    summary = {line.split()[0]: line.split() for line in first.stdout.decode().splitlines()}
+    summary = summary_rows(first.stdout)
     assert summary[lane][5] == "1"  # the invalid column of its lane
     assert second.returncode == 1, second.stderr
