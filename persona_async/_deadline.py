@@ -19,7 +19,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ._exceptions import MaintenanceError, PersonaError, ProviderTimeoutError, RateLimitError
+from ._exceptions import (
+    MaintenanceError,
+    OverloadedError,
+    PersonaError,
+    ProviderTimeoutError,
+    RateLimitError,
+)
 from ._ratelimit import Hold
 
 if TYPE_CHECKING:
@@ -63,7 +69,7 @@ def give_up_error(
     lane: str,
     waited: float,
     last_error: PersonaError | None,
-    last_429: RateLimitError | None,
+    last_429: RateLimitError | OverloadedError | None,
     last_455: MaintenanceError | None,
     cooling: bool,
     paused: bool,
@@ -80,7 +86,8 @@ def give_up_error(
     if paused and last_455 is not None:
         said = last_455
     elif cooling and last_429 is not None:
-        said = last_error if isinstance(last_error, RateLimitError) else last_429
+        limited = isinstance(last_error, (RateLimitError, OverloadedError))
+        said = last_error if limited else last_429
     elif held is not None:
         return _held_error(held, lane, waited)
     elif last_error is not None:

@@ -17,8 +17,10 @@ import msgspec
 from ._exceptions import (
     GenerationFailedError,
     MalformedResponseError,
+    OverloadedError,
     PersonaError,
     RateLimitError,
+    ServerError,
     SourceNotReadyError,
     ValidationError,
     _MaybeSent,
@@ -33,6 +35,8 @@ __all__ = ["interpret", "interpret_task"]
 
 # Gateway pages in front of a provider: the provider may be fine a moment later.
 _TRANSIENT_HTTP = frozenset({500, 502, 503, 504})
+# A gateway page with these statuses and a Retry-After is a load shed, not a failure.
+_GATEWAY_BUSY = frozenset({502, 504})
 
 
 def interpret(provider: Provider, raw: RawResponse) -> str:
@@ -115,7 +119,8 @@ def _refuse_redirect(provider: Provider, raw: RawResponse) -> NoReturn:
 
 
 def _undecodable(provider: Provider, raw: RawResponse, exc: Exception) -> NoReturn:
-    """The reply is not the provider's shape: a 429 still says "too fast", else malformed."""
+    """The reply is not the provider's shape: a 429 still says "too fast", a 503 (or a gateway
+    page that says when to come back) "not now", else it is malformed."""
     status = raw.status
     if status == 429:
         raise RateLimitError(
@@ -124,6 +129,8 @@ def _undecodable(provider: Provider, raw: RawResponse, exc: Exception) -> NoRetu
             provider=provider.name,
             retry_after=parse_retry_after(raw.retry_after),
         ) from exc
+    if status == 503 or (status in _GATEWAY_BUSY and raw.retry_after is not None):
+        raise _overloaded(provider, raw, f"HTTP {status} from a gateway or limiter") from exc
     what = "empty reply" if not raw.body else f"reply is not the {provider.kind} envelope"
     raise MalformedResponseError(
         f"HTTP {status} {raw.content_type or 'no content type'}: {what} ({exc})",
@@ -150,6 +157,10 @@ def _raise_for(provider: Provider, raw: RawResponse, code: int | str, said: str)
         raise cls(message, code=code, http_status=status, provider=provider.name, retryable=True)
     if cls is ValidationError and source_not_ready(message):
         cls = SourceNotReadyError  # the song is still generating: a later resend can succeed
+    if status == 503 and cls in (PersonaError, ServerError):
+        raise _overloaded(provider, raw, message, code=code)
+    if cls is OverloadedError:  # a provider's own 503 code under another HTTP status
+        raise _overloaded(provider, raw, message, code=code)
     if cls is RateLimitError:
         raise RateLimitError(
             message,
@@ -159,3 +170,16 @@ def _raise_for(provider: Provider, raw: RawResponse, code: int | str, said: str)
             retry_after=parse_retry_after(raw.retry_after),
         )
     raise cls(message, code=code, http_status=status, provider=provider.name)
+
+
+def _overloaded(
+    provider: Provider, raw: RawResponse, message: str, *, code: int | None = None
+) -> OverloadedError:
+    """Refused for load, not processed: the lane slows down and resends it."""
+    return OverloadedError(
+        message,
+        code=code,
+        http_status=raw.status,
+        provider=provider.name,
+        retry_after=parse_retry_after(raw.retry_after),
+    )

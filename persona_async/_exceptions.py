@@ -14,6 +14,7 @@ The tree::
     ├── MusicAccessError                451  the provider could not fetch the audio
     ├── MaintenanceError                455
     ├── ServerError                     500
+    │   └── OverloadedError             503  refused for load: not processed
     ├── GenerationFailedError           501
     ├── FeatureDisabledError            505
     ├── MalformedResponseError               a reply that is not the documented envelope
@@ -47,6 +48,7 @@ __all__ = [
     "MusicAccessError",
     "NotFoundError",
     "OutcomeUnknownError",
+    "OverloadedError",
     "PersonaError",
     "PersonaExistsError",
     "ProviderConnectionError",
@@ -229,6 +231,20 @@ class ServerError(PersonaError):
     default_retryable = True
 
 
+class OverloadedError(ServerError):
+    """503, or a gateway's 502/504 page with a ``Retry-After``: the provider, or a limiter in front
+    of it (nginx's ``limit_req`` answers 503 unless told otherwise), refused the request for load
+    and did not process it. The lane slows down as for a 429 and resends it; ``retry_after`` in
+    seconds when given. Only a provider that answers nothing else for a while fails a call with
+    it, as a ``ServerError``."""
+
+    default_code = 503
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
 class GenerationFailedError(PersonaError):
     """501: the provider tried and failed to generate the persona."""
 
@@ -326,7 +342,7 @@ HTTP_STATUS_TO_EXCEPTION: Mapping[int, type[PersonaError]] = MappingProxyType(
         **CODE_TO_EXCEPTION,
         400: ValidationError,
         502: ServerError,
-        503: ServerError,
+        503: OverloadedError,
         504: ProviderTimeoutError,
     }
 )

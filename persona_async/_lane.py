@@ -4,8 +4,10 @@ Every request for a provider, from ``create_persona`` or ``create_many``, become
 its lane. ``max_concurrency`` workers take jobs FIFO, pass the rate limiter, send, and decide:
 
 * success: the job is done; a paused or cooling lane is running again;
-* 429: the rate limiter learns from it (once per congestion event: see ``_ratelimit``) and the
+* 429: the rate limiter learns from it (once per congestion event: see ``_learning``) and the
   lane cools down until the window that produced it has passed, or for the Retry-After given;
+  a 503 (a limiter in front of the provider: ``OverloadedError``) does the same, unless the
+  provider has accepted nothing for a while: then it is down, and each 503 counts as a retry;
 * 455: the lane pauses and one job probes at growing intervals; waiting jobs neither fail nor
   spin until ``max_maintenance_wait`` or their deadline;
 * 401/402: the lane stops; queued jobs fail at once and nothing more is sent;
@@ -23,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import logging
+import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -38,6 +41,7 @@ from ._exceptions import (
     InsufficientCreditsError,
     MaintenanceError,
     OutcomeUnknownError,
+    OverloadedError,
     PersonaError,
     PersonaExistsError,
     RateLimitError,
@@ -49,7 +53,7 @@ from ._models import Persona, PersonaRequest
 from ._polling import Poller
 from ._providers import Provider
 from ._queue import WorkerPark
-from ._ratelimit import LaneLimiter, SentHook, SlidingWindowLimiter, advice
+from ._ratelimit import LaneLimiter, SentHook, SlidingWindowLimiter, Start, advice
 from ._retry import RetryPolicy
 from ._sources import SourceGate
 from ._stats import COOLING, PAUSED, RUNNING, STOPPED, LaneState, LaneStats
@@ -63,6 +67,9 @@ logger = logging.getLogger("persona_async")
 #: Retries of failed requests (500s, transport errors) a lane may send per rate period, on top
 #: of first attempts: an outage must not multiply the load on a provider.
 DEFAULT_RETRY_BUDGET = 10
+#: A 503 is a limiter's "slow down" while the provider accepted a request this recently (or
+#: within two of the lane's rate periods); after longer with nothing but 503s it is down.
+OVERLOAD_ALIVE = 5.0
 
 
 class Lane:
@@ -85,7 +92,12 @@ class Lane:
         self._limiter: LaneLimiter = (
             provider.limiter.for_lane(provider)
             if provider.limiter is not None
-            else SlidingWindowLimiter(provider.rate_limit, provider.rate_period, clock=clock)
+            else SlidingWindowLimiter(
+                provider.rate_limit,
+                provider.rate_period,
+                measure=provider.measures_window,
+                clock=clock,
+            )
         )
         self._advised: int | None = None  # the learned limit last told to the log
         self._deadlines = Deadlines(self._expire, clock)  # fails waiting jobs at last_start
@@ -110,7 +122,8 @@ class Lane:
         self._probing = False
         self._stop_error: PersonaError | None = None
         self._last_455: MaintenanceError | None = None  # what the provider last said in a 455
-        self._last_429: RateLimitError | None = None  # and in a 429
+        self._last_429: RateLimitError | OverloadedError | None = None  # and in a 429 or 503
+        self._last_success = -math.inf  # when the provider last accepted a request
         # statistics
         self._sent = 0
         self._succeeded = 0
@@ -223,11 +236,13 @@ class Lane:
             failed=MappingProxyType(dict(self._failed)),
             retries=self._retries,
             throttled=self._throttled,
-            effective_rate=None if limit is None else limit / self.provider.rate_period,
+            effective_rate=None if limit is None else limit / self._limiter.period,
             limit=limit,
             rate_limit=self.provider.rate_limit,
             rate_period=self.provider.rate_period,
             learned_limit=self._limiter.learned,
+            limit_period=self._limiter.period,
+            learned_period=self._limiter.learned_period,
             held=self._limiter.holding,
         )
 
@@ -264,6 +279,7 @@ class Lane:
         sent = SentHook(self._limiter)  # this worker's: told when each request leaves
         hook_sends(sent)
         ready = self._ready
+        limiter = self._limiter
         while True:
             if ready and self.state is RUNNING and not self._delayed:
                 job, probe = ready.popleft(), False  # the usual case, without a coroutine
@@ -271,9 +287,31 @@ class Lane:
                     continue
             else:
                 job, probe = await self._take()
+            start = limiter.take()  # usually a start at once
+            waited = start is None and not probe
+            if waited:
+                self._arm(job)  # a wait for the window is coming
+                try:
+                    start = await limiter.acquire()
+                except PersonaError as err:  # a shared limiter's store is down: fail closed
+                    self._finish(job, None, err)
+                    continue
+                except BaseException:  # cancelled: fail_pending() answers it from the queue
+                    ready.appendleft(job)
+                    raise
+                if job.gone or self._clock() > job.last_start:
+                    # Its caller left, or its time ran out, while it waited: the start goes to
+                    # the first request in line; it is never wasted on one that cannot go.
+                    if not job.gone:
+                        self._finish(job, None, self._give_up(job))
+                    first = self._first_ready()
+                    if first is None:
+                        limiter.unused(start)
+                        continue
+                    job = first
             self._in_flight.add(job)
             try:
-                await self._attempt(job, probe, sent)
+                await self._attempt(job, probe, sent, start, waited)
             except Exception as exc:
                 # A bug must cost one request, not the lane: the other jobs go on.
                 logger.exception("lane %s: unexpected error", self.provider.name)
@@ -340,17 +378,32 @@ class Lane:
 
     # -- one attempt ---------------------------------------------------------------------------
 
-    async def _attempt(self, job: _Job, probe: bool, sent: SentHook) -> None:
+    def _first_ready(self) -> _Job | None:
+        """The first request in line, if the lane may send it now (after a wait for a start)."""
+        ready = self._ready
+        while ready and self._stop_error is None and self.state is RUNNING:
+            job = ready.popleft()
+            if job.gone:
+                continue
+            if self._clock() > job.last_start:  # its timer is due: it fails, unsent
+                self._finish(job, None, self._give_up(job))
+                continue
+            return job
+        return None
+
+    async def _attempt(
+        self, job: _Job, probe: bool, sent: SentHook, start: Start | None, waited: bool
+    ) -> None:
         limiter = self._limiter
-        start = limiter.take()  # usually a start at once; nothing has changed since _take
-        if start is None:
+        if start is None:  # the one probe of a paused lane waits for its start itself
             self._arm(job)  # a wait for the window is coming
             try:
                 start = await limiter.acquire()
             except PersonaError as err:  # a shared limiter's store is down: fail closed
                 return self._finish(job, None, err)
-            if not self._still_to_send(job, probe):
-                return
+            waited = True
+        if waited and not self._still_to_send(job, probe):
+            return limiter.unused(start)  # never sent: the next request takes the start
         if job.on_send is not None:
             on_send, job.on_send = job.on_send, None
             try:
@@ -359,12 +412,14 @@ class Lane:
                     self._arm(job)
                     await durable  # ... and on stable storage (a group commit's sync)
             except PersonaError as err:  # the hook refused: this request is not sent
+                limiter.unused(start)
                 return self._finish(job, None, err)
             # A job put back now keeps its spent hook: its "pending" record is written.
             if not self._still_to_send(job, probe):
-                return
+                return limiter.unused(start)
         now = self._clock()
         if now > job.last_start:  # it waited in the queue past its last start time
+            limiter.unused(start)
             return self._finish(job, None, self._give_up(job))
         provider = self.provider
         left = job.deadline - now  # min() is a slow builtin for two floats, per request
@@ -390,8 +445,8 @@ class Lane:
         """After a wait (the limiter's, the journal's): may ``job`` go out now?
 
         It may have been dropped, the lane stopped, cooled or paused meanwhile (it then waits in
-        the queue with the others; the limiter slot is lost, the window stays safe), or its last
-        start time passed (it fails with the provider's last answer).
+        the queue with the others), or its last start time passed (it fails with the provider's
+        last answer). Either way it is not sent, and the caller gives the start back.
         """
         if job.gone:
             return False
@@ -409,11 +464,17 @@ class Lane:
         return True
 
     def _on_success(self, job: _Job, persona_id: str) -> None:
+        self._last_success = self._clock()
+        if job.start is not None:
+            self._limiter.accepted(job.start)
         learned = self._limiter.learned if self._throttled else None  # only 429s teach
         if learned is not None and learned != self._advised:
             self._advised = learned
             said = advice(
-                self.provider.name, self.provider.rate_limit, learned, self.provider.rate_period
+                self.provider.name,
+                self.provider.rate_limit,
+                learned,
+                self._limiter.learned_period,
             )
             logger.warning("lane %s: %s", self.provider.name, said)
         if self.state is PAUSED:
@@ -430,6 +491,17 @@ class Lane:
             self._last_429 = err
             await self._throttle(job, err, now)
             await self._retry_or_fail(job, err, max(self._cooldown_until, now), counts=False)
+        elif isinstance(err, OverloadedError):
+            # A limiter's 503 is a 429 in other words (a Retry-After, or a provider that took
+            # other requests lately, says it is one); a provider that answers nothing but bare
+            # 503s is down, and they are server errors, each retry counted as for a 500.
+            await self._throttle(job, err, now)
+            alive = now - self._last_success < max(OVERLOAD_ALIVE, 2 * self._limiter.period)
+            alive = alive or err.retry_after is not None
+            not_before = max(self._cooldown_until, now)
+            if not alive:
+                not_before = max(not_before, now + self._policy.backoff(job.failures + 1))
+            await self._retry_or_fail(job, err, not_before, counts=not alive)
         elif isinstance(err, MaintenanceError):
             self._last_455 = err
             self._pause(now, probe)
@@ -501,7 +573,10 @@ class Lane:
 
     # -- lane-wide feedback --------------------------------------------------------------------
 
-    async def _throttle(self, job: _Job, err: RateLimitError, now: float) -> None:
+    async def _throttle(
+        self, job: _Job, err: RateLimitError | OverloadedError, now: float
+    ) -> None:
+        self._last_429 = err
         self._throttled += 1
         assert job.start is not None
         # The limiter learns from the 429 and says how long until the window it came from has
@@ -514,7 +589,8 @@ class Lane:
         if until > self._cooldown_until:
             self._cooldown_until = until
         if self.state is RUNNING and wait > 0:
-            self._set_state(COOLING, f"429 from provider, cooling {wait:.2f}s")
+            said = "503" if isinstance(err, OverloadedError) else "429"
+            self._set_state(COOLING, f"{said} from provider, cooling {wait:.2f}s")
         elif self.state is PAUSED and until > self._next_probe:
             self._next_probe = until  # a 429 to a probe: the next one waits its cooldown out
 

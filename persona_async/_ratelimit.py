@@ -1,4 +1,4 @@
-"""Admission by rate, and what a lane learns about its provider's real limit.
+"""Admission by rate: what a lane lets out, and when.
 
 Providers count requests per window and reject the excess (kie: 20 per 10 s, then 429). A leaky
 bucket such as ``aiolimiter.AsyncLimiter(N, T)`` starts empty and can let about 2N through in one
@@ -7,30 +7,17 @@ the ``limit``-th most recent one is older than the window. That is exact, lets a
 ``limit`` through at once (a web handler does not wait for nothing), and sustains the full rate
 when work is waiting.
 
-Most providers publish no limit, so the configured one is often wrong. :class:`AdaptiveLimit`
-learns the real one from the provider's 429s, the way TCP learns a path's capacity, but from a
-better signal than a halving:
+Against a provider that takes no bursts (a leaky bucket: nginx's ``limit_req``), the same log
+paces: with ``burst`` starts allowed at once, the ``burst``-th most recent start must be older
+than ``burst`` paced intervals, so ``burst = 1`` spaces every start ``period / limit`` apart (a
+virtual scheduling time, as GCRA keeps one, read off the log). Both checks hold at once: the
+configured window stays exact whatever the pacing.
 
-* **one congestion event per window**: 429s to requests sent before the last decrease are the
-  same event (they were already on their way) and change nothing;
-* **decrease to what the provider delivered**: the requests accepted in the window that ended
-  in the 429 are the best estimate of its limit (but at most by half per event, so a lone 429
-  from a hiccup cannot pin a lane to the few requests it had sent when it came; each further
-  429 of the same burst confirms the estimate and moves the limit halfway on towards it). A
-  window in which nothing got through says nothing about the rate: the lane only waits for it
-  to pass;
-* **probe upward additively**, after a full window with no 429 in which the lane wanted more than
-  it was allowed; at the level that failed last, only after ``patience`` such windows, doubled
-  by every probe that fails (up to :data:`MAX_PATIENCE`), so a steady state costs about one 429
-  per :data:`MAX_PATIENCE` windows. A provider whose 429s carry a ``Retry-After`` longer than the
-  window makes each failed probe cost that long instead of a window, so patience is counted in
-  those: the share of time lost to probing stays what it is without one;
-* **never above the configured limit**, and a lane configured with none (``rate_limit=None``)
-  sends freely until its first 429, then paces at what it observed.
-
-A rejected request stays in the log: it was sent, and some providers count it. The cooldown after
-a new event is simply the time until the log allows the next start at the decreased limit, that
-is when the window that produced the 429 has passed.
+What the limit and the burst are is learned (``_learning``); a lane with no configured limit
+first measures its provider's window (``_discovery``). A rejected request stays in the log: it
+was sent, and some providers count it. A start that was admitted but never sent (its caller left
+while it waited) is taken back (``unused``): it costs the provider nothing, so it costs the lane
+nothing.
 """
 
 from __future__ import annotations
@@ -45,12 +32,17 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import msgspec
 
+from ._discovery import Discovery
+from ._learning import MAX_PATIENCE, MIN_COUNT, PROBE_FRACTION, AdaptiveLimit
+
 if TYPE_CHECKING:
     from ._providers import Provider
 
 __all__ = [
     "DEFAULT_WINDOW_MARGIN",
     "MAX_PATIENCE",
+    "PACE_MARGIN",
+    "PROBE_FRACTION",
     "AdaptiveLimit",
     "Hold",
     "LaneLimiter",
@@ -67,10 +59,11 @@ Hold = Literal["cooling", "paused"]
 #: The window is widened by this fraction of the period: requests reach the provider a little
 #: after they start here, and network jitter must not make two windows overlap at its end.
 DEFAULT_WINDOW_MARGIN = 0.02
-#: Most clean windows to wait before probing again at a level where the provider said 429.
-MAX_PATIENCE = 16
-#: An upward probe adds this fraction of the current limit (at least one request).
-PROBE_FRACTION = 0.05
+#: A paced lane spaces its starts this much wider than ``period / limit``: a leaky bucket
+#: refuses a request that arrives even a millisecond early, and arrivals jitter.
+PACE_MARGIN = 0.03
+#: Periods a measured window's limit is advised in: the first that holds MIN_COUNT starts.
+ROUND_PERIODS = (1.0, 10.0, 60.0, 600.0)
 
 
 class Start(msgspec.Struct, gc=False):
@@ -120,6 +113,16 @@ class LaneLimiter(Protocol):
         ...
 
     @property
+    def period(self) -> float:
+        """The seconds ``limit`` counts over: ``rate_period``, or the window a lane measured."""
+        ...
+
+    @property
+    def learned_period(self) -> float:
+        """The seconds ``learned`` counts over."""
+        ...
+
+    @property
     def holding(self) -> Hold | None:
         """Why ``acquire`` waits right now, when a process sharing this limiter said to."""
         ...
@@ -134,6 +137,14 @@ class LaneLimiter(Protocol):
 
     def sent(self, start: Start) -> None:
         """The request admitted as ``start`` has just been written to the socket."""
+        ...
+
+    def accepted(self, start: Start) -> None:
+        """The provider accepted the request admitted as ``start``."""
+        ...
+
+    def unused(self, start: Start) -> None:
+        """``start`` was admitted but its request was never sent: give the start back."""
         ...
 
     async def throttled(self, start: Start) -> float:
@@ -159,139 +170,15 @@ class SharedLimiter(Protocol):
     def for_lane(self, provider: Provider) -> LaneLimiter: ...
 
 
-class AdaptiveLimit:
-    """The limit a lane runs at, learned from 429s; pure bookkeeping on a caller's clock.
-
-    Example::
-
-        limit = AdaptiveLimit(40, 1.0)      # configured 40 per second
-        limit.congested(sent_at=0.01, now=0.05, delivered=10)   # a 429; 10 got through
-        assert limit.current == 10
-        limit.saturated = True               # the lane wanted more than 10
-        limit.grow(now=1.1)                  # a clean window later: probe one higher
-        assert limit.current == 11
-
-    ``RedisLimiter`` applies the same rules inside Redis, so processes share one limit.
-    """
-
-    __slots__ = (
-        "ceiling",
-        "changed",
-        "configured",
-        "current",
-        "decreased",
-        "discovered",
-        "evidence",
-        "grown",
-        "patience",
-        "period",
-        "proven",
-        "saturated",
-        "stall",
-        "sustained",
-    )
-
-    def __init__(self, configured: int | None, period: float) -> None:
-        self.configured = configured  # never exceeded; None: no limit until a 429
-        self.period = period
-        self.current = configured  # what the lane runs at
-        self.changed = -math.inf  # when `current` last changed
-        self.decreased = -math.inf  # when it last went down: older 429s are that same event
-        self.grown = -math.inf  # when it last went up: a 429 soon after is a failed probe
-        self.discovered = -math.inf  # when a 429 first taught it something
-        self.ceiling: int | None = None  # the limit at which the last congestion event came
-        self.patience = 1  # clean windows to wait before probing at `ceiling` again
-        self.saturated = False  # the lane wanted more starts than `current` since the change
-        self.sustained: int | None = None  # what the provider delivered at the last event
-        self.evidence: int | None = None  # accepted in the window of the last event's 429
-        self.stall = 0.0  # the last 429's Retry-After: what a failed probe costs, if > period
-        self.proven: int | None = None  # held through a clean window since the last drop
-
-    def congested(self, *, sent_at: float, now: float, delivered: int) -> bool:
-        """A 429 to a request sent at ``sent_at``; ``delivered`` were accepted in its window.
-
-        Returns True if this is a new congestion event (and the limit went down).
-        """
-        if sent_at < self.decreased:
-            # Sent before we reacted to the last 429: the same event. It confirms that event's
-            # estimate, so a decrease that was held at half moves halfway on toward it.
-            evidence = self.evidence
-            if evidence is not None and self.current is not None and self.current > evidence:
-                self.current = self.sustained = max(evidence, (self.current + evidence) // 2)
-            return False
-        if not delivered:
-            # Nothing got through in that window (someone else filled it, or a run before
-            # this one did): no estimate of the rate; wait for the window to pass.
-            self.decreased, self.evidence = now, None
-            return True
-        before = self.current
-        if now - self.grown < 2 * self.period:
-            self.patience = min(self.patience * 2, MAX_PATIENCE)  # a probe upward failed
-        else:
-            self.proven = None  # not a probe that failed: the provider lowered its limit
-        aftermath = self.decreased > self.grown and now - self.decreased < 2 * self.period
-        if aftermath and self.ceiling is not None and before is not None:
-            self.ceiling = max(self.ceiling, before)  # it failed higher up, moments ago
-        else:
-            self.ceiling = before
-        lowered = self.evidence = max(1, delivered)
-        if before is not None:
-            # At most half per event: a lone 429 early in a run (a gateway's hiccup) would
-            # otherwise pin the lane to the two or three requests it had sent so far.
-            lowered = max(1, min(max(lowered, before // 2), before - 1))
-        self.current = self.sustained = lowered
-        self.decreased = self.changed = now
-        if self.discovered == -math.inf:
-            self.discovered = now
-        self.saturated = False
-        return True
-
-    def grow(self, now: float) -> None:
-        """Probe one step upward if a clean, saturated window (or ``patience`` of them) passed."""
-        current = self.current
-        if current is None or not self.saturated:
-            return
-        if current == self.configured:
-            if now - self.changed >= self.period:
-                self.proven = current  # the configured limit holds: nothing to advise
-            return
-        at_ceiling = self.ceiling is not None and current + 1 >= self.ceiling
-        wait = self.patience * max(self.period, self.stall) if at_ceiling else self.period
-        if now - self.changed < wait:
-            return
-        if self.ceiling is not None and current >= self.ceiling:
-            self.ceiling, self.patience = None, 1  # it held where it failed before: forget that
-        self.proven = current  # a clean window in which the lane wanted more: it holds
-        step = max(1, int(current * PROBE_FRACTION + 0.5))  # as Redis's Lua rounds
-        self.current = current + step
-        if self.configured is not None:
-            self.current = min(self.current, self.configured)
-        self.changed = self.grown = now
-        self.saturated = False
-
-    def cooling(self, seconds: float) -> None:
-        """A 429 said ``Retry-After: seconds``: a probe that fails will cost that long."""
-        self.stall = seconds
-
-    def learned(self, now: float) -> int | None:
-        """What the provider sustained, once two windows have passed since the first 429."""
-        sustained = self.sustained
-        if sustained is not None and self.proven is not None and self.proven > sustained:
-            # A probe above a level held cleanly failed, and the 429's window showed fewer
-            # than that level (requests on the window's edge): the level held is what it takes.
-            sustained = self.proven
-        settled = sustained is not None and now - self.discovered >= 2 * self.period
-        if not settled or (self.configured is not None and sustained == self.configured):
-            return None
-        return sustained
-
-
 def advice(name: str, configured: int | None, learned: int, period: float) -> str:
     """The sentence a user can act on when a lane settled below its configured limit."""
-    was = f"configured {configured} per {period:g} s" if configured else "no rate_limit configured"
+    if configured:
+        was, then = f"configured {configured} per {period:g} s", ""
+    else:
+        was, then = "no rate_limit configured", f", rate_period = {period:g}"
     return (
         f"{name}: {was}, provider sustained about {learned} per {period:g} s: "
-        f"set rate_limit = {learned}"
+        f"set rate_limit = {learned}{then}"
     )
 
 
@@ -304,16 +191,21 @@ class SlidingWindowLimiter:
         start = await limiter.acquire()   # returns at once for the first 20, then paces
         ...                               # send the request right away
 
-    ``limit=None`` admits everything until the provider's first 429, then paces at what it
-    learned. ``clock`` and ``sleep`` can be replaced to run on virtual time in tests.
+    ``limit=None`` admits everything until the provider's first 429, then paces at what got
+    through per ``period``; with ``measure=True`` it measures the provider's window instead
+    (``period`` then only bounds how far back it looks). ``clock`` and ``sleep`` can be
+    replaced to run on virtual time in tests.
     """
 
     __slots__ = (
         "_adaptive",
         "_clock",
+        "_discovery",
         "_last",
         "_lock",
         "_log",
+        "_margin",
+        "_measure",
         "_rejected",
         "_slack",
         "_sleep",
@@ -327,14 +219,20 @@ class SlidingWindowLimiter:
         period: float,
         *,
         margin: float = DEFAULT_WINDOW_MARGIN,
+        measure: bool = False,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         if (limit is not None and limit < 1) or not period > 0 or margin < 0:
             raise ValueError("limit must be >= 1 or None, period > 0 and margin >= 0")
+        if measure and limit is not None:
+            raise ValueError("only a limiter with no limit measures its provider's window")
+        self._measure = measure  # no limit, no window: measure the window on the first 429
+        self._margin = margin
         self._span = period * (1 + margin)  # the window actually enforced
         self._slack = period * margin / 10  # a start this close to its send is not moved
         self._adaptive = AdaptiveLimit(limit, period)
+        self._discovery: Discovery | None = None  # measuring an unconfigured lane's window
         # Times of recent starts, sorted, and of those answered 429; kept two spans so a late
         # 429 still finds its window. C doubles, each one distinct (a time names its start):
         # 8 bytes a start and nothing for the garbage collector, so an unlimited lane at
@@ -356,8 +254,44 @@ class SlidingWindowLimiter:
         return self._adaptive.current
 
     @property
+    def period(self) -> float:
+        """The window the limit counts over: the configured one, or the one discovered."""
+        return self._adaptive.period
+
+    @property
+    def burst(self) -> int | None:
+        """Starts allowed at once; None: the whole ``limit`` (the provider takes bursts)."""
+        adaptive = self._adaptive
+        burst, current = adaptive.burst, adaptive.current
+        return None if burst is None or current is None or burst >= current else burst
+
+    @property
     def learned(self) -> int | None:
-        return self._adaptive.learned(self._clock())
+        adaptive = self._adaptive
+        learned = adaptive.learned(self._clock())
+        if learned is None or not adaptive.measured:
+            return learned
+        # A measured window is short: a token bucket's stored tokens can carry a level through
+        # one of them that it cannot sustain, so only what the last 429's window delivered
+        # counts. It is no round number either: said per a round period, as starts really let
+        # out (the margins included), rounded down: advice is never above what the provider held.
+        sustained = adaptive.sustained or learned
+        return max(1, math.floor(self._held_rate(sustained) * self.learned_period))
+
+    @property
+    def learned_period(self) -> float:
+        """The period ``learned`` counts over: ``period``, or a round one for a measured window."""
+        adaptive = self._adaptive
+        if not adaptive.measured or adaptive.current is None:
+            return adaptive.period
+        rate = self._held_rate(adaptive.current)
+        return next((p for p in ROUND_PERIODS if rate * p >= MIN_COUNT), ROUND_PERIODS[-1])
+
+    def _held_rate(self, count: int) -> float:
+        """Starts per second that ``count`` per ``period`` really lets out."""
+        adaptive = self._adaptive
+        paced = adaptive.burst is not None and adaptive.burst < count
+        return count / (self._span * ((1 + PACE_MARGIN) if paced else 1.0))
 
     @property
     def holding(self) -> Hold | None:
@@ -365,10 +299,13 @@ class SlidingWindowLimiter:
 
     def take(self) -> Start | None:
         """A start now if the window has room and nobody waits for it, else None."""
-        current = self._adaptive.current
+        adaptive = self._adaptive
+        current = adaptive.current
         log = self._log
         if (current is not None and len(log) >= current) or self._waiting:
             return None
+        if adaptive.burst is not None or self._discovery is not None:
+            return None  # pacing, or probing: acquire's path looks at the clock
         # Room in the window and nobody waiting: no lock, no clock games. (Growth only
         # matters to a lane that had to wait, which takes acquire's path.) A start is later
         # than every time in the log, so it goes at the end.
@@ -381,10 +318,27 @@ class SlidingWindowLimiter:
 
     def delay(self) -> float:
         """Seconds until one more start is allowed (0.0 when it is allowed now)."""
-        current = self._adaptive.current
-        if current is None or len(self._log) < current:
+        now = self._clock()
+        if self._discovery is not None:
+            return self._discovery.wait(now)
+        adaptive = self._adaptive
+        current = adaptive.current
+        log = self._log
+        if current is None:
             return 0.0
-        return max(0.0, self._log[-current] + self._span - self._clock())
+        burst = adaptive.burst
+        if burst is None or burst >= current:
+            return max(0.0, log[-current] + self._span - now) if len(log) >= current else 0.0
+        # Paced: the pace keeps the learned limit; the window only the configured ceiling (the
+        # starts of a burst the provider refused must not hold the pace up for a window).
+        wait = 0.0
+        ceiling = adaptive.configured
+        if ceiling is not None and len(log) >= ceiling:
+            wait = log[-ceiling] + adaptive.period * (1 + self._margin) - now
+        if len(log) >= burst:
+            paced = burst * self._span / current * (1 + PACE_MARGIN)
+            wait = max(wait, log[-burst] + paced - now)
+        return max(0.0, wait)
 
     async def acquire(self) -> Start:
         """Wait for a start in the window, record it and return it; start at once."""
@@ -403,6 +357,8 @@ class SlidingWindowLimiter:
                     await self._sleep(wait)
                 start = Start(self._stamp())
                 self._record(start.at)
+                if self._discovery is not None:
+                    self._discovery.sent(start.at)
                 return start
         finally:
             self._waiting -= 1
@@ -417,12 +373,39 @@ class SlidingWindowLimiter:
         """
         if self._clock() - start.at < self._slack:
             return  # it left as it was admitted: well inside the window's margin
-        log = self._log
-        index = bisect.bisect_left(log, start.at)
-        if index < len(log) and log[index] == start.at:
-            del log[index]
+        self._forget(start.at)
         start.at = self._stamp()
         self._record(start.at)
+
+    def unused(self, start: Start) -> None:
+        """Take back a start whose request was never sent: the window has room for another."""
+        self._forget(start.at)
+
+    def accepted(self, start: Start) -> None:
+        """An accepted probe ends an unconfigured lane's discovery: its window is measured."""
+        discovery = self._discovery
+        if discovery is None:
+            return
+        window = discovery.found(start.at)
+        if window is None:
+            return
+        self._discovery = None
+        first_probe = discovery.first_probe
+        assert first_probe is not None
+        # What the provider took of the burst: its starts before the first probe, less the 429s.
+        lo, log, rejected = discovery.origin, self._log, self._rejected
+        count = (bisect.bisect_left(log, first_probe) - bisect.bisect_left(log, lo)) - (
+            bisect.bisect_left(rejected, first_probe) - bisect.bisect_left(rejected, lo)
+        )
+        self._adaptive.discovered(count, window, self._clock())
+        self._span = self._adaptive.period * (1 + self._margin)
+        self._slack = self._adaptive.period * self._margin / 10
+
+    def _forget(self, at: float) -> None:
+        log = self._log
+        index = bisect.bisect_left(log, at)
+        if index < len(log) and log[index] == at:
+            del log[index]
 
     def _stamp(self) -> float:
         # Now, or just after the last time handed out: no two starts share a time.
@@ -449,19 +432,47 @@ class SlidingWindowLimiter:
             del rejected[: bisect.bisect_left(rejected, horizon)]
 
     async def throttled(self, start: Start) -> float:
-        """A 429 to ``start``: decrease to what got through, once per event; the cooldown."""
+        """A 429 to ``start``: stop bursting, or decrease to what got through, once per event;
+        an unconfigured lane's first 429 starts measuring the provider's window. The cooldown."""
         s = start.at
         bisect.insort(self._rejected, s)
+        adaptive = self._adaptive
+        now = self._clock()
+        if adaptive.current is None and self._measure:
+            if self._discovery is None:
+                log = self._log
+                origin = log[bisect.bisect_left(log, s - self._span)] if log else s
+                self._discovery = Discovery(origin=min(origin, s), now=now)
+            return self.delay()
+        if self._discovery is not None:
+            return self.delay()  # a probe refused: the next goes at its time
+        if self._in_burst(s) and s >= adaptive.decreased:
+            adaptive.bursting(now)
+            return self.delay()
         # The window is taken a margin wide: a start right on its edge may still count there.
         lo, log, rejected = s - self._span, self._log, self._rejected
         delivered = (bisect.bisect_left(log, s) - bisect.bisect_left(log, lo)) - (
             bisect.bisect_left(rejected, s) - bisect.bisect_left(rejected, lo)
         )
-        now = self._clock()
-        news = self._adaptive.congested(sent_at=s, now=now, delivered=delivered)
+        news = adaptive.congested(sent_at=s, now=now, delivered=delivered)
+        self._span = adaptive.period * (1 + self._margin)  # a discovered window may rescale
         if news and not delivered:
             return max(0.0, s + self._span - now)
         return self.delay()
+
+    def _in_burst(self, s: float) -> bool:
+        """Did ``s`` leave within half a paced interval of another start (a burst)?"""
+        adaptive = self._adaptive
+        current = adaptive.current
+        if current is None or (adaptive.burst is not None and adaptive.burst <= 1):
+            return False  # already paced: nothing to give up
+        near = self._span / current / 2
+        log = self._log
+        index = bisect.bisect_left(log, s)
+        before = log[index - 1] if index > 0 else -math.inf
+        after_index = index + 1 if index < len(log) and log[index] == s else index
+        after = log[after_index] if after_index < len(log) else math.inf
+        return s - before < near or after - s < near
 
     async def hold(self, state: Hold, seconds: float) -> None:
         """Nothing to share (the lane that owns this limiter knows); a cooldown's length is

@@ -56,10 +56,17 @@ class LaneStats:
     #: it was answered 429 with a Retry-After (``"cooling"``) or 455 (``"paused"``); ``state``
     #: says what this lane saw itself. None otherwise, and always for a limiter not shared.
     held: Hold | None = None
+    #: The seconds ``limit`` counts over: ``rate_period``, or for a lane with no ``rate_limit``
+    #: the provider's window as the lane measured it (see the README, "Rate limits").
+    limit_period: float = 0.0
+    #: The seconds ``learned_limit`` counts over: ``rate_period``, or a round period (1, 10, 60
+    #: s) for a lane with no ``rate_limit``.
+    learned_period: float = 0.0
 
     @property
     def advice(self) -> str | None:
         """ "crun: configured 40 per 1 s, provider sustained about 10 per 1 s: set ..." or None."""
         if self.learned_limit is None:
             return None
-        return advice(self.name, self.rate_limit, self.learned_limit, self.rate_period)
+        period = self.learned_period or self.rate_period
+        return advice(self.name, self.rate_limit, self.learned_limit, period)

@@ -354,6 +354,7 @@ class _RedisLane:
         "_span_us",
         "_sustained",
         "_token",
+        "_unused",
     )
 
     def __init__(self, owner: RedisLimiter, provider: Provider) -> None:
@@ -376,10 +377,19 @@ class _RedisLane:
         self._down: RedisUnavailableError | None = None  # the current outage, if any
         self._retry_at = 0.0  # monotonic time when Redis may be tried again
         self._held: Hold | None = None  # the hold the last acquire was told to wait for
+        self._unused: list[str] = []  # starts admitted but never sent, to take back from Redis
 
     @property
     def limit(self) -> int | None:
         return self._limit
+
+    @property
+    def period(self) -> float:
+        return self._provider.rate_period
+
+    @property
+    def learned_period(self) -> float:
+        return self._provider.rate_period
 
     @property
     def holding(self) -> Hold | None:
@@ -410,6 +420,17 @@ class _RedisLane:
                 if admitted:
                     return Start(time.monotonic(), member)
                 await asyncio.sleep(wait_us / 1e6)
+
+    def accepted(self, start: Start) -> None:
+        if start.member is None and self._local is not None:
+            self._local.accepted(start)
+
+    def unused(self, start: Start) -> None:
+        if start.member is None:
+            if self._local is not None:
+                self._local.unused(start)
+        else:
+            self._unused.append(start.member)  # taken back from the shared log by the next call
 
     def sent(self, start: Start) -> None:
         # The shared log is stamped on Redis's clock at admission; moving an entry would cost
@@ -464,6 +485,10 @@ class _RedisLane:
             PROBE_FRACTION,
         )
         try:
+            if self._unused:  # rare (a caller left while its start was granted): one ZREM
+                unused, self._unused = self._unused, []
+                assert self._client is not None
+                await self._client.zrem(self._keys[0], *unused)
             reply = await script(keys=self._keys, args=args)
             admitted, wait_us, limit, sustained, since_us, held = reply
         except (RedisError, OSError) as exc:

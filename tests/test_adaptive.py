@@ -1,10 +1,11 @@
 """A lane configured above its provider's real limit learns the real one, end to end.
 
-The fake provider enforces its limit in each of the three shapes providers use (a sliding
-window, a fixed window reset on the clock, a token bucket) and the lane is configured four times
-too high, or with no limit at all. What the provider sees is asserted: its share of the real
-rate used, its 429s, the longest gap between accepted requests. Time is compressed (windows of
-0.5 s); the same scenarios over longer runs are ``benchmarks/bench_limiter.py``'s table.
+The fake provider enforces its limit in each of the four shapes providers use (a sliding
+window, a fixed window reset on the clock, a token bucket, a leaky bucket) and the lane is
+configured four times too high, or with no limit at all. What the provider sees is asserted: its
+share of the real rate used, its 429s, the longest gap between accepted requests. Time is
+compressed (windows of 0.5 s); the same scenarios over longer runs are
+``benchmarks/bench_admission.py``'s table.
 """
 
 from __future__ import annotations
@@ -74,13 +75,16 @@ async def test_a_lane_above_the_providers_limit_learns_it_and_uses_nearly_all_of
         seen = (shape, share, len(rejected(fake)), stats.limit, stats.learned_limit)
         # Loose bounds for a loaded machine; benchmarks/bench_limiter.py has the real figures.
         assert share >= 0.75, seen
-        assert len(rejected(fake)) <= 15, seen  # discovery: about one per request in flight
+        # Discovery: the refused burst (about one per request in flight), then the rate's.
+        assert len(rejected(fake)) <= 18, seen
         assert max(b - a for a, b in itertools.pairwise(times)) <= 2 * PERIOD, seen
         assert stats.limit is not None, seen
         assert stats.limit <= REAL + 1, seen
-        assert stats.learned_limit == REAL, seen
+        # Never above what the provider held; paced just above its rate, a leaky bucket refuses
+        # every other request, so a failed probe's window may show one less than it holds.
+        assert REAL - (shape == "leaky") <= (stats.learned_limit or 0) <= REAL, seen
 
-    # The three shapes at once, each against its own fake: a third of the wall time.
+    # The four shapes at once, each against its own fake: a quarter of the wall time.
     async with anyio.create_task_group() as tg:
         for shape in RATE_SHAPES:
             tg.start_soon(one, shape)

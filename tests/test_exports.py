@@ -33,6 +33,7 @@ EXPECTED_ALL = [
     "Outcome",
     "OutcomeStream",
     "OutcomeUnknownError",
+    "OverloadedError",
     "Persona",
     "PersonaClient",
     "PersonaError",

@@ -22,6 +22,7 @@ from persona_async import (
     MountSeaProvider,
     NotFoundError,
     OutcomeUnknownError,
+    OverloadedError,
     Persona,
     PersonaClient,
     PersonaError,
@@ -376,7 +377,7 @@ GATEWAY_ERRORS = [
     (404, b'{"message":"not found"}', NotFoundError),
     (429, b'{"error":{"code":"rate_limit","message":"slow down"}}', RateLimitError),
     (500, b'{"code":"fail","message":"upstream error"}', ServerError),
-    (503, b'{"error":{"message":"no available channel"}}', ServerError),
+    (503, b'{"error":{"message":"no available channel"}}', OverloadedError),
 ]
 
 

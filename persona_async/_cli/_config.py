@@ -5,7 +5,7 @@
     [providers.crun]
     kind = "crun"                 # crun | apikley | sunoapi | kie | apibox
     api_key_env = "CRUN_API_KEY"  # the key is read from this environment variable
-    rate_limit = 20               # at most 20 requests ...
+    rate_limit = 20               # at most 20 requests ... ("none": learn it, and the window)
     rate_period = 10.0            # ... in any 10-second window
 
     [client]
@@ -50,6 +50,7 @@ class _Key:
     kind: type
     rule: Callable[[Any], bool] = lambda value: True
     says: str = ""  # the rule in words, for the error message
+    none: str | None = None  # a string that stands for None (no value), if any
 
 
 def _base_url_ok(url: str) -> bool:
@@ -79,7 +80,8 @@ _LANE_KEYS: Mapping[str, _Key] = MappingProxyType(
             "must be an https:// URL with a host (plain http:// only for a loopback host such as "
             "127.0.0.1) and no credentials, query or fragment",
         ),
-        "rate_limit": _Key(int, lambda v: v >= 1, "must be >= 1"),
+        # "none": no limit; without a rate_period too, the lane measures the provider's window.
+        "rate_limit": _Key(int, lambda v: v >= 1, 'must be >= 1 (or "none")', none="none"),
         "rate_period": _POSITIVE,
         "max_concurrency": _Key(int, lambda v: v >= 1, "must be >= 1"),
         "timeout": _POSITIVE,
@@ -243,9 +245,13 @@ def _checked(where: str, table: Mapping[str, Any], schema: Mapping[str, _Key]) -
         spec = schema.get(key)
         if spec is None:
             raise ConfigError(f"{where} {key}: unknown key; allowed: {', '.join(schema)}")
+        if spec.none is not None and value == spec.none:
+            checked[key] = None
+            continue
         if not _is(value, spec.kind):
             got = _GOT_WORDS.get(type(value), f"a {type(value).__name__}")
-            raise ConfigError(f"{where} {key}: expected {_TYPE_WORDS[spec.kind]}, got {got}")
+            expected = _TYPE_WORDS[spec.kind] + (f' or "{spec.none}"' if spec.none else "")
+            raise ConfigError(f"{where} {key}: expected {expected}, got {got}")
         value = float(value) if spec.kind is float else value
         if not spec.rule(value):
             raise ConfigError(f"{where} {key}: {spec.says}")

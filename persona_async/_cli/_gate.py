@@ -62,8 +62,9 @@ class Gate:
         if provider.name in self._shared:
             inner = self._shared[provider.name].for_lane(provider)
         else:
-            assert provider.rate_limit is not None  # the config always sets one
-            inner = SlidingWindowLimiter(provider.rate_limit, provider.rate_period)
+            inner = SlidingWindowLimiter(
+                provider.rate_limit, provider.rate_period, measure=provider.measures_window
+            )
         sent = self._earlier.get(provider.name)
         if sent:
             now = time.time()
@@ -88,6 +89,14 @@ class _GatedLimiter:
         return self._inner.learned
 
     @property
+    def period(self) -> float:
+        return self._inner.period
+
+    @property
+    def learned_period(self) -> float:
+        return self._inner.learned_period
+
+    @property
     def holding(self) -> Hold | None:
         return self._inner.holding
 
@@ -103,12 +112,21 @@ class _GatedLimiter:
                 start = await self._inner.acquire()
             finally:
                 self._gate._waiting.discard(scope)
-        self._check()  # the wait for the window may have been long
-        assert start is not None  # only close() cancels the wait
+        if self._gate.closed:  # stopped during the wait (only close() cancels it)
+            if start is not None:
+                self._inner.unused(start)
+            raise self._stopped()
+        assert start is not None
         return start
 
     def sent(self, start: Start) -> None:
         self._inner.sent(start)
+
+    def accepted(self, start: Start) -> None:
+        self._inner.accepted(start)
+
+    def unused(self, start: Start) -> None:
+        self._inner.unused(start)
 
     def _check(self) -> None:
         if self._gate.closed:

@@ -142,7 +142,10 @@ class Provider:
     """Base of every provider. Keyword-only configuration, defaults visible in the signature.
 
     ``name`` is the lane name (defaults to ``kind``), so two accounts at one provider can coexist
-    as two lanes. ``rate_limit`` requests at most start in any ``rate_period`` seconds.
+    as two lanes. ``rate_limit`` requests at most start in any ``rate_period`` seconds
+    (``DEFAULT_RATE_PERIOD`` when a limit is given without one). ``rate_limit=None`` learns the
+    provider's limit from its 429s; without a ``rate_period`` too, it also measures the window
+    the provider counts over, rather than assume one.
     ``retry_ambiguous`` lets the SDK resend a request whose first attempt may have succeeded;
     it only matters for providers without duplicate detection. ``limiter`` shares the rate
     limit with other processes using the same key (see ``persona_async.redis``).
@@ -197,6 +200,7 @@ class Provider:
         "connect_timeout",
         "limiter",
         "max_concurrency",
+        "measures_window",
         "name",
         "poll",
         "rate_limit",
@@ -214,7 +218,7 @@ class Provider:
         base_url: str | None = None,
         name: str | None = None,
         rate_limit: int | None = DEFAULT_RATE_LIMIT,
-        rate_period: float = DEFAULT_RATE_PERIOD,
+        rate_period: float | None = None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
@@ -229,7 +233,9 @@ class Provider:
             raise ValueError(f"{owner}: no API key; pass api_key= or set {self.api_key_env}")
         if any(c in key for c in "\r\n"):
             raise ValueError(f"{owner}: the API key contains a line break")
-        if rate_limit is not None and (rate_limit < 1 or not rate_period > 0):
+        if (rate_limit is not None and rate_limit < 1) or (
+            rate_period is not None and not rate_period > 0
+        ):
             raise ValueError(f"{owner}: rate_limit must be >= 1 and rate_period > 0")
         if max_concurrency < 1 or not timeout > 0 or not connect_timeout > 0:
             raise ValueError(f"{owner}: max_concurrency must be >= 1 and timeouts > 0")
@@ -240,7 +246,10 @@ class Provider:
         self.url = self.base_url + self.path
         self.name = name or self.kind
         self.rate_limit = rate_limit
-        self.rate_period = float(rate_period)
+        self.rate_period = float(DEFAULT_RATE_PERIOD if rate_period is None else rate_period)
+        #: No limit and no window given: the lane measures the provider's window on its first
+        #: 429 (``_discovery``) instead of assuming ``rate_period``.
+        self.measures_window = rate_limit is None and rate_period is None
         self.max_concurrency = max_concurrency
         self.timeout = float(timeout)
         self.connect_timeout = float(connect_timeout)

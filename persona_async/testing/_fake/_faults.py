@@ -64,9 +64,10 @@ class Fault:
         return cls("http", status=status, code=envelope_code, message=text, retry_after=retry_after)
 
     @classmethod
-    def html(cls, status: int = 502) -> Fault:
-        """An nginx-style HTML error page (``text/html``), as a gateway in front would send."""
-        return cls("html", status=status, content_type="text/html")
+    def html(cls, status: int = 502, retry_after: float | None = None) -> Fault:
+        """An nginx-style HTML error page (``text/html``), as a gateway in front would send;
+        with ``retry_after``, a gateway shedding load that says when to come back."""
+        return cls("html", status=status, content_type="text/html", retry_after=retry_after)
 
     @classmethod
     def truncated(cls) -> Fault:

@@ -1,10 +1,13 @@
-"""The three ways providers count requests against a rate limit, per API key.
+"""The four ways providers count requests against a rate limit, per API key.
 
 * ``sliding``: at most ``limit`` accepted requests in any ``period`` seconds (judged at arrival);
 * ``fixed``: a counter per key that resets on every multiple of ``period`` on the clock, so a
   burst at the end of one window and another at the start of the next both pass;
 * ``bucket``: a token bucket holding at most ``limit`` tokens, refilled at ``limit / period``
-  per second; each accepted request takes one.
+  per second; each accepted request takes one;
+* ``leaky``: nginx's ``limit_req`` without ``burst`` (and any leaky bucket of depth one): a
+  request is accepted only ``period / limit`` seconds or more after the last accepted one, so
+  a burst gets one request through however small the window it arrives in.
 
 With ``count_rejected`` a rejected request counts against the window too (a sliding or fixed
 window records it; a bucket goes into debt, down to ``-limit`` tokens), as some providers do:
@@ -19,12 +22,12 @@ from typing import Literal
 
 __all__ = ["RATE_SHAPES", "RateShape", "RateWindow"]
 
-RateShape = Literal["sliding", "fixed", "bucket"]
-RATE_SHAPES: tuple[RateShape, ...] = ("sliding", "fixed", "bucket")
+RateShape = Literal["sliding", "fixed", "bucket", "leaky"]
+RATE_SHAPES: tuple[RateShape, ...] = ("sliding", "fixed", "bucket", "leaky")
 
 
 class RateWindow:
-    """One key's rate limit in one of the three shapes; ``admit(now)`` says yes or no."""
+    """One key's rate limit in one of the four shapes; ``admit(now)`` says yes or no."""
 
     __slots__ = (
         "_arrivals",
@@ -51,13 +54,15 @@ class RateWindow:
         self._epoch = -math.inf  # fixed: index of the current window on the clock
         self._count = 0  # fixed: requests counted in it
         self._tokens = float(limit)  # bucket: starts full
-        self._updated: float | None = None  # bucket: when the tokens were last refilled
+        self._updated: float | None = None  # bucket: last refill; leaky: last accepted
 
     def admit(self, now: float) -> bool:
         if self.shape == "sliding":
             return self._sliding(now)
         if self.shape == "fixed":
             return self._fixed(now)
+        if self.shape == "leaky":
+            return self._leaky(now)
         return self._bucket(now)
 
     def _sliding(self, now: float) -> bool:
@@ -87,4 +92,15 @@ class RateWindow:
         ok = self._tokens >= 1.0
         if ok or self.count_rejected:
             self._tokens = max(-float(self.limit), self._tokens - 1.0)
+        return ok
+
+    def _leaky(self, now: float) -> bool:
+        # nginx keeps an "excess" that drains at the rate and rises by one per accepted request;
+        # with no burst a request is refused while any is left. The arrival of the last accepted
+        # request holds the same information. nginx counts whole milliseconds of its cached clock.
+        interval = self.period / self.limit
+        last = self._updated
+        ok = last is None or round((now - last) * 1000) >= round(interval * 1000)
+        if ok or (self.count_rejected and last is not None):
+            self._updated = now
         return ok
