@@ -49,6 +49,7 @@ from ._exceptions import (
     _MaybeSent,
 )
 from ._job import Deliver, OnSend, OnSubmitted, _Job
+from ._lanestate import LaneStatus
 from ._models import Persona, PersonaRequest
 from ._polling import Poller
 from ._providers import Provider
@@ -115,14 +116,7 @@ class Lane:
         self._park = WorkerPark()  # workers with nothing to do now
         self._in_flight: set[_Job] = set()
         self._workers_started = False
-        self.state = RUNNING
-        self._cooldown_until = 0.0
-        self._next_probe = 0.0
-        self._probe_interval = 0.0
-        self._probing = False
-        self._stop_error: PersonaError | None = None
-        self._last_455: MaintenanceError | None = None  # what the provider last said in a 455
-        self._last_429: RateLimitError | OverloadedError | None = None  # and in a 429 or 503
+        self._status = LaneStatus(provider.name, policy, self._state_changed)
         self._last_success = -math.inf  # when the provider last accepted a request
         # statistics
         self._sent = 0
@@ -158,8 +152,8 @@ class Lane:
             now, ends, ends - min_attempt_time(self.provider.timeout, deadline),
             self._policy.max_retries if max_retries is None else max_retries,
         )  # fmt: skip
-        if self._stop_error is not None:
-            self._finish(job, None, self._stop_error.for_request(request.task_id, request.audio_id))
+        if (stopped := self._status.stop_error) is not None:
+            self._finish(job, None, stopped.for_request(request.task_id, request.audio_id))
             return job
         if self._tasks is not None and self._tasks.adopt(job, tg):
             return job  # a task submitted by an earlier run: polled, never submitted again
@@ -197,10 +191,10 @@ class Lane:
             lane=self.provider.name,
             waited=now - job.submitted,
             last_error=job.last_error,
-            last_429=self._last_429,
-            last_455=self._last_455,
-            cooling=self.state is COOLING and now < self._cooldown_until,
-            paused=self.state is PAUSED,
+            last_429=self._status.last_429,
+            last_455=self._status.last_455,
+            cooling=self._status.cooling(now),
+            paused=self._status.state is PAUSED,
             held=self._limiter.holding,
         )
 
@@ -212,7 +206,7 @@ class Lane:
                 self._stop(err)  # the status query's key is the creates' key
             return
         self._ready.append(job)
-        if not (self._park.idle and self._park.wake_one()) or self.state is not RUNNING:
+        if not (self._park.idle and self._park.wake_one()) or self._status.state is not RUNNING:
             self._deadlines.arm(job)  # it will wait in the queue
 
     def _arm(self, job: _Job) -> None:
@@ -228,7 +222,7 @@ class Lane:
         return LaneStats(
             name=self.provider.name,
             kind=self.provider.kind,
-            state=self.state,
+            state=self._status.state,
             in_flight=len(self._in_flight),
             queued=len(self._ready) + len(self._delayed),
             sent=self._sent,
@@ -281,7 +275,7 @@ class Lane:
         ready = self._ready
         limiter = self._limiter
         while True:
-            if ready and self.state is RUNNING and not self._delayed:
+            if ready and self._status.state is RUNNING and not self._delayed:
                 job, probe = ready.popleft(), False  # the usual case, without a coroutine
                 if job.gone:
                     continue
@@ -325,7 +319,7 @@ class Lane:
                 raise
             finally:
                 if probe:
-                    self._probing = False
+                    self._status.probing = False
             self._in_flight.discard(job)
 
     async def _take(self) -> tuple[_Job, bool]:
@@ -339,20 +333,20 @@ class Lane:
             now = self._clock()
             self._promote_due(now)
             timeout: float | None = self._delayed[0][0] - now if self._delayed else None
-            if self.state is STOPPED:
+            if self._status.state is STOPPED:
                 self._fail_stopped()
-            elif self.state is COOLING:
-                if now >= self._cooldown_until:
-                    self._set_state(RUNNING, "cooldown over")
+            elif self._status.state is COOLING:
+                if now >= self._status.cooldown_until:
+                    self._status.set(RUNNING, "cooldown over")
                     continue
-                timeout = _earliest(timeout, self._cooldown_until - now)
-            elif self.state is PAUSED:
+                timeout = _earliest(timeout, self._status.cooldown_until - now)
+            elif self._status.state is PAUSED:
                 self._expire_maintenance_waits(now)
-                if self._ready and not self._probing and now >= self._next_probe:
-                    self._probing = True
+                if self._ready and not self._status.probing and now >= self._status.next_probe:
+                    self._status.probing = True
                     return self._ready.popleft(), True
-                if self._ready and not self._probing:
-                    timeout = _earliest(timeout, self._next_probe - now)
+                if self._ready and not self._status.probing:
+                    timeout = _earliest(timeout, self._status.next_probe - now)
                 if self._ready:
                     wait = self._maintenance_deadline(self._ready[0]) - now
                     timeout = _earliest(timeout, max(wait, 0.0))
@@ -381,7 +375,7 @@ class Lane:
     def _first_ready(self) -> _Job | None:
         """The first request in line, if the lane may send it now (after a wait for a start)."""
         ready = self._ready
-        while ready and self._stop_error is None and self.state is RUNNING:
+        while ready and self._status.stop_error is None and self._status.state is RUNNING:
             job = ready.popleft()
             if job.gone:
                 continue
@@ -450,10 +444,7 @@ class Lane:
         """
         if job.gone:
             return False
-        if self._stop_error is not None or (
-            (self.state is PAUSED and not probe)
-            or (self.state is COOLING and self._clock() < self._cooldown_until)
-        ):
+        if self._status.holds(self._clock(), probe):
             self._ready.appendleft(job)
             self._arm(job)
             self._park.wake_one()
@@ -477,8 +468,8 @@ class Lane:
                 self._limiter.learned_period,
             )
             logger.warning("lane %s: %s", self.provider.name, said)
-        if self.state is PAUSED:
-            self._set_state(RUNNING, "maintenance over")
+        if self._status.state is PAUSED:
+            self._status.set(RUNNING, "maintenance over")
         if self._tasks is not None:  # an async-task submit: the "persona id" is the task's id
             return self._tasks.submitted(job, persona_id)
         r, lane = job.request, self.provider.name  # in Persona's order, positionally
@@ -488,9 +479,9 @@ class Lane:
     async def _on_error(self, job: _Job, err: PersonaError, probe: bool) -> None:
         now = self._clock()
         if isinstance(err, RateLimitError):
-            self._last_429 = err
+            self._status.last_429 = err
             await self._throttle(job, err, now)
-            await self._retry_or_fail(job, err, max(self._cooldown_until, now), counts=False)
+            await self._retry_or_fail(job, err, max(self._status.cooldown_until, now), counts=False)
         elif isinstance(err, OverloadedError):
             # A limiter's 503 is a 429 in other words (a Retry-After, or a provider that took
             # other requests lately, says it is one); a provider that answers nothing but bare
@@ -498,14 +489,14 @@ class Lane:
             await self._throttle(job, err, now)
             alive = now - self._last_success < max(OVERLOAD_ALIVE, 2 * self._limiter.period)
             alive = alive or err.retry_after is not None
-            not_before = max(self._cooldown_until, now)
+            not_before = max(self._status.cooldown_until, now)
             if not alive:
                 not_before = max(not_before, now + self._policy.backoff(job.failures + 1))
             await self._retry_or_fail(job, err, not_before, counts=not alive)
         elif isinstance(err, MaintenanceError):
-            self._last_455 = err
-            self._pause(now, probe)
-            await self._limiter.hold("paused", self._next_probe - now)
+            self._status.last_455 = err
+            self._status.pause(now, probe)
+            await self._limiter.hold("paused", self._status.next_probe - now)
             if job.since_maintenance is None:
                 job.since_maintenance = now
             if (
@@ -576,7 +567,7 @@ class Lane:
     async def _throttle(
         self, job: _Job, err: RateLimitError | OverloadedError, now: float
     ) -> None:
-        self._last_429 = err
+        self._status.last_429 = err
         self._throttled += 1
         assert job.start is not None
         # The limiter learns from the 429 and says how long until the window it came from has
@@ -585,23 +576,8 @@ class Lane:
         if err.retry_after is not None:
             wait = self._policy.capped(err.retry_after)
             await self._limiter.hold("cooling", wait)
-        until = now + wait
-        if until > self._cooldown_until:
-            self._cooldown_until = until
-        if self.state is RUNNING and wait > 0:
-            said = "503" if isinstance(err, OverloadedError) else "429"
-            self._set_state(COOLING, f"{said} from provider, cooling {wait:.2f}s")
-        elif self.state is PAUSED and until > self._next_probe:
-            self._next_probe = until  # a 429 to a probe: the next one waits its cooldown out
-
-    def _pause(self, now: float, probe: bool) -> None:
-        if self.state is not PAUSED:
-            self._probe_interval = max(self._policy.backoff_initial, 1e-3)
-            self._next_probe = now + self._probe_interval
-            self._set_state(PAUSED, "455 maintenance, probing")
-        elif probe:
-            self._probe_interval = min(self._probe_interval * 2, self._policy.backoff_max)
-            self._next_probe = now + self._probe_interval
+        said = "503" if isinstance(err, OverloadedError) else "429"
+        self._status.cool(now, wait, said)
 
     def _maintenance_deadline(self, job: _Job) -> float:
         since = job.since_maintenance if job.since_maintenance is not None else self._clock()
@@ -619,42 +595,33 @@ class Lane:
         wait = self._policy.max_maintenance_wait
         for job in expired:
             self._ready.remove(job)
-            self._finish(job, None, maintenance_error(self._last_455, wait, self.provider.name))
+            said = maintenance_error(self._status.last_455, wait, self.provider.name)
+            self._finish(job, None, said)
 
     def _stop(self, err: PersonaError) -> None:
-        if self._stop_error is None:
-            self._stop_error = err
-            self._set_state(STOPPED, f"{type(err).__name__}, nothing more is sent")
+        if self._status.stop(err):
             self._fail_stopped()
 
     def _fail_stopped(self) -> None:
-        assert self._stop_error is not None
+        assert self._status.stop_error is not None
         jobs = [*self._ready, *(entry[2] for entry in self._delayed)]
         self._ready.clear()
         self._delayed.clear()
         for job in jobs:
             if not job.gone:
-                err = self._stop_error.for_request(job.request.task_id, job.request.audio_id)
+                err = self._status.stop_error.for_request(job.request.task_id, job.request.audio_id)
                 self._finish(job, None, err)
 
-    def _set_state(self, state: LaneState, why: str) -> None:
-        if state is not self.state:
-            if self.state is PAUSED:
-                # A later maintenance window gets a fresh allowance of waiting.
-                for job in [*self._ready, *(entry[2] for entry in self._delayed)]:
-                    job.since_maintenance = None
-            if state is not RUNNING:
-                for job in self._ready:  # they wait now
-                    self._arm(job)
-            self.state = state
-            logger.log(
-                logging.WARNING if state is not RUNNING else logging.INFO,
-                "lane %s %s: %s",
-                self.provider.name,
-                state.value,
-                why,
-            )
-            self._park.wake_all()
+    def _state_changed(self, left: LaneState) -> None:
+        """The lane's part of a change of state: the waiting jobs, the workers."""
+        if left is PAUSED:
+            # A later maintenance window gets a fresh allowance of waiting.
+            for job in [*self._ready, *(entry[2] for entry in self._delayed)]:
+                job.since_maintenance = None
+        if self._status.state is not RUNNING:
+            for job in self._ready:  # they wait now
+                self._arm(job)
+        self._park.wake_all()
 
     def _finish(self, job: _Job, persona: Persona | None, err: PersonaError | None) -> None:
         if job.done:

@@ -23,6 +23,9 @@ the key):
 * **What was learned.** The limit learned from 429s (``AdaptiveLimit``'s rules, run inside Redis
   on the shared log: one decrease per congestion event, down to what the provider delivered,
   additive probing after clean windows) is one value for every process, kept for an hour.
+* **The pace.** A 429 to a start granted together with others (a provider that takes no burst,
+  such as nginx's ``limit_req``) makes the shared log pace every process: the ``burst``-th most
+  recent start must be a paced interval old, as ``SlidingWindowLimiter`` does locally.
 
 What is not shared: ``max_concurrency`` caps each process on its own. Every process sharing a key
 should configure the same ``rate_limit`` and ``rate_period``.
@@ -67,6 +70,7 @@ from ._providers import Provider
 from ._ratelimit import (
     DEFAULT_WINDOW_MARGIN,
     MAX_PATIENCE,
+    PACE_MARGIN,
     PROBE_FRACTION,
     Hold,
     LaneLimiter,
@@ -103,7 +107,7 @@ _HOLDS: dict[object, Hold] = {
 # limit (a hash), the sorted set of starts answered 429.
 # ARGV: mode ("acquire", "throttled", or a hold state "cooling"/"paused"); configured limit
 # (0: none); window and period in microseconds; the start's unique member (acquire, throttled)
-# or the hold's length in microseconds; MAX_PATIENCE; PROBE_FRACTION.
+# or the hold's length in microseconds; MAX_PATIENCE; PROBE_FRACTION; PACE_MARGIN.
 # Returns {1 if admitted, microseconds to wait otherwise, limit (0: none), sustained (0: none),
 # microseconds since the first decrease, the hold's state if an acquire waits for one else ''}.
 # The rules are AdaptiveLimit's (persona_async._ratelimit), step for step, so every process
@@ -117,7 +121,8 @@ local mode, configured = ARGV[1], tonumber(ARGV[2])
 local span, period = tonumber(ARGV[3]), tonumber(ARGV[4])
 local max_patience, fraction = tonumber(ARGV[6]), tonumber(ARGV[7])
 local st = redis.call('HMGET', KEYS[3], 'cur', 'changed', 'decreased', 'ceiling', 'patience',
-                      'sat', 'sustained', 'grown', 'evidence', 'discovered', 'stall', 'proven')
+                      'sat', 'sustained', 'grown', 'evidence', 'discovered', 'stall', 'proven',
+                      'burst')
 local cur = tonumber(st[1]) or configured
 if configured > 0 and (cur == 0 or cur > configured) then cur = configured end
 local changed, decreased = tonumber(st[2]) or 0, tonumber(st[3]) or 0
@@ -125,12 +130,13 @@ local ceiling, patience = tonumber(st[4]) or 0, tonumber(st[5]) or 1
 local sat, sustained, grown = st[6] == '1', tonumber(st[7]) or 0, tonumber(st[8]) or 0
 local evidence, discovered = tonumber(st[9]) or 0, tonumber(st[10]) or 0
 local stall, proven = tonumber(st[11]) or 0, tonumber(st[12]) or 0
+local burst, pace = tonumber(st[13]) or 0, tonumber(ARGV[8])
 local dirty = false
 local function save()
   redis.call('HSET', KEYS[3], 'cur', cur, 'changed', int(changed), 'decreased', int(decreased),
              'ceiling', ceiling, 'patience', patience, 'sat', sat and 1 or 0,
              'sustained', sustained, 'grown', int(grown), 'evidence', evidence,
-             'discovered', int(discovered), 'proven', proven)
+             'discovered', int(discovered), 'proven', proven, 'burst', burst)
   redis.call('PEXPIRE', KEYS[3], 3600000)
 end
 local function reply(admitted, wait, held)
@@ -138,16 +144,30 @@ local function reply(admitted, wait, held)
   local learned = (sustained > 0 and proven > sustained) and proven or sustained
   return {admitted, wait, cur, learned, now - discovered, held or ''}
 end
+local function after(n, length)  -- until the n-th most recent start is `length` old
+  local nth = redis.call('ZREVRANGE', KEYS[1], n - 1, n - 1, 'WITHSCORES')
+  if nth[2] and tonumber(nth[2]) + length > now then return tonumber(nth[2]) + length - now end
+  return 0
+end
 local function delay()
   if cur == 0 then return 0 end
-  local nth = redis.call('ZREVRANGE', KEYS[1], cur - 1, cur - 1, 'WITHSCORES')
-  if nth[2] and tonumber(nth[2]) + span > now then return tonumber(nth[2]) + span - now end
-  return 0
+  if burst == 0 or burst >= cur then return after(cur, span) end
+  -- Paced: the pace keeps the learned limit, the window only the configured ceiling.
+  local wait = configured > 0 and after(configured, span) or 0
+  return math.max(wait, after(burst, math.floor(burst * span / cur * (1 + pace))))
 end
 if mode == 'throttled' then
   local s = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[5])) or now
   redis.call('ZADD', KEYS[4], int(s), ARGV[5])
   redis.call('PEXPIRE', KEYS[4], math.ceil(2 * span / 1000) + 1)
+  if cur > 0 and burst ~= 1 and s >= decreased then
+    -- Sent together with another start: a burst the provider would not take. Pace; keep the rate.
+    local near = math.floor(span / cur / 2)
+    if redis.call('ZCOUNT', KEYS[1], int(s - near), int(s + near)) > 1 then
+      burst, decreased, evidence, dirty = 1, now, 0, true
+      return reply(0, delay())
+    end
+  end
   if s < decreased then
     if evidence > 0 and cur > evidence then
       cur = math.max(evidence, math.floor((cur + evidence) / 2))
@@ -483,6 +503,7 @@ class _RedisLane:
             last,
             MAX_PATIENCE,
             PROBE_FRACTION,
+            PACE_MARGIN,
         )
         try:
             if self._unused:  # rare (a caller left while its start was granted): one ZREM

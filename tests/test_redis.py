@@ -38,6 +38,7 @@ from persona_async import (
 )
 from persona_async.redis import RedisLimiter
 from persona_async.testing import FakeProvider, Fault
+from persona_async.testing.nginx import NginxLimiter
 
 pytestmark = pytest.mark.anyio
 
@@ -225,6 +226,31 @@ async def test_four_processes_sharing_a_key_stay_in_the_window_at_full_rate(
     assert all(len(result) == per_worker for result in results)
     for worker in workers:
         assert PASSWORD not in worker.stderr
+
+
+async def test_processes_sharing_a_key_behind_nginx_pace_together(
+    redis_server: RedisServer,
+) -> None:
+    # nginx's limit_req at 10r/s takes one request per 100 ms and refuses the rest of a burst.
+    # The shared window lets ten out at once (from both processes); nginx takes one, and the
+    # lanes, through Redis, pace together at ten a second instead of learning "one a second".
+    with _fake_process() as url, NginxLimiter(url, rate=10, status=429) as nginx:
+        workers = await _workers(
+            2, redis=redis_server.url, fake=nginx.url, count=20, rate_limit=10, rate_period=1.0
+        )
+        for worker in workers:
+            worker.go()
+        results = [await worker.finish() for worker in workers]
+    outcomes = [o for result in results for o in result]
+    assert all(o["ok"] for o in outcomes), [o for o in outcomes if not o["ok"]][:3]
+    log = nginx.log()
+    accepted = [t for t, code in log if code == 200]
+    refused = [round(t - log[0][0], 2) for t, code in log if code != 200]
+    assert len(accepted) == 40
+    assert len(refused) <= 12, refused  # the opening burst ...
+    assert max(refused) < 1.0, refused  # ... and none after it
+    rate = (len(accepted) - 1) / (accepted[-1] - accepted[0])
+    assert rate >= 0.75 * 10, f"{rate:.2f}/s"  # one shared pace, not one per process
 
 
 async def test_a_429_seen_by_one_process_cools_the_others(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import pickle
 import re
@@ -62,15 +63,26 @@ async def granted_at_once(limiter: LaneLimiter, most: int) -> list[Start]:
     return starts
 
 
+async def paced(limiter: LaneLimiter, n: int, interval: float) -> list[Start]:
+    """``n`` starts ``interval`` apart: a 429 to one of them is about the rate. (A 429 to a
+    start granted together with others says the provider takes no burst: the lane then paces,
+    and keeps its limit.)"""
+    starts: list[Start] = []
+    for _ in range(n):
+        starts.append(await asyncio.wait_for(limiter.acquire(), QUICK))
+        await asyncio.sleep(interval)
+    return starts
+
+
 async def next_window(limiter: LaneLimiter, period: float, most: int) -> int:
     """How many starts ``limiter`` grants at once once the current window has passed."""
     await asyncio.sleep(period * 1.1)
     return len(await granted_at_once(limiter, most))
 
 
-async def refuse_the_fourth(limiter: LaneLimiter) -> None:
-    """Four starts at once, the fourth answered 429: three a window from then on."""
-    starts = await granted_at_once(limiter, 4)
+async def refuse_the_fourth(limiter: LaneLimiter, period: float = 0.3) -> None:
+    """Four starts paced through a window, the fourth answered 429: three a window from then."""
+    starts = await paced(limiter, 4, period / 5)
     await limiter.throttled(starts[-1])
 
 
@@ -78,23 +90,45 @@ async def refuse_the_fourth(limiter: LaneLimiter) -> None:
 
 
 async def test_a_burst_of_429s_from_one_window_lowers_the_shared_limit_once(lanes: Lanes) -> None:
-    # Ten went out at once; the provider took five and refused the rest. Those 429s are one
-    # event (all sent before anyone reacted): the shared limit goes to the five delivered, not
-    # down by half again for each refusal.
+    # Ten went out through a window; the provider took five and refused the rest. Those 429s
+    # are one event (all sent before anyone reacted): the shared limit goes to the five
+    # delivered, not down by half again for each refusal.
     period = 0.3
     here, there = lanes(10, period), lanes(10, period)
-    starts = await granted_at_once(here, 10)
-    assert len(starts) == 10
+    starts = await paced(here, 10, period / 12)
     for start in starts[5:]:
         await here.throttled(start)
     assert await next_window(there, period, 10) == 5
 
 
+async def test_a_refused_burst_paces_every_process_sharing_the_key_at_the_same_limit(
+    lanes: Lanes,
+) -> None:
+    # Ten went out at once and the provider (a leaky bucket: nginx's limit_req) took one. It
+    # takes no burst, which says nothing of its rate: every process keeps the limit of ten a
+    # window and spaces its starts a tenth of a window apart, instead of learning "one".
+    period = 1.0
+    here, there = lanes(10, period), lanes(10, period)
+    starts = await granted_at_once(here, 10)
+    assert len(starts) == 10
+    for start in starts[1:]:
+        await here.throttled(start)
+    assert (here.limit, there.limit) == (10, 10)
+    await asyncio.sleep(period * 1.1)  # the burst's window has passed
+    granted = []
+    for _ in range(4):
+        await asyncio.wait_for(there.acquire(), period)
+        granted.append(time.monotonic())
+    gaps = [b - a for a, b in itertools.pairwise(granted)]
+    assert all(gap >= period / 10 for gap in gaps), gaps  # paced, 1.02 x 1.03 / 10 apart
+    assert all(gap < period / 10 + QUICK for gap in gaps), gaps  # at the rate, not slower
+
+
 async def test_one_429_lowers_the_shared_limit_at_most_by_half(lanes: Lanes) -> None:
     # A lone 429 early in a run (a gateway's hiccup, one request in) would otherwise pin every
     # process sharing the key to one request a window.
-    limiter = lanes(10, 30.0)
-    _, second = await granted_at_once(limiter, 2)
+    limiter = lanes(10, 3.0)
+    _, second = await paced(limiter, 2, 0.31)
     await limiter.throttled(second)
     # Five a window now: the two already in this window and three more.
     assert len(await granted_at_once(limiter, 10)) == 3
@@ -119,14 +153,25 @@ async def test_an_earlier_429_in_the_window_is_not_counted_as_delivered(lanes: L
     # not three, and two a window it is.
     period = 0.3
     limiter = lanes(4, period)
-    (refused,) = await granted_at_once(limiter, 1)
+    (refused,) = await paced(limiter, 1, period / 5)
     await limiter.throttled(refused)
-    starts = await granted_at_once(limiter, 3)
+    starts = await paced(limiter, 3, period / 5)
     await limiter.throttled(starts[-1])
     assert await next_window(limiter, period, 10) == 2
 
 
 # -- growing back ------------------------------------------------------------------------------
+
+
+async def probe_four(limiter: LaneLimiter, period: float) -> list[Start]:
+    """After ``refuse_the_fourth``: starts as the window allows, until the limit probed four;
+    the last one left on its own (a 429 to it is the probe's, not a burst's)."""
+    starts = []
+    while limiter.limit != 4:
+        starts.append(await asyncio.wait_for(limiter.acquire(), 5 * period))
+    await asyncio.sleep(period / 7)
+    starts.append(await asyncio.wait_for(limiter.acquire(), 5 * period))
+    return starts
 
 
 async def test_after_a_429_the_shared_limit_grows_back_once_a_clean_window_wanted_more(
@@ -165,17 +210,18 @@ async def test_a_probe_that_failed_waits_two_clean_windows_before_trying_that_le
     period = 0.3
     limiter = lanes(4, period)
     await refuse_the_fourth(limiter)
-    probe = [await asyncio.wait_for(limiter.acquire(), 5 * period) for _ in range(4)]
+    probe = await probe_four(limiter, period)
     await limiter.throttled(probe[-1])  # the probe at four failed
     until = time.monotonic() + 1.9 * period
-    granted = 0
-    while (left := until - time.monotonic()) > 0:
+    limits = []
+    while (left := until - time.monotonic()) > 0:  # the lane wants more all along
         try:
             await asyncio.wait_for(limiter.acquire(), left)
         except TimeoutError:
             break
-        granted += 1
-    assert granted == 3
+        limits.append(limiter.limit)
+    assert len(limits) >= 3  # it kept sending, at three a window
+    assert set(limits) == {3}
 
 
 async def test_after_a_retry_after_every_process_probes_the_failed_level_patience_of_them_on(
@@ -187,7 +233,7 @@ async def test_after_a_retry_after_every_process_probes_the_failed_level_patienc
     period, retry_after = 0.3, 0.6
     limiter, other = lanes(4, period), lanes(4, period)
     await refuse_the_fourth(limiter)
-    probe = [await asyncio.wait_for(limiter.acquire(), 5 * period) for _ in range(4)]
+    probe = await probe_four(limiter, period)
     await limiter.throttled(probe[-1])  # the probe at four failed
     failed = time.monotonic()
     await limiter.hold("cooling", retry_after)
@@ -217,7 +263,7 @@ async def test_what_every_process_learns_is_the_level_held_when_a_probe_above_it
             "ceiling": 0, "patience": 1, "sat": 0, "sustained": 3, "evidence": 3,
             "discovered": now - 10_000_000, "proven": 3,
         })  # fmt: skip
-        await raw.zadd(keys[0], {"a": now - 300_000, "b": now - 100_000, "probe": now})
+        await raw.zadd(keys[0], {"a": now - 300_000, "b": now - 150_000, "probe": now})
     await limiter.throttled(Start(0.0, "probe"))
     await granted_at_once(other, 1)
     assert (limiter.limit, limiter.learned) == (2, 3)
@@ -256,7 +302,7 @@ async def test_the_shared_limit_and_what_was_learned_show_in_the_stats_two_windo
     # 429 early in a run says little).
     period = 0.2
     limiter, other = lanes(10, period), lanes(10, period)
-    _, second = await granted_at_once(limiter, 2)
+    _, second = await paced(limiter, 2, period / 8)
     await limiter.throttled(second)
     assert (limiter.limit, limiter.learned) == (5, None)
     await granted_at_once(other, 1)
@@ -275,7 +321,7 @@ async def test_a_lowered_rate_limit_rules_over_the_higher_limit_redis_remembers(
     # configured at 5 (a cheaper plan, or the advice followed halfway): 5 it is, at once.
     period = 0.3
     before = lanes(20, period)
-    starts = await granted_at_once(before, 20)
+    starts = await paced(before, 20, period / 25)
     await before.throttled(starts[15])  # fifteen got through
     assert await next_window(lanes(5, period), period, 20) == 5
 
@@ -619,10 +665,10 @@ async def test_the_local_fallback_remembers_its_starts_from_one_outage_to_the_ne
 async def test_the_local_fallback_starts_from_the_limit_learned_so_far(
     redis_server: RedisServer,  # noqa: F811
 ) -> None:
-    provider = CrunProvider(api_key=API_KEY, rate_limit=10, rate_period=30.0)
+    provider = CrunProvider(api_key=API_KEY, rate_limit=10, rate_period=3.0)
     limiter = RedisLimiter(redis_server.url, fallback="local", recheck=0).for_lane(provider)
     try:
-        _, second = await granted_at_once(limiter, 2)
+        _, second = await paced(limiter, 2, 0.31)
         await limiter.throttled(second)  # five a window, learned through Redis
         redis_server.kill()
         assert len(await granted_at_once(limiter, 10)) == 5

@@ -51,12 +51,12 @@ MUTANTS: dict[str, tuple[str, str]] = {
         "if configured > 0 and cur == 0 then cur = configured end",
     ),
     "L5a_window_off_by_one": (
-        "'ZREVRANGE', KEYS[1], cur - 1, cur - 1,",
-        "'ZREVRANGE', KEYS[1], cur, cur,",
+        "'ZREVRANGE', KEYS[1], n - 1, n - 1,",
+        "'ZREVRANGE', KEYS[1], n, n,",
     ),
     "L5b_window_without_margin": (
-        "if nth[2] and tonumber(nth[2]) + span > now then",
-        "if nth[2] and tonumber(nth[2]) + period > now then",
+        "if burst == 0 or burst >= cur then return after(cur, span) end",
+        "if burst == 0 or burst >= cur then return after(cur, period) end",
     ),
     "L6_nothing_delivered_still_lowers": ("    if delivered <= 0 then", "    if false then"),
     "L7_failed_probe_no_patience": (
@@ -88,6 +88,18 @@ MUTANTS: dict[str, tuple[str, str]] = {
     "L10_hold_state_not_said": (
         "return reply(0, hold_until - now, string.match(hold, '^(%a+)'))",
         "return reply(0, hold_until - now)",
+    ),
+    "L16_a_refused_burst_lowers_the_rate": (
+        "if redis.call('ZCOUNT', KEYS[1], int(s - near), int(s + near)) > 1 then",
+        "if false then",
+    ),
+    "L17_pace_without_its_margin": (
+        "after(burst, math.floor(burst * span / cur * (1 + pace)))",
+        "after(burst, math.floor(burst * span / cur))",
+    ),
+    "L18_paced_lane_held_by_its_learned_window": (
+        "local wait = configured > 0 and after(configured, span) or 0",
+        "local wait = after(cur, span)",
     ),
 }
 
