@@ -34,6 +34,7 @@ first 429, and the limit found there grows by a quarter per clean window until a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 __all__ = ["MAX_PATIENCE", "MIN_COUNT", "PROBE_FRACTION", "AdaptiveLimit"]
 
@@ -184,8 +185,13 @@ class AdaptiveLimit:
         self.climbing = False
         return True
 
-    def grow(self, now: float) -> None:
-        """Probe one step upward if a clean, saturated window (or ``patience`` of them) passed."""
+    def grow(self, now: float, held: Callable[[], int] | None = None) -> None:
+        """Probe one step upward if a clean, saturated window (or ``patience`` of them) passed.
+
+        ``held`` counts the starts the provider accepted since the level began: a level never
+        sent in full is not one the provider held (a lane that had to wait for a moment may
+        not have used its whole allowance), so it is neither advised nor probed above.
+        """
         current = self.current
         if current is None or not self.saturated:
             return
@@ -202,7 +208,11 @@ class AdaptiveLimit:
             return
         if self.ceiling is not None and current >= self.ceiling:
             self.ceiling, self.patience = None, 1  # it held where it failed before: forget that
-        self.proven = current  # a clean window in which the lane wanted more: it holds
+        used = current if held is None else held()
+        if used < current - 1:  # (one short: a paced start on the window's edge)
+            return  # it never sent this level in full: it proved nothing, and wants no more
+        # A clean window in which the lane wanted more: it holds, as far as it was sent.
+        self.proven = min(current, used)
         fraction = CLIMB_FACTOR - 1 if self.climbing else PROBE_FRACTION
         step = max(1, int(current * fraction + 0.5))  # as Redis's Lua rounds
         self.current = current + step

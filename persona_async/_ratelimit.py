@@ -350,7 +350,7 @@ class SlidingWindowLimiter:
         try:
             async with self._lock:
                 while True:
-                    adaptive.grow(self._clock())
+                    adaptive.grow(self._clock(), self._held)
                     if (wait := self.delay()) <= 0:
                         break
                     adaptive.saturated = True
@@ -400,6 +400,18 @@ class SlidingWindowLimiter:
         self._adaptive.discovered(count, window, self._clock())
         self._span = self._adaptive.period * (1 + self._margin)
         self._slack = self._adaptive.period * self._margin / 10
+
+    def _held(self) -> int:
+        """The most starts the provider accepted in any ``period`` of the last two windows.
+
+        Counted in the provider's own window length, not the widened one: a provider allowing
+        20 per 10 s never accepts 21 in any 10 s, so a level held is never above its limit.
+        """
+        log, rejected = self._log, self._rejected
+        lo = self._clock() - 2 * self._span
+        refused = set(rejected[bisect.bisect_left(rejected, lo) :])
+        times = [t for t in log[bisect.bisect_left(log, lo) :] if t not in refused]
+        return _most_in_any(times, self._adaptive.period)
 
     def _forget(self, at: float) -> None:
         log = self._log
@@ -497,3 +509,13 @@ class SlidingWindowLimiter:
                 while at in self._log:  # distinct times, as _stamp keeps them
                     at -= 1e-9
                 self._record(at)
+
+
+def _most_in_any(times: Sequence[float], period: float) -> int:
+    """The most of the sorted ``times`` inside any ``period`` seconds."""
+    most = first = 0
+    for last, t in enumerate(times):
+        while t - times[first] >= period:
+            first += 1
+        most = max(most, last - first + 1)
+    return most

@@ -149,6 +149,21 @@ local function after(n, length)  -- until the n-th most recent start is `length`
   if nth[2] and tonumber(nth[2]) + length > now then return tonumber(nth[2]) + length - now end
   return 0
 end
+local function most_accepted()  -- in any `period` of the last two windows, 429s left out
+  local lo = int(now - 2 * span)
+  local refused = {}
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], lo, '+inf')) do refused[m] = true end
+  local starts, times = redis.call('ZRANGEBYSCORE', KEYS[1], lo, '+inf', 'WITHSCORES'), {}
+  for i = 1, #starts, 2 do
+    if not refused[starts[i]] then times[#times + 1] = tonumber(starts[i + 1]) end
+  end
+  local most, first = 0, 1
+  for last = 1, #times do
+    while times[last] - times[first] >= period do first = first + 1 end
+    most = math.max(most, last - first + 1)
+  end
+  return most
+end
 local function delay()
   if cur == 0 then return 0 end
   if burst == 0 or burst >= cur then return after(cur, span) end
@@ -219,11 +234,14 @@ end
 if cur > 0 and sat and cur ~= configured then
   local at_ceiling = ceiling > 0 and cur + 1 >= ceiling
   if now - changed >= (at_ceiling and patience * math.max(period, stall) or period) then
-    if ceiling > 0 and cur >= ceiling then ceiling, patience = 0, 1 end
-    proven = cur
-    cur = cur + math.max(1, math.floor(cur * fraction + 0.5))
-    if configured > 0 and cur > configured then cur = configured end
-    changed, grown, sat, dirty = now, now, false, true
+    local held = most_accepted()  -- a level never sent in full proves nothing
+    if held >= cur - 1 then  -- (one short: a paced start on the window's edge)
+      if ceiling > 0 and cur >= ceiling then ceiling, patience = 0, 1 end
+      proven = math.min(cur, held)
+      cur = cur + math.max(1, math.floor(cur * fraction + 0.5))
+      if configured > 0 and cur > configured then cur = configured end
+      changed, grown, sat, dirty = now, now, false, true
+    end
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', int(now - 2 * span))

@@ -406,10 +406,13 @@ def test_a_429_to_a_request_sent_after_the_decrease_is_a_new_event() -> None:
 def test_with_a_retry_after_longer_than_the_window_probes_are_as_rare_in_those() -> None:
     # Every 429 says Retry-After: 8 s, eight windows: each failed probe stops the lane that long.
     # Probing at the level that failed after 1, 2, 4 ... windows, as without one, would lose
-    # nearly half the rate (57% in this run); counted in Retry-Afters, patience keeps it at 87%.
+    # nearly half the rate (57% in this run); counted in Retry-Afters, patience keeps it near
+    # 80% (80% here; 86% before a level had to be sent in full to count as held: a window
+    # spent in a Retry-After's hold then grew the limit, and the 429s after it doubled the
+    # patience as failed probes).
     sim = simulate("sliding", REAL * 4, 1500, retry_after=8 * PERIOD)
     since = 20 * PERIOD
-    assert sim.share(since) >= 0.8, sim.share(since)
+    assert sim.share(since) >= 0.78, sim.share(since)
     assert sim.rejected_per_100(since) <= 0.5, sim.rejected_per_100(since)
 
 
@@ -554,6 +557,37 @@ def test_the_limit_grows_only_after_a_window_in_which_the_lane_wanted_more() -> 
     assert limit.current == 11
     limit.grow(now=6.5)
     assert limit.current == 11  # a clean window on, but the lane has not wanted more since
+
+
+def test_a_level_never_sent_in_full_is_neither_held_nor_probed_above() -> None:
+    # The lane wanted more for a moment (a wait), but sent 18 of the 20 allowed in any window:
+    # 20 is not a level the provider held, and probing 21 would risk a 429 for nothing. (The
+    # demo advised 21 against a fake allowing 20 this way.)
+    limit = AdaptiveLimit(40, 1.0)
+    limit.congested(sent_at=0.0, now=0.1, delivered=20)  # 40 -> 20
+    limit.saturated = True
+    limit.grow(now=1.2, held=lambda: 18)
+    assert (limit.current, limit.proven) == (20, None)
+    limit.grow(now=1.3, held=lambda: 20)
+    assert (limit.current, limit.proven) == (21, 20)
+
+
+def test_what_the_limiter_held_is_counted_in_the_providers_window_length() -> None:
+    async def main() -> tuple[int | None, int | None]:
+        limiter = virtual_limiter(40, 1.0)
+        starts = await paced(limiter, 21)
+        await limiter.throttled(starts[-1])  # 20 got through: down to 20 a window
+        await asyncio.sleep(2.5)
+        # Ten a second for two seconds, and a wait once: the lane wanted more, and sent 20 in
+        # the two windows it looks back over, but never 20 in one.
+        for _ in range(20):
+            await limiter.acquire()
+            await asyncio.sleep(0.1)
+        limiter._adaptive.saturated = True
+        await limiter.acquire()
+        return limiter.limit, limiter.learned
+
+    assert run_virtual(main) == (20, 20)  # not probed, and 20 (from the 429) is what it learned
 
 
 def test_what_was_learned_is_the_level_held_when_a_probe_above_it_fails_short() -> None:

@@ -84,7 +84,8 @@ MUTANTS: dict[str, tuple[str, str]] = {
         "    else proven = 0 end",
         "    end proven = 0",
     ),
-    "L15_level_held_not_recorded": ("    proven = cur\n", ""),
+    "L15_level_held_not_recorded": ("      proven = math.min(cur, held)\n", ""),
+    "L19_level_held_however_little_was_sent": ("    if held >= cur - 1 then", "    if true then"),
     "L10_hold_state_not_said": (
         "return reply(0, hold_until - now, string.match(hold, '^(%a+)'))",
         "return reply(0, hold_until - now)",
