@@ -207,7 +207,9 @@ CONFIG_ERRORS = {
         crun_table(KIND, "rate_limt = 5"), {}, [b"[providers.crun] rate_limt", b"unknown key"]
     ),
     "wrong type": (
-        crun_table(KIND, 'rate_limit = "20"'), {}, [b"[providers.crun] rate_limit", b"integer"]
+        crun_table(KIND, 'rate_limit = "20"'),
+        {},
+        [b"[providers.crun] rate_limit", b'expected an integer or "none"'],
     ),
     "inline key": (
         crun_table(KIND, 'api_key = "sk-inline-0001"'),
@@ -233,6 +235,28 @@ CONFIG_ERRORS = {
         [b"[providers.crun] base_url", b"https://", b"loopback"],
     ),
 }
+
+
+async def test_a_lane_configured_with_no_limit_and_no_window_measures_the_providers(
+    tmp_path: Path,
+) -> None:
+    # rate_limit = "none" and no rate_period: the lane measures the window the provider counts
+    # over (here 5 per 0.5 s). Assuming the old 10 s, 30 items took about a minute.
+    write_jsonl(tmp_path / "in.jsonl", items(30, lanes=("crun",)))
+    (tmp_path / "persona.toml").write_text(
+        f'[providers.crun]\nkind = "crun"\napi_key_env = "{ENV_NAMES["crun"]}"\n'
+        'base_url = "URL"\nrate_limit = "none"\nmax_concurrency = 4\n'
+        "[client]\nbackoff_initial = 0.005\nbackoff_max = 0.05\n"
+    )
+    async with fake_provider(rate_limit=5, rate_period=0.5) as fake:
+        config = tmp_path / "persona.toml"
+        config.write_text(config.read_text().replace("URL", fake.url))
+        began = time.monotonic()
+        result = await run_cli(*batch(tmp_path))
+        took = time.monotonic() - began
+    assert result.returncode == 0, result.stderr
+    assert len(fake.creations) == 30
+    assert took < 15, took
 
 
 @pytest.mark.parametrize("case", list(CONFIG_ERRORS))
