@@ -22,7 +22,7 @@ The overload row: no provider limit, a lane of 20 per 2 s with ``max_concurrency
 with a 2 s deadline arriving at 20 per second for 20 s (twice the lane's rate): the share of the
 lane's limit each 2 s window sent, and the latest answer after a caller's deadline.
 
-    python benchmarks/bench_admission.py            # the whole table, about 6 minutes
+    python benchmarks/bench_admission.py            # the whole table, about 7 minutes
     python benchmarks/bench_admission.py --shape nginx --shape "nginx 503" --n 300
 """
 
@@ -178,12 +178,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--shape", action="append", choices=SHAPES, help="repeatable")
     parser.add_argument("--n", type=int, default=N, help="creates per cell")
     parser.add_argument("--no-overload", action="store_true")
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        metavar="K",
+        help="cells run at once (default 1: on 2 cores, three at once add milliseconds of "
+        "jitter, and a leaky bucket refuses a request a millisecond early)",
+    )
     args = parser.parse_args(argv)
     globals()["N"] = args.n
     print(machine())
     rows = []
-    for config, configured in CONFIGS:  # the shapes of one configuration run side by side
-        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+    for config, configured in CONFIGS:
+        with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
             cells = [pool.submit(cell, s, config, configured) for s in args.shape or SHAPES]
             rows += [c.result() for c in cells]
     print(

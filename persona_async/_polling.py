@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from ._exceptions import PersonaError, RateLimitError
+from ._exceptions import OverloadedError, PersonaError, RateLimitError
 from ._ratelimit import SlidingWindowLimiter, Start
 
 __all__ = [
@@ -258,7 +258,7 @@ class Poller:
                 polls += 1
                 try:
                     answer = await query()
-                except RateLimitError as err:
+                except (RateLimitError, OverloadedError) as err:  # a 429, or a limiter's 503
                     flight.last_error = err
                     if err.retry_after is not None:
                         delay = max(err.retry_after, self.policy.min_interval)

@@ -37,6 +37,7 @@ import msgspec
 from ._exceptions import (
     InvalidRequestError,
     MalformedResponseError,
+    OverloadedError,
     PersonaError,
     RateLimitError,
     SourceFailedError,
@@ -160,8 +161,8 @@ def _raise_for_code(provider: Provider, raw: RawResponse, code: int | str, messa
     cls = provider.errors.get(provider.classify(code, message), PersonaError)
     text = "status query: " + (provider.redact(message) or f"provider answered code {code}")
     number = code if isinstance(code, int) else raw.status
-    if cls is RateLimitError:
-        raise RateLimitError(
+    if cls is RateLimitError or cls is OverloadedError:  # "not now", and maybe until when
+        raise cls(
             text,
             code=number,
             http_status=raw.status,

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestServer
 from persona_async import CrunProvider
 from persona_async._exceptions import (
     AuthenticationError,
+    OverloadedError,
     PersonaError,
     ProviderTimeoutError,
     RateLimitError,
@@ -181,7 +182,10 @@ async def test_the_lane_budget_caps_polls_across_tasks() -> None:
     await poller.aclose()
 
 
-async def test_429_on_a_poll_waits_out_retry_after_for_every_poll_of_the_lane() -> None:
+@pytest.mark.parametrize("error", [RateLimitError, OverloadedError], ids=["429", "503"])
+async def test_429_on_a_poll_waits_out_retry_after_for_every_poll_of_the_lane(
+    error: type[RateLimitError | OverloadedError],
+) -> None:
     asked: list[tuple[str, float]] = []
     throttled = False
 
@@ -191,7 +195,7 @@ async def test_429_on_a_poll_waits_out_retry_after_for_every_poll_of_the_lane() 
             asked.append((name, time.monotonic()))
             if name == "a" and not throttled:
                 throttled = True
-                raise RateLimitError("slow down", retry_after=0.3, provider="x")
+                raise error("slow down", retry_after=0.3, provider="x")
             return "done" if sum(n == name for n, _ in asked) >= 3 else Running()
 
         return query
