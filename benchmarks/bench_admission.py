@@ -77,9 +77,11 @@ def provider_at(shape: str) -> Iterator[tuple[str, FakeProcess, NginxLimiter | N
 
 async def _drive(url: str, configured: int | None) -> list[tuple[float, bool, int]]:
     """(completion time, ok, rejections the lane had seen by then) per outcome."""
+    # A lane with no limit is given no window either: it has to find out.
+    window = {} if configured is None else {"rate_period": PERIOD}
     provider = CrunProvider(
-        api_key=API_KEY, base_url=url, rate_limit=configured, rate_period=PERIOD,
-        max_concurrency=CONCURRENCY,
+        api_key=API_KEY, base_url=url, rate_limit=configured, max_concurrency=CONCURRENCY,
+        **window,
     )  # fmt: skip
     loop = asyncio.get_running_loop()
     seen = []
