@@ -435,8 +435,11 @@ class SlidingWindowLimiter:
             self._trim(at)
 
     def _trim(self, at: float) -> None:
-        # Starts older than two spans before ``at`` can no longer matter.
+        # Starts older than two spans before ``at`` can no longer matter, unless they are the
+        # burst a discovery measures from (a Retry-After may hold the probes for longer).
         horizon = at - 2 * self._span
+        if self._discovery is not None and self._discovery.origin < horizon:
+            horizon = self._discovery.origin
         log = self._log
         del log[: bisect.bisect_left(log, horizon)]
         rejected = self._rejected

@@ -416,6 +416,16 @@ def test_with_a_retry_after_longer_than_the_window_probes_are_as_rare_in_those()
     assert sim.rejected_per_100(since) <= 0.5, sim.rejected_per_100(since)
 
 
+def test_a_window_measured_through_a_long_retry_after_keeps_the_burst_it_measures_from() -> None:
+    # Every 429 says Retry-After: 4 s, four windows: the probes that measure an unconfigured
+    # lane's window wait that long, and the log must still hold the burst they count from (it
+    # was trimmed at two windows: one request per 40 s measured, 9% of the rate).
+    sim = simulate("sliding", None, 300, retry_after=4 * PERIOD)
+    assert sim.limiter is not None
+    assert (sim.limiter.limit or 0) / sim.limiter.period >= 2.0  # 10 per 4 s, climbing
+    assert sim.share(since=20 * PERIOD) >= 0.6, sim.share(since=20 * PERIOD)
+
+
 def test_probing_at_a_level_that_failed_waits_longer_each_time() -> None:
     """After a 429 at 11, the limiter probes 11 again after 1, 2, 4, 8 clean windows."""
     sim = simulate("sliding", REAL * 4, 1500)
