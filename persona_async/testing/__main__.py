@@ -65,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
         choices=RATE_SHAPES,
         default="sliding",
         help="how the limit counts: any window of T seconds (sliding), a counter reset every T "
-        "seconds (fixed), or a token bucket of N refilled over T (bucket)",
+        "seconds (fixed), a token bucket of N refilled over T (bucket), or one request per T/N "
+        "seconds and no burst (leaky, as nginx's limit_req without burst)",
     )
     parser.add_argument(
         "--count-rejected",
