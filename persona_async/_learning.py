@@ -9,6 +9,11 @@ better signal than a halving. A 429 says one of two things, and the log of start
   bucket with a small burst) take one request per ``1/rate`` seconds and refuse the rest of a
   burst however low the rate. The rate is not lowered: the lane stops bursting and paces its
   starts evenly (``burst = 1``), which every limiter shape accepts at its rate;
+* **a request that arrived early**: an evenly paced request refused at the configured rate,
+  with nothing else refused since the lane last reacted. A busy event loop delays some sends
+  more than others, so paced requests can reach a leaky bucket closer together than they left.
+  The rate is kept and the pace widened (:meth:`AdaptiveLimit.jittered`), at most to
+  :data:`MAX_PACE_MARGIN`; then, or when refusals come together, it is:
 * **a rate it would not take**: an evenly paced request refused. Then, as before:
 
   * one congestion event per window: 429s to requests sent before the last decrease are the
@@ -36,7 +41,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-__all__ = ["MAX_PATIENCE", "MIN_COUNT", "PROBE_FRACTION", "AdaptiveLimit"]
+__all__ = [
+    "MARGIN_HALF_LIFE",
+    "MAX_PACE_MARGIN",
+    "MAX_PATIENCE",
+    "MIN_COUNT",
+    "PACE_MARGIN",
+    "PROBE_FRACTION",
+    "AdaptiveLimit",
+]
 
 #: Most clean windows to wait before probing again at a level where the provider said 429.
 MAX_PATIENCE = 16
@@ -47,6 +60,15 @@ CLIMB_FACTOR = 1.25
 #: A discovered limit is counted over enough windows to hold at least this many starts, so one
 #: more start a window is a small step (5-10%) and not a doubling.
 MIN_COUNT = 10
+#: A paced lane spaces its starts this much wider than ``period / limit``: a leaky bucket
+#: refuses a request that arrives even a millisecond early, and arrivals jitter.
+PACE_MARGIN = 0.03
+#: The widest that margin grows where arrivals jitter more (a busy machine delays some sends,
+#: a network some packets): each paced request refused while the provider took the whole
+#: level doubles it (6%, 12%, 24%); past it, a refusal says the rate is too high.
+MAX_PACE_MARGIN = 0.24
+#: A widened margin halves back toward PACE_MARGIN every this many periods after it widened.
+MARGIN_HALF_LIFE = 8
 
 
 class AdaptiveLimit:
@@ -76,6 +98,8 @@ class AdaptiveLimit:
         "discovered_at",
         "evidence",
         "grown",
+        "jittered_at",
+        "margin",
         "measured",
         "patience",
         "period",
@@ -104,6 +128,8 @@ class AdaptiveLimit:
         self.climbing = False  # a discovered limit, growing by CLIMB_FACTOR until a 429
         self.climb_every = period  # clean seconds between two steps of that climb
         self.measured = False  # the period is one discovery measured, not one configured
+        self.margin = PACE_MARGIN  # the pace's margin as last widened (see pace_margin)
+        self.jittered_at = -math.inf  # when it was last widened
 
     def bursting(self, now: float) -> None:
         """A 429 to a request sent together with others: the provider takes no such burst.
@@ -113,6 +139,30 @@ class AdaptiveLimit:
         """
         self.burst = 1
         self.decreased, self.evidence = now, None
+
+    def pace_margin(self, now: float) -> float:
+        """How much wider than ``period / current`` a paced lane spaces its starts at ``now``."""
+        margin = self.margin
+        if margin <= PACE_MARGIN:
+            return PACE_MARGIN
+        halvings = min(60, int((now - self.jittered_at) // (MARGIN_HALF_LIFE * self.period)))
+        return max(PACE_MARGIN, margin / float(2**halvings))
+
+    def jittered(self, now: float) -> bool:
+        """A paced request refused although the provider took the whole level in its window.
+
+        The level holds: the requests reached the provider closer together than they left here
+        (a busy event loop delays some sends; networks jitter). Space the starts wider and keep
+        the rate; 429s to requests already on their way are this same event. False when the
+        margin is already at its widest: then the refusal is about the rate.
+        """
+        margin = self.pace_margin(now)
+        if margin >= MAX_PACE_MARGIN:
+            return False
+        self.margin = min(2 * margin, MAX_PACE_MARGIN)
+        self.jittered_at = self.decreased = now
+        self.evidence = None
+        return True
 
     def discovered(self, count: int, window: float, now: float) -> None:
         """An unconfigured lane measured its provider: ``count`` accepted per ``window`` s.
@@ -179,6 +229,7 @@ class AdaptiveLimit:
                 self.ceiling *= scale
         self.current = self.sustained = lowered
         self.decreased = self.changed = now
+        self.margin = PACE_MARGIN  # the rate was too high, not the arrivals uneven
         if self.discovered_at == -math.inf:
             self.discovered_at = now
         self.saturated = False

@@ -33,13 +33,23 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import msgspec
 
 from ._discovery import Discovery
-from ._learning import MAX_PATIENCE, MIN_COUNT, PROBE_FRACTION, AdaptiveLimit
+from ._learning import (
+    MARGIN_HALF_LIFE,
+    MAX_PACE_MARGIN,
+    MAX_PATIENCE,
+    MIN_COUNT,
+    PACE_MARGIN,
+    PROBE_FRACTION,
+    AdaptiveLimit,
+)
 
 if TYPE_CHECKING:
     from ._providers import Provider
 
 __all__ = [
     "DEFAULT_WINDOW_MARGIN",
+    "MARGIN_HALF_LIFE",
+    "MAX_PACE_MARGIN",
     "MAX_PATIENCE",
     "PACE_MARGIN",
     "PROBE_FRACTION",
@@ -59,9 +69,6 @@ Hold = Literal["cooling", "paused"]
 #: The window is widened by this fraction of the period: requests reach the provider a little
 #: after they start here, and network jitter must not make two windows overlap at its end.
 DEFAULT_WINDOW_MARGIN = 0.02
-#: A paced lane spaces its starts this much wider than ``period / limit``: a leaky bucket
-#: refuses a request that arrives even a millisecond early, and arrivals jitter.
-PACE_MARGIN = 0.03
 #: Periods a measured window's limit is advised in: the first that holds MIN_COUNT starts.
 ROUND_PERIODS = (1.0, 10.0, 60.0, 600.0)
 
@@ -291,7 +298,8 @@ class SlidingWindowLimiter:
         """Starts per second that ``count`` per ``period`` really lets out."""
         adaptive = self._adaptive
         paced = adaptive.burst is not None and adaptive.burst < count
-        return count / (self._span * ((1 + PACE_MARGIN) if paced else 1.0))
+        margin = adaptive.pace_margin(self._clock()) if paced else 0.0
+        return count / (self._span * (1 + margin))
 
     @property
     def holding(self) -> Hold | None:
@@ -336,7 +344,7 @@ class SlidingWindowLimiter:
         if ceiling is not None and len(log) >= ceiling:
             wait = log[-ceiling] + adaptive.period * (1 + self._margin) - now
         if len(log) >= burst:
-            paced = burst * self._span / current * (1 + PACE_MARGIN)
+            paced = burst * self._span / current * (1 + adaptive.pace_margin(now))
             wait = max(wait, log[-burst] + paced - now)
         return max(0.0, wait)
 
@@ -464,6 +472,8 @@ class SlidingWindowLimiter:
         if self._in_burst(s) and s >= adaptive.decreased:
             adaptive.bursting(now)
             return self.delay()
+        if self._jitter(s) and adaptive.jittered(now):
+            return self.delay()
         # The window is taken a margin wide: a start right on its edge may still count there.
         lo, log, rejected = s - self._span, self._log, self._rejected
         delivered = (bisect.bisect_left(log, s) - bisect.bisect_left(log, lo)) - (
@@ -474,6 +484,22 @@ class SlidingWindowLimiter:
         if news and not delivered:
             return max(0.0, s + self._span - now)
         return self.delay()
+
+    def _jitter(self, s: float) -> bool:
+        """Was the paced start ``s`` refused at its configured rate only for arriving early?
+
+        So it is when the provider took every other start of the 429's window that left since
+        the lane last reacted: a rate too high is refused again and again, a request that
+        arrived a little early (sends delayed unevenly by a busy event loop, a network) once.
+        Below the configured rate, what a lane learned is tested by the usual rules instead.
+        """
+        adaptive = self._adaptive
+        since = adaptive.decreased
+        if adaptive.burst != 1 or adaptive.current != adaptive.configured or s < since:
+            return False
+        rejected = self._rejected
+        lo = max(s - self._span, since)
+        return bisect.bisect_left(rejected, s) == bisect.bisect_left(rejected, lo)
 
     def _in_burst(self, s: float) -> bool:
         """Did ``s`` leave within half a paced interval of another start (a burst)?"""

@@ -25,7 +25,8 @@ the key):
   additive probing after clean windows) is one value for every process, kept for an hour.
 * **The pace.** A 429 to a start granted together with others (a provider that takes no burst,
   such as nginx's ``limit_req``) makes the shared log pace every process: the ``burst``-th most
-  recent start must be a paced interval old, as ``SlidingWindowLimiter`` does locally.
+  recent start must be a paced interval old, as ``SlidingWindowLimiter`` does locally; a paced
+  start refused alone at the configured rate widens every process's pace (uneven arrivals).
 
 What is not shared: ``max_concurrency`` caps each process on its own. Every process sharing a key
 should configure the same ``rate_limit`` and ``rate_period``.
@@ -69,6 +70,8 @@ from ._exceptions import PersonaError, RedisUnavailableError
 from ._providers import Provider
 from ._ratelimit import (
     DEFAULT_WINDOW_MARGIN,
+    MARGIN_HALF_LIFE,
+    MAX_PACE_MARGIN,
     MAX_PATIENCE,
     PACE_MARGIN,
     PROBE_FRACTION,
@@ -107,7 +110,8 @@ _HOLDS: dict[object, Hold] = {
 # limit (a hash), the sorted set of starts answered 429.
 # ARGV: mode ("acquire", "throttled", or a hold state "cooling"/"paused"); configured limit
 # (0: none); window and period in microseconds; the start's unique member (acquire, throttled)
-# or the hold's length in microseconds; MAX_PATIENCE; PROBE_FRACTION; PACE_MARGIN.
+# or the hold's length in microseconds; MAX_PATIENCE; PROBE_FRACTION; PACE_MARGIN;
+# MAX_PACE_MARGIN; MARGIN_HALF_LIFE.
 # Returns {1 if admitted, microseconds to wait otherwise, limit (0: none), sustained (0: none),
 # microseconds since the first decrease, the hold's state if an acquire waits for one else ''}.
 # The rules are AdaptiveLimit's (persona_async._ratelimit), step for step, so every process
@@ -122,7 +126,7 @@ local span, period = tonumber(ARGV[3]), tonumber(ARGV[4])
 local max_patience, fraction = tonumber(ARGV[6]), tonumber(ARGV[7])
 local st = redis.call('HMGET', KEYS[3], 'cur', 'changed', 'decreased', 'ceiling', 'patience',
                       'sat', 'sustained', 'grown', 'evidence', 'discovered', 'stall', 'proven',
-                      'burst')
+                      'burst', 'margin', 'jittered')
 local cur = tonumber(st[1]) or configured
 if configured > 0 and (cur == 0 or cur > configured) then cur = configured end
 local changed, decreased = tonumber(st[2]) or 0, tonumber(st[3]) or 0
@@ -131,12 +135,15 @@ local sat, sustained, grown = st[6] == '1', tonumber(st[7]) or 0, tonumber(st[8]
 local evidence, discovered = tonumber(st[9]) or 0, tonumber(st[10]) or 0
 local stall, proven = tonumber(st[11]) or 0, tonumber(st[12]) or 0
 local burst, pace = tonumber(st[13]) or 0, tonumber(ARGV[8])
+local max_margin, half_life = tonumber(ARGV[9]), tonumber(ARGV[10])
+local margin, jittered = tonumber(st[14]) or pace, tonumber(st[15]) or 0
 local dirty = false
 local function save()
   redis.call('HSET', KEYS[3], 'cur', cur, 'changed', int(changed), 'decreased', int(decreased),
              'ceiling', ceiling, 'patience', patience, 'sat', sat and 1 or 0,
              'sustained', sustained, 'grown', int(grown), 'evidence', evidence,
-             'discovered', int(discovered), 'proven', proven, 'burst', burst)
+             'discovered', int(discovered), 'proven', proven, 'burst', burst,
+             'margin', margin, 'jittered', int(jittered))
   redis.call('PEXPIRE', KEYS[3], 3600000)
 end
 local function reply(admitted, wait, held)
@@ -164,12 +171,17 @@ local function most_accepted()  -- in any `period` of the last two windows, 429s
   end
   return most
 end
+local function pace_margin()  -- widened by jitter, halving back every `half_life` periods
+  if margin <= pace then return pace end
+  local halvings = math.min(60, math.floor((now - jittered) / (half_life * period)))
+  return math.max(pace, margin / 2 ^ halvings)
+end
 local function delay()
   if cur == 0 then return 0 end
   if burst == 0 or burst >= cur then return after(cur, span) end
   -- Paced: the pace keeps the learned limit, the window only the configured ceiling.
   local wait = configured > 0 and after(configured, span) or 0
-  return math.max(wait, after(burst, math.floor(burst * span / cur * (1 + pace))))
+  return math.max(wait, after(burst, math.floor(burst * span / cur * (1 + pace_margin()))))
 end
 if mode == 'throttled' then
   local s = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[5])) or now
@@ -182,6 +194,15 @@ if mode == 'throttled' then
       burst, decreased, evidence, dirty = 1, now, 0, true
       return reply(0, delay())
     end
+  end
+  if burst == 1 and configured > 0 and cur == configured and s >= decreased
+      and redis.call('ZCOUNT', KEYS[4], int(math.max(s - span, decreased)), '(' .. int(s)) == 0
+      and pace_margin() < max_margin then
+    -- Paced at the configured rate, and nothing else refused since the last reaction: the
+    -- request arrived early (uneven send delays), not too fast. Space wider; keep the rate.
+    margin, jittered, decreased, evidence, dirty = math.min(2 * pace_margin(), max_margin), now,
+      now, 0, true
+    return reply(0, delay())
   end
   if s < decreased then
     if evidence > 0 and cur > evidence then
@@ -209,6 +230,7 @@ if mode == 'throttled' then
       lowered = math.max(1, math.min(math.max(lowered, math.floor(cur / 2)), cur - 1))
     end
     cur, sustained, decreased, changed, sat, dirty = lowered, lowered, now, now, false, true
+    margin = pace  -- the rate was too high, not the arrivals uneven
     if discovered == 0 then discovered = now end
   end
   return reply(0, delay())
@@ -522,6 +544,8 @@ class _RedisLane:
             MAX_PATIENCE,
             PROBE_FRACTION,
             PACE_MARGIN,
+            MAX_PACE_MARGIN,
+            MARGIN_HALF_LIFE,
         )
         try:
             if self._unused:  # rare (a caller left while its start was granted): one ZREM

@@ -78,7 +78,7 @@ def assert_no_key_in(*texts: bytes) -> None:
 async def test_fault_heavy_batch_settles_each_item_once_and_makes_no_second_persona(
     tmp_path: Path,
 ) -> None:
-    rows = items(2000)
+    rows = items(800)
     write_jsonl(tmp_path / "in.jsonl", rows)
     # A fifth of all requests fail: 500, a gateway's HTML 502, a reset after creating, or (more
     # rarely: each one teaches the lane a lower rate) a 429.

@@ -19,7 +19,16 @@ import aiolimiter
 import pytest
 from _support import most_in_any_window
 
-from persona_async._ratelimit import AdaptiveLimit, Hold, SlidingWindowLimiter, Start, advice
+from persona_async._ratelimit import (
+    MARGIN_HALF_LIFE,
+    MAX_PACE_MARGIN,
+    PACE_MARGIN,
+    AdaptiveLimit,
+    Hold,
+    SlidingWindowLimiter,
+    Start,
+    advice,
+)
 from persona_async.testing import RATE_SHAPES, RateShape
 from persona_async.testing._fake import RateWindow
 
@@ -274,12 +283,16 @@ def simulate(
     concurrency: int = 8,
     count_rejected: bool = False,
     retry_after: float | None = None,
+    jitter: float = 0.0,
 ) -> Simulation:
     """``items`` requests through a lane's limiter to a provider enforcing ``real`` per window.
 
     With ``retry_after``, every 429 carries that ``Retry-After``: as a lane does, the whole lane
-    cools that long and tells its limiter (``hold("cooling", ...)``).
+    cools that long and tells its limiter (``hold("cooling", ...)``). With ``jitter``, each
+    request reaches the provider up to that much later than usual (a busy event loop, a
+    network), at random but the same in every run.
     """
+    rng = random.Random(7)
 
     async def main() -> Simulation:
         loop = asyncio.get_running_loop()
@@ -298,7 +311,7 @@ def simulate(
                     await asyncio.sleep(cool_until - loop.time())
                     start = await limiter.acquire()
                     limiter.sent(start)
-                    await asyncio.sleep(LATENCY / 2)
+                    await asyncio.sleep(LATENCY / 2 + rng.uniform(0.0, jitter))
                     ok = provider.admit(loop.time())
                     (sim.accepted if ok else sim.rejected).append(loop.time())
                     await asyncio.sleep(LATENCY / 2)
@@ -341,6 +354,32 @@ def test_a_limit_above_the_providers_converges_to_nearly_all_of_its_real_rate(
         # holds; a measured window is advised per a round period, from the starts it held.
         rate = learned / sim.limiter.learned_period
         assert 0.85 * REAL / PERIOD <= rate <= REAL / PERIOD
+
+
+def test_a_lane_paced_at_a_leaky_providers_rate_keeps_it_when_its_sends_jitter() -> None:
+    # Sends that reach nginx up to 15 ms later than they left (15% of its 100 ms interval):
+    # two paced requests can arrive too close together. Each such refusal widens the pace
+    # (the provider took the whole level in that window) instead of lowering the rate, which
+    # took the lane to 5 a second after one refusal in its first second.
+    sim = simulate("leaky", REAL, 400, jitter=0.015)
+    assert sim.limiter is not None
+    assert sim.limiter.limit == REAL
+    assert sim.rejected_per_100(since=3 * PERIOD) <= 2, sim.rejected_per_100(since=3 * PERIOD)
+    assert sim.share(since=3 * PERIOD) >= 0.8, sim.share(since=3 * PERIOD)
+
+
+def test_a_widened_pace_narrows_again_when_the_jitter_is_gone() -> None:
+    limit = AdaptiveLimit(10, 1.0)
+    limit.bursting(now=0.0)
+    assert limit.pace_margin(0.0) == PACE_MARGIN
+    assert limit.jittered(now=1.0)
+    assert limit.jittered(now=1.1)
+    assert limit.jittered(now=1.2)
+    assert limit.pace_margin(1.2) == MAX_PACE_MARGIN
+    assert not limit.jittered(now=1.3)  # at its widest, a refusal is about the rate
+    assert limit.pace_margin(1.3 + MARGIN_HALF_LIFE) == MAX_PACE_MARGIN / 2
+    assert limit.pace_margin(1.3 + 3 * MARGIN_HALF_LIFE) == PACE_MARGIN
+    assert limit.current == 10
 
 
 @pytest.mark.parametrize("shape", RATE_SHAPES)

@@ -125,6 +125,32 @@ async def test_a_refused_burst_paces_every_process_sharing_the_key_at_the_same_l
     assert all(gap < period / 10 + QUICK for gap in gaps), gaps  # ... at the rate, not slower
 
 
+async def test_a_paced_start_refused_alone_widens_every_processs_pace_and_keeps_the_rate(
+    lanes: Lanes, redis_server: RedisServer  # noqa: F811
+) -> None:
+    # Paced at the configured ten a window, one request arrived early (a busy machine sent it
+    # late after the one before): the provider took every other start. The rate holds; every
+    # process sharing the key spaces its starts wider (the pace's 3% doubled), and none learns
+    # "nine".
+    period = 1.0
+    here, there = lanes(10, period), lanes(10, period)
+    starts = await granted_at_once(here, 10)
+    for start in starts[1:]:
+        await here.throttled(start)  # a burst: pace
+    await asyncio.sleep(period * 1.1)
+    early = await asyncio.wait_for(here.acquire(), period)
+    await asyncio.wait_for(here.acquire(), period)
+    await here.throttled(early)
+    assert (here.limit, there.limit) == (10, 10)
+    granted = [await asyncio.wait_for(there.acquire(), period) for _ in range(4)]
+    keys = there._keys  # type: ignore[attr-defined]
+    async with redis.asyncio.Redis.from_url(redis_server.url) as raw:  # on Redis's own clock
+        stamps = [await raw.zscore(keys[0], start.member) for start in granted]
+    gaps = [(b - a) / 1e6 for a, b in itertools.pairwise(stamps)]
+    assert all(gap >= period / 10 * 1.02 * 1.055 for gap in gaps), gaps
+    assert all(gap < period / 10 * 1.1 + QUICK for gap in gaps), gaps
+
+
 async def test_one_429_lowers_the_shared_limit_at_most_by_half(lanes: Lanes) -> None:
     # A lone 429 early in a run (a gateway's hiccup, one request in) would otherwise pin every
     # process sharing the key to one request a window.
