@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from pathlib import Path
 from typing import Any
 
 import pytest
 from _support import make, req
 
 from persona_async import CrunProvider, PersonaClient, RetryPolicy, ServerError
+from persona_async._cli._config import ConfigError, load_config
 from persona_async.testing import FakeProvider, Fault
 
 pytestmark = pytest.mark.anyio
@@ -74,3 +76,35 @@ def test_a_bad_value_is_refused_by_field_name(field: str, bad: float, says: str)
         RetryPolicy(**given)
     with pytest.raises(ValueError, match=says):  # the alias goes through the same check
         PersonaClient([CrunProvider(api_key="k")], **given)
+
+
+# -- the batch config's [client] table ------------------------------------------------------------
+
+
+def write_config(tmp_path: Path, client: str) -> str:
+    path = tmp_path / "persona.toml"
+    path.write_text(f'[providers.crun]\nkind = "crun"\n\n[client]\n{client}')
+    return str(path)
+
+
+@pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(RetryPolicy)])
+def test_every_policy_field_is_a_client_key_of_the_batch_config(tmp_path: Path, field: str) -> None:
+    # Derived from the policy: a field added to RetryPolicy is a config key with its rule.
+    default = getattr(RetryPolicy(), field)
+    config = load_config(write_config(tmp_path, f"{field} = {default + 1}\ndeadline = 5.0\n"))
+    assert config.client["retry"] == RetryPolicy(**{field: default + 1})
+    assert config.client["deadline"] == 5.0
+    PersonaClient([CrunProvider(api_key="k")], **config.client)  # what `batch` builds
+
+
+@pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(RetryPolicy)])
+def test_a_bad_policy_value_in_the_config_is_refused_with_the_policys_rule(
+    tmp_path: Path, field: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(tmp_path, f"{field} = -1\n"))
+    message = str(info.value)
+    assert f"[client] {field}: must be " in message
+    said = message.rpartition(": ")[2]  # the rule in words, e.g. "must be >= 0"
+    with pytest.raises(ValueError, match=f"{field} {said}"):  # the policy's own words
+        RetryPolicy(**{field: -1})
