@@ -418,3 +418,40 @@ async def test_a_cooldown_ending_after_the_last_start_time_fails_the_call_at_onc
     assert err.retry_after == 22.501
     assert retries == 0
     assert fake.request_count == 2  # one attempt each
+
+
+# The defaults at their boundary, through the public API: with crun's 60 s timeout a call's last
+# start is 22.5 s after submission for create_persona (30 s) and 3585 s for each create_many
+# request (an hour). A 429's Retry-After ending just inside it is waited out; one ending after
+# it fails the call at once. (The 0.2 s inside covers the 429's own round trip.)
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "waits"), [(22.3, True), (22.51, False)], ids=["inside", "after"]
+)
+async def test_create_persona_default_deadline_at_its_last_start(
+    fake: FakeProvider, retry_after: float, waits: bool
+) -> None:
+    fake.inject(Fault.http(429, retry_after=retry_after))
+    async with client(crun(fake), retry_after_max=4000.0) as c:
+        with anyio.move_on_after(0.5) as waiting, pytest.raises(RateLimitError):
+            await c.create_persona(req(1))
+    assert waiting.cancelled_caught is waits
+    assert fake.request_count == 1
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "waits"), [(3584.8, True), (3585.01, False)], ids=["inside", "after"]
+)
+async def test_create_many_default_deadline_at_its_last_start(
+    fake: FakeProvider, retry_after: float, waits: bool
+) -> None:
+    fake.inject(Fault.http(429, retry_after=retry_after))
+    async with client(crun(fake), retry_after_max=4000.0) as c:
+        stream = c.create_many([req(1)])
+        with anyio.move_on_after(0.5) as waiting:
+            outcome = await stream.__anext__()
+            assert type(outcome.error) is RateLimitError
+        stream.close()
+    assert waiting.cancelled_caught is waits
+    assert fake.request_count == 1
