@@ -49,7 +49,16 @@ from ._polling import Poller
 from ._providers import Provider
 from ._queue import WorkerPark
 from ._ratelimit import LaneLimiter, SentHook, SlidingWindowLimiter, Start, advice
-from ._retry import Cool, Pause, Resend, RetryPolicy, Stop, decide, resend_or_fail
+from ._retry import (
+    Cool,
+    Pause,
+    Resend,
+    RetryPolicy,
+    Stop,
+    decide,
+    maintenance_deadline,
+    resend_or_fail,
+)
 from ._sources import SourceGate
 from ._stats import COOLING, PAUSED, RUNNING, STOPPED, LaneState, LaneStats
 from ._tasks import TaskFlow
@@ -526,8 +535,7 @@ class Lane:
         self._status.cool(now, wait, action.said)
 
     def _maintenance_deadline(self, job: _Job) -> float:
-        since = job.since_maintenance if job.since_maintenance is not None else self._clock()
-        return since + self._policy.max_maintenance_wait
+        return maintenance_deadline(job, self._clock(), self._policy)
 
     def _expire_maintenance_waits(self, now: float) -> None:
         expired = []

@@ -56,6 +56,7 @@ __all__ = [
     "RetryPolicy",
     "Stop",
     "decide",
+    "maintenance_deadline",
     "parse_retry_after",
     "resend_or_fail",
     "resends_ambiguous",
@@ -281,8 +282,7 @@ def decide(
             return Cool(err, "503", retry_after, now)
         return Cool(err, "503", None, now + policy.backoff(job.failures + 1), counts=True)
     if isinstance(err, MaintenanceError):
-        since = now if job.since_maintenance is None else job.since_maintenance
-        expired = now - since >= policy.max_maintenance_wait
+        expired = now >= maintenance_deadline(job, now, policy)
         return Pause(err, wait=not (job.abandoned or now >= job.last_start or expired))
     if isinstance(err, LANE_STOPPERS):
         return Stop(err)
@@ -296,6 +296,14 @@ def decide(
         at = now + policy.backoff(job.failures + 1)
         return resend_or_fail(err, job, at, budget_left=budget_left, ambiguous=ambiguous)
     return Fail(err)
+
+
+def maintenance_deadline(job: _Job, now: float, policy: RetryPolicy) -> float:
+    """When ``job`` stops waiting for a provider in maintenance: ``max_maintenance_wait`` after
+    it first met the maintenance (``now`` if it has not yet). Queued jobs of a paused lane and
+    the one that got the 455 are held to the same time."""
+    since = now if job.since_maintenance is None else job.since_maintenance
+    return since + policy.max_maintenance_wait
 
 
 def resend_or_fail(
