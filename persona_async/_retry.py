@@ -156,6 +156,8 @@ def with_aliases(retry: RetryPolicy, **aliases: float | None) -> RetryPolicy:
     The aliases only change the default policy: given with a policy of one's own, they are a
     ``TypeError`` naming both, since one of the two would be silently ignored.
     """
+    if not isinstance(retry, RetryPolicy):
+        raise TypeError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
     given: dict[str, Any] = {name: value for name, value in aliases.items() if value is not None}
     if not given:
         return retry

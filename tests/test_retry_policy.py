@@ -42,6 +42,12 @@ def test_a_policy_and_an_alias_together_are_refused_naming_both() -> None:
         PersonaClient([CrunProvider(api_key="k")], retry=RetryPolicy(), max_retries=1)
 
 
+def test_a_policy_that_is_not_a_retry_policy_is_refused_before_anything_is_sent() -> None:
+    wrong: Any = {"max_retries": 1}  # the config file's table, say
+    with pytest.raises(TypeError, match="retry must be a RetryPolicy, got dict"):
+        PersonaClient([CrunProvider(api_key="k")], retry=wrong)
+
+
 def test_the_whole_policy_and_its_defaults_show_in_the_signature() -> None:
     default = inspect.signature(PersonaClient).parameters["retry"].default
     assert default == RetryPolicy()
