@@ -1,7 +1,8 @@
 """A provider lane: its queue, admission, retries and the provider's feedback, in one place.
 
 Every request for a provider, from ``create_persona`` or ``create_many``, becomes a ``_Job`` in
-its lane. ``max_concurrency`` workers take jobs FIFO, pass the rate limiter, send, and decide:
+its lane. ``max_concurrency`` workers take jobs FIFO, pass the rate limiter, send, and act on
+the answer (after a failure, as ``_retry.decide`` says):
 
 * success: the job is done; a paused or cooling lane is running again;
 * 429: the rate limiter learns from it (once per congestion event: see ``_learning``) and the
