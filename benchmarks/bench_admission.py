@@ -55,7 +55,8 @@ CONFIGS: tuple[tuple[str, int | None], ...] = (
     ("rate_limit=None", None),
 )
 SHAPES = ("sliding", "fixed", "bucket", "nginx", "nginx b10", "nginx 503")
-#: Targets of issue 18 (and 23 for nginx 503): steady and whole share, rejections per 100.
+#: Targets (README, "Lanes: how the limits are kept"): steady and whole share of the allowed
+#: rate, rejections per 100, for every limiter shape including nginx answering 503.
 STEADY_SHARE, WHOLE_SHARE, STEADY_REJECTED, WHOLE_REJECTED, STALL = 0.90, 0.80, 5, 10, 2.0
 
 

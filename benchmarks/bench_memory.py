@@ -29,7 +29,8 @@ from persona_async import CrunProvider, PersonaClient
 DEFAULT_SMALL = 10_000
 DEFAULT_BIG = 1_000_000
 DEFAULT_CONCURRENCY = 64
-#: The 1M run's peak RSS may be at most this many times the 10k run's (issue 3).
+#: The 1M run's peak RSS may be at most this many times the 10k run's (README, Benchmarks):
+#: memory must follow the requests in flight, not the requests made.
 TARGET_RATIO = 1.2
 _RESET_EVERY = 5.0  # seconds between resets of the fake during a run
 

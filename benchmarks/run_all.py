@@ -1,4 +1,5 @@
-"""Run every benchmark of issue 3 and print one table of figures against their targets.
+"""Run the CPU, memory and limiter benchmarks and print one table of figures against their
+targets (the README's Benchmarks table).
 
     pip install -e '.[bench]'          # httpx, for the comparison
     python benchmarks/run_all.py       # about 4-5 minutes on 2 cores (1M requests for memory)

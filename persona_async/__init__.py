@@ -54,6 +54,7 @@ from ._providers import (
     SunoApiProvider,
     TtapiProvider,
 )
+from ._retry import RetryPolicy
 from ._stream import OutcomeStream
 from ._version import __version__
 
@@ -95,6 +96,7 @@ __all__ = [
     "ProviderTimeoutError",
     "RateLimitError",
     "RedisUnavailableError",
+    "RetryPolicy",
     "ServerError",
     "SourceFailedError",
     "SourceNotReadyError",

@@ -14,18 +14,11 @@ import anyio.abc
 from ._deadline import DEFAULT_DEADLINE, DEFAULT_STREAM_DEADLINE, check_deadline
 from ._exceptions import InvalidRequestError, PersonaError
 from ._job import Deliver, OnSend, OnSubmitted, _Job
-from ._lane import DEFAULT_RETRY_BUDGET, Lane, LaneStats
+from ._lane import Lane, LaneStats
 from ._models import Persona, PersonaRequest
 from ._orphans import OnOrphan, report_orphan
 from ._providers import Provider
-from ._retry import (
-    DEFAULT_BACKOFF_INITIAL,
-    DEFAULT_BACKOFF_MAX,
-    DEFAULT_MAX_MAINTENANCE_WAIT,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_RETRY_AFTER_MAX,
-    RetryPolicy,
-)
+from ._retry import DEFAULT_RETRY_POLICY, RetryPolicy, with_aliases
 from ._stream import OutcomeStream, _StreamState
 from ._transport import SessionPool
 
@@ -60,10 +53,14 @@ class PersonaClient:
     An attempt starts only while a quarter of the provider's timeout (or of the deadline, if
     shorter) is left, and nothing on the wire is ever cancelled by a deadline.
 
-    Retries: 429 cools the lane and is retried; 455 pauses the lane and waits up to
-    ``max_maintenance_wait``; 500 and transport failures are retried up to ``max_retries``
-    times with exponential backoff and full jitter, but a request that may already have
-    created a persona is resent only where the provider detects duplicates.
+    ``retry`` is the whole retry policy (``RetryPolicy``): 429 cools the lane and is retried;
+    455 pauses the lane and waits up to ``max_maintenance_wait``; 500 and transport failures are
+    retried up to ``max_retries`` times with exponential backoff and full jitter, but a request
+    that may already have created a persona is resent only where the provider detects
+    duplicates. The keyword arguments ``max_retries``, ``backoff_initial``, ``backoff_max``,
+    ``retry_after_max``, ``max_maintenance_wait`` and ``retry_budget`` are aliases kept for
+    earlier code: each sets that field of the default policy (``None``: the policy's). Passing
+    one of them together with ``retry=`` is a ``TypeError``.
 
     ``on_orphan(lane, outcome)`` is called when a ``create_persona`` caller was cancelled after
     its request was sent and the answer made (or may have made) a persona nobody received:
@@ -76,33 +73,34 @@ class PersonaClient:
         self,
         providers: Sequence[Provider],
         *,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        backoff_initial: float = DEFAULT_BACKOFF_INITIAL,
-        backoff_max: float = DEFAULT_BACKOFF_MAX,
-        retry_after_max: float = DEFAULT_RETRY_AFTER_MAX,
+        retry: RetryPolicy = DEFAULT_RETRY_POLICY,
         deadline: float | None = None,
-        max_maintenance_wait: float = DEFAULT_MAX_MAINTENANCE_WAIT,
-        retry_budget: int = DEFAULT_RETRY_BUDGET,
         on_orphan: OnOrphan | None = None,
+        max_retries: int | None = None,
+        backoff_initial: float | None = None,
+        backoff_max: float | None = None,
+        retry_after_max: float | None = None,
+        max_maintenance_wait: float | None = None,
+        retry_budget: int | None = None,
     ) -> None:
         if not providers:
             raise ValueError("PersonaClient needs at least one provider")
         names = [p.name for p in providers]
         if len(set(names)) != len(names):
             raise ValueError(f"lane names must be unique, got {names}; pass name= to tell apart")
-        policy = RetryPolicy(
+        policy = with_aliases(
+            retry,
             max_retries=max_retries,
             backoff_initial=backoff_initial,
             backoff_max=backoff_max,
             retry_after_max=retry_after_max,
             max_maintenance_wait=max_maintenance_wait,
+            retry_budget=retry_budget,
         )
         self._deadline = check_deadline(deadline)
         self._on_orphan = on_orphan
         self._pool = SessionPool()
-        self._lanes = {
-            p.name: Lane(p, self._pool, policy, retry_budget=retry_budget) for p in providers
-        }
+        self._lanes = {p.name: Lane(p, self._pool, policy) for p in providers}
         #: The lane of a one-lane client, where a request need not name its provider.
         self._sole = next(iter(self._lanes.values())) if len(self._lanes) == 1 else None
         self._tg: anyio.abc.TaskGroup | None = None  # lives in _runner, for the client's life

@@ -27,6 +27,7 @@ from ._exceptions import (
     RateLimitError,
 )
 from ._ratelimit import Hold
+from ._retry import THROTTLES
 
 if TYPE_CHECKING:
     from ._job import _Job
@@ -86,7 +87,7 @@ def give_up_error(
     if paused and last_455 is not None:
         said = last_455
     elif cooling and last_429 is not None:
-        limited = isinstance(last_error, (RateLimitError, OverloadedError))
+        limited = isinstance(last_error, THROTTLES)
         said = last_error if limited else last_429
     elif held is not None:
         return _held_error(held, lane, waited)

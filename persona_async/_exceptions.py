@@ -347,11 +347,11 @@ HTTP_STATUS_TO_EXCEPTION: Mapping[int, type[PersonaError]] = MappingProxyType(
     }
 )
 
-#: How providers word "the source song is not finished yet" in a 422 (lowercase substrings),
-#: each from a contract: the family's persona page ("If the music is still generating, this
-#: endpoint will return a failure"; "ensure the music generation task is fully completed"), kie's
-#: sibling endpoints ("record status is not success"), and issue 12's "not complete". crun's
-#: "task_id not found" is NOT here: it also means a wrong task id, and only the status endpoint
+#: How providers word "the source song is not finished yet" in a 422 (lowercase substrings):
+#: the family's persona page ("If the music is still generating, this endpoint will return a
+#: failure"; "ensure the music generation task is fully completed"), kie's sibling endpoints
+#: ("record status is not success"), and "not complete", as users have met it. crun's "task_id
+#: not found" is NOT here: it also means a wrong task id, and only the status endpoint
 #: (``wait_for_source``) can tell the two apart.
 SOURCE_NOT_READY_WORDINGS: tuple[str, ...] = (
     "still generating",

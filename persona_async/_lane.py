@@ -1,7 +1,8 @@
 """A provider lane: its queue, admission, retries and the provider's feedback, in one place.
 
 Every request for a provider, from ``create_persona`` or ``create_many``, becomes a ``_Job`` in
-its lane. ``max_concurrency`` workers take jobs FIFO, pass the rate limiter, send, and decide:
+its lane. ``max_concurrency`` workers take jobs FIFO, pass the rate limiter, send, and act on
+the answer (after a failure, as ``_retry.decide`` says):
 
 * success: the job is done; a paused or cooling lane is running again;
 * 429: the rate limiter learns from it (once per congestion event: see ``_learning``) and the
@@ -39,14 +40,8 @@ from ._decoding import interpret
 from ._exceptions import (
     AuthenticationError,
     InsufficientCreditsError,
-    MaintenanceError,
     OutcomeUnknownError,
-    OverloadedError,
     PersonaError,
-    PersonaExistsError,
-    RateLimitError,
-    SourceNotReadyError,
-    _MaybeSent,
 )
 from ._job import Deliver, OnSend, OnSubmitted, _Job
 from ._lanestate import LaneStatus
@@ -55,22 +50,24 @@ from ._polling import Poller
 from ._providers import Provider
 from ._queue import WorkerPark
 from ._ratelimit import LaneLimiter, SentHook, SlidingWindowLimiter, Start, advice
-from ._retry import RetryPolicy
+from ._retry import (
+    Cool,
+    Pause,
+    Resend,
+    RetryPolicy,
+    Stop,
+    decide,
+    maintenance_deadline,
+    resend_or_fail,
+)
 from ._sources import SourceGate
 from ._stats import COOLING, PAUSED, RUNNING, STOPPED, LaneState, LaneStats
 from ._tasks import TaskFlow
 from ._transport import SessionPool, hook_sends
 
-__all__ = ["DEFAULT_RETRY_BUDGET", "Deliver", "Lane", "LaneState", "LaneStats", "OnSend"]
+__all__ = ["Deliver", "Lane", "LaneState", "LaneStats", "OnSend"]
 
 logger = logging.getLogger("persona_async")
-
-#: Retries of failed requests (500s, transport errors) a lane may send per rate period, on top
-#: of first attempts: an outage must not multiply the load on a provider.
-DEFAULT_RETRY_BUDGET = 10
-#: A 503 is a limiter's "slow down" while the provider accepted a request this recently (or
-#: within two of the lane's rate periods); after longer with nothing but 503s it is down.
-OVERLOAD_ALIVE = 5.0
 
 
 class Lane:
@@ -82,7 +79,6 @@ class Lane:
         pool: SessionPool,
         policy: RetryPolicy,
         *,
-        retry_budget: int = DEFAULT_RETRY_BUDGET,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.provider = provider
@@ -103,7 +99,7 @@ class Lane:
         self._advised: int | None = None  # the learned limit last told to the log
         self._deadlines = Deadlines(self._expire, clock)  # fails waiting jobs at last_start
         # A leaky bucket is the right shape for a retry budget: bursts allowed, long-run capped.
-        self._retry_budget = aiolimiter.AsyncLimiter(retry_budget, provider.rate_period)
+        self._retry_budget = aiolimiter.AsyncLimiter(policy.retry_budget, provider.rate_period)
         self._poller = Poller(provider.poll)  # status queries: a budget apart from creates
         self._tasks = None if provider.mode != "task" else TaskFlow(
             provider, pool, self._poller, finish=self._finish, stop=self._stop,
@@ -477,111 +473,70 @@ class Lane:
         self._finish(job, persona, None)
 
     async def _on_error(self, job: _Job, err: PersonaError, probe: bool) -> None:
+        """Carry out what ``decide`` says to do about ``job``'s failed attempt."""
         now = self._clock()
-        if isinstance(err, RateLimitError):
-            self._status.last_429 = err
-            await self._throttle(job, err, now)
-            await self._retry_or_fail(job, err, max(self._status.cooldown_until, now), counts=False)
-        elif isinstance(err, OverloadedError):
-            # A limiter's 503 is a 429 in other words (a Retry-After, or a provider that took
-            # other requests lately, says it is one); a provider that answers nothing but bare
-            # 503s is down, and they are server errors, each retry counted as for a 500.
-            await self._throttle(job, err, now)
-            alive = now - self._last_success < max(OVERLOAD_ALIVE, 2 * self._limiter.period)
-            alive = alive or err.retry_after is not None
-            not_before = max(self._status.cooldown_until, now)
-            if not alive:
-                not_before = max(not_before, now + self._policy.backoff(job.failures + 1))
-            await self._retry_or_fail(job, err, not_before, counts=not alive)
-        elif isinstance(err, MaintenanceError):
-            self._status.last_455 = err
-            self._status.pause(now, probe)
-            await self._limiter.hold("paused", self._status.next_probe - now)
-            if job.since_maintenance is None:
-                job.since_maintenance = now
-            if (
-                job.abandoned
-                or now >= job.last_start
-                or now - job.since_maintenance >= self._policy.max_maintenance_wait
-            ):
-                self._finish(job, None, err)
-            elif not job.done:
-                self._retries += 1
-                self._ready.appendleft(job)  # waits for the next probe, holding nothing
-                self._arm(job)
-                self._park.wake_one()
-        elif isinstance(err, (AuthenticationError, InsufficientCreditsError)):
-            self._finish(job, None, err)
-            self._stop(err)
-        elif isinstance(err, PersonaExistsError) and job.ambiguous:
-            self._finish(job, None, err.after_ambiguous_attempt_error())
-        elif isinstance(err, _MaybeSent):
-            await self._transport_failure(job, err, now)
-        elif err.retryable and not isinstance(err, SourceNotReadyError):  # songs take minutes
-            await self._retry_or_fail(job, err, now + self._policy.backoff(job.failures + 1))
-        else:
-            self._finish(job, None, err)
+        action = decide(
+            err, job, self.provider, self._policy,
+            now=now, last_success=self._last_success, period=self._limiter.period,
+            budget_left=self._retry_budget.has_capacity(),
+        )  # fmt: skip
+        if isinstance(action, Cool):
+            await self._throttle(job, action, now)
+            not_before = max(self._status.cooldown_until, action.at)
+            budget_left = not action.counts or self._retry_budget.has_capacity()
+            action = resend_or_fail(
+                err, job, not_before, counts=action.counts, budget_left=budget_left
+            )
+        if isinstance(action, Resend):
+            await self._resend(job, err, action)
+        elif isinstance(action, Pause):
+            await self._pause(job, action, probe, now)
+        elif isinstance(action, Stop):
+            self._finish(job, None, action.error)
+            self._stop(action.error)
+        else:  # Fail; an abandoned job's answer still reaches its caller
+            self._finish(job, None, action.error)
 
-    async def _transport_failure(self, job: _Job, err: _MaybeSent, now: float) -> None:
-        if err.sent:
-            job.ambiguous = True
-            if err.retryable and not (
-                self.provider.detects_duplicates or self.provider.retry_ambiguous
-            ):
-                unknown = OutcomeUnknownError(
-                    f"the request was sent and then lost ({err.message}); a persona may or may "
-                    f"not exist. {self.provider.kind} documents no duplicate detection, so it "
-                    "was not resent: check the provider's dashboard for this audio id, then "
-                    "resend it or set retry_ambiguous=True",
-                    request=job.request,
-                    provider=self.provider.name,
-                    http_status=err.http_status,
-                )
-                unknown.__cause__ = err
-                self._finish(job, None, unknown)
-                return
-        if err.retryable:
-            await self._retry_or_fail(job, err, now + self._policy.backoff(job.failures + 1))
-        else:
-            self._finish(job, None, err)
-
-    async def _retry_or_fail(
-        self, job: _Job, err: PersonaError, not_before: float, *, counts: bool = True
-    ) -> None:
-        if counts:
+    async def _resend(self, job: _Job, err: PersonaError, action: Resend) -> None:
+        if action.ambiguous:
+            job.ambiguous = True  # a 409 to the resend may be this attempt's persona
+        if action.counts:
             job.failures += 1
-            allowed = job.failures <= job.max_retries and self._retry_budget.has_capacity()
-        else:
-            allowed = True
-        if job.abandoned or not allowed or not_before > job.last_start:
-            self._finish(job, None, err)  # an abandoned job's answer still reaches its caller
-            return
-        if counts:
-            await self._retry_budget.acquire()  # has_capacity() said yes: no wait
+            await self._retry_budget.acquire()  # decide() saw room: no wait
         self._retries += 1
         job.last_error = err
-        self._requeue(job, not_before)
+        self._requeue(job, action.at)
+
+    async def _pause(self, job: _Job, action: Pause, probe: bool, now: float) -> None:
+        self._status.last_455 = action.error
+        self._status.pause(now, probe)
+        await self._limiter.hold("paused", self._status.next_probe - now)
+        if job.since_maintenance is None:
+            job.since_maintenance = now
+        if not action.wait:
+            self._finish(job, None, action.error)
+        elif not job.done:
+            self._retries += 1
+            self._ready.appendleft(job)  # waits for the next probe, holding nothing
+            self._arm(job)
+            self._park.wake_one()
 
     # -- lane-wide feedback --------------------------------------------------------------------
 
-    async def _throttle(
-        self, job: _Job, err: RateLimitError | OverloadedError, now: float
-    ) -> None:
-        self._status.last_429 = err
+    async def _throttle(self, job: _Job, action: Cool, now: float) -> None:
+        self._status.last_429 = action.signal
         self._throttled += 1
         assert job.start is not None
         # The limiter learns from the 429 and says how long until the window it came from has
         # passed; a Retry-After, when given, rules instead (the limiter still paces after it).
         wait = await self._limiter.throttled(job.start)
-        if err.retry_after is not None:
-            wait = self._policy.capped(err.retry_after)
+        if action.retry_after is not None:
+            wait = action.retry_after
             await self._limiter.hold("cooling", wait)
-        said = "503" if isinstance(err, OverloadedError) else "429"
-        self._status.cool(now, wait, said)
+        self._status.cool(now, wait, action.said)
 
     def _maintenance_deadline(self, job: _Job) -> float:
-        since = job.since_maintenance if job.since_maintenance is not None else self._clock()
-        return since + self._policy.max_maintenance_wait
+        return maintenance_deadline(job, self._clock(), self._policy)
 
     def _expire_maintenance_waits(self, now: float) -> None:
         expired = []

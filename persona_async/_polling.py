@@ -31,8 +31,9 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from ._exceptions import OverloadedError, PersonaError, RateLimitError
+from ._exceptions import PersonaError
 from ._ratelimit import SlidingWindowLimiter, Start
+from ._retry import THROTTLES
 
 __all__ = [
     "DEFAULT_POLL_POLICY",
@@ -258,7 +259,7 @@ class Poller:
                 polls += 1
                 try:
                     answer = await query()
-                except (RateLimitError, OverloadedError) as err:  # a 429, or a limiter's 503
+                except THROTTLES as err:  # a 429, or a limiter's 503
                     flight.last_error = err
                     if err.retry_after is not None:
                         delay = max(err.retry_after, self.policy.min_interval)

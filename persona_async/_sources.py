@@ -174,7 +174,8 @@ def _raise_for_code(provider: Provider, raw: RawResponse, code: int | str, messa
 
 # -- the sunoapi.org family: GET {base}/api/v1/generate/record-info?taskId= -----------------------
 
-#: record-info's ``status`` enum (PROVIDERS-MORE.md §2b). Only SUCCESS means every track is done.
+#: record-info's ``status`` enum (docs.sunoapi.org/suno-api/get-music-generation-details). Only
+#: SUCCESS means every track is done.
 FAMILY_STATES: Mapping[str, SourceState] = MappingProxyType(
     {
         "PENDING": SourceState.RUNNING,
@@ -235,8 +236,9 @@ class FamilyStatus(SourceStatus):
 
 # -- crun: GET /api/v1/client/job/TaskInfo?task_id= ----------------------------------------------
 
-#: TaskInfo's ``status`` (PROVIDERS-MORE.md §1b: crun's own pages show only "running"; the rest is
-#: from a third-party schema). Any other word is UNKNOWN and waited on as if still running.
+#: TaskInfo's ``status`` (docs.crun.ai/suno-api/suno-task-info shows only "running"; the
+#: rest is from a third-party client's schema). Any other word is UNKNOWN and waited on as if
+#: still running.
 CRUN_STATES: Mapping[str, SourceState] = MappingProxyType(
     {
         "pending": SourceState.RUNNING,

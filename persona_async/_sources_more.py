@@ -1,21 +1,25 @@
-"""Source-song status for the providers of issue 11: kie's market route, AceData, Evolink and
-the Suno-API gateways (CometAPI, DeerAPI). One state table per contract, one decoder each.
+"""Source-song status for kie's market route, AceData, Evolink, the Suno-API gateways (CometAPI,
+DeerAPI), TTAPI and MountSea. One state table per contract, one decoder each; each endpoint as
+its provider's documentation gives it.
 
-* kie-jobs: ``GET /api/v1/jobs/recordInfo?taskId=`` (PROVIDERS-MORE.md §3b): ``data.state``; the
-  music is in ``data.resultJson``, a JSON *string*, clips at its ``data[]`` (``id``, ``duration``).
-* AceData: ``POST /suno/tasks {"id": .., "action": "retrieve"}`` (§4b): clips at
+* kie-jobs: ``GET /api/v1/jobs/recordInfo?taskId=`` (docs.kie.ai, market get-task-detail):
+  ``data.state``; the music is in ``data.resultJson``, a JSON *string*, clips at its ``data[]``
+  (``id``, ``duration``).
+* AceData: ``POST /suno/tasks {"id": .., "action": "retrieve"}`` (its Suno tasks API): clips at
   ``response.data[]``. The state word (``state`` or ``status``) may be missing: then a non-empty
   ``response`` means complete, as AceData's platform notes say.
-* Evolink: ``GET /v1/tasks/{id}`` (§5b): ``status``; clips at ``result_data[]`` or, as its
-  playground shows, ``result_data.songs[]`` (``result_id``, ``duration``). Both are read.
-* the gateways: ``GET {base}/suno/fetch/{task_id}`` (§8b): ``code: "success"``, ``data.status``,
-  clips at ``data.data[]`` (``id``; ``duration`` or raw Suno's ``metadata.duration``).
-
-* TTAPI: ``GET /suno/v2/fetch?jobId=`` (§6): ``status``, clips at ``data.musics[]``
-  (``musicId``; ``duration`` a *string*).
-* MountSea: ``GET /suno/v2/status?taskId=`` (§9): ``status``, ``failCode``/``failReason``. Its
-  ``data`` is documented only as ``{}``, so no clips are read: the audio id and vocal window are
-  not checked before the create (MountSea's create still judges them).
+* Evolink: ``GET /v1/tasks/{id}`` (docs.evolink.ai, get task detail): ``status``; clips at
+  ``result_data[]`` or, as its playground shows, ``result_data.songs[]`` (``result_id``,
+  ``duration``). Both are read.
+* the gateways: ``GET {base}/suno/fetch/{task_id}`` (new-api's Suno fetch): ``code: "success"``,
+  ``data.status``, clips at ``data.data[]`` (``id``; ``duration`` or raw Suno's
+  ``metadata.duration``).
+* TTAPI: ``GET /suno/v2/fetch?jobId=`` (docs.ttapi.io, suno_fetch): ``status``, clips at
+  ``data.musics[]`` (``musicId``; ``duration`` a *string*).
+* MountSea: ``GET /suno/v2/status?taskId=`` (docs.mountsea.ai, suno task): ``status``,
+  ``failCode``/``failReason``. Its ``data`` is documented only as ``{}``, so no clips are read:
+  the audio id and vocal window are not checked before the create (MountSea's create still
+  judges them).
 """
 
 from __future__ import annotations
@@ -57,19 +61,19 @@ __all__ = [
 
 _R, _OK, _NO = SourceState.RUNNING, SourceState.READY, SourceState.FAILED
 
-#: kie recordInfo's ``state`` (§3b).
+#: kie recordInfo's ``state`` (docs.kie.ai, market get-task-detail).
 KIE_JOBS_STATES: Mapping[str, SourceState] = MappingProxyType(
     {"waiting": _R, "queuing": _R, "generating": _R, "success": _OK, "fail": _NO}
 )
-#: AceData's task states (§4b, from AceData's own MCP server).
+#: AceData's task states (as AceData's own MCP server reads them).
 ACEDATA_STATES: Mapping[str, SourceState] = MappingProxyType(
     {"pending": _R, "processing": _R, "complete": _OK, "failed": _NO}
 )
-#: Evolink's task ``status`` (§5a/§5b).
+#: Evolink's task ``status`` (docs.evolink.ai: persona creation, get task detail).
 EVOLINK_STATES: Mapping[str, SourceState] = MappingProxyType(
     {"pending": _R, "processing": _R, "completed": _OK, "failed": _NO}
 )
-#: new-api's task ``status`` (§8b).
+#: new-api's task ``status`` (its Suno fetch, as CometAPI and DeerAPI document it).
 GATEWAY_STATES: Mapping[str, SourceState] = MappingProxyType(
     {
         "NOT_START": _R,
@@ -80,13 +84,14 @@ GATEWAY_STATES: Mapping[str, SourceState] = MappingProxyType(
         "FAILURE": _NO,
     }
 )
-#: TTAPI's body ``status`` (§6: the fetch page's ON_QUEUE/SUCCESS/FAILED, and PENDING_QUEUE
-#: from its response page).
+#: TTAPI's body ``status`` (docs.ttapi.io: the fetch page's ON_QUEUE/SUCCESS/FAILED, and
+#: PENDING_QUEUE from its response page).
 TTAPI_STATES: Mapping[str, SourceState] = MappingProxyType(
     {"PENDING_QUEUE": _R, "ON_QUEUE": _R, "SUCCESS": _OK, "FAILED": _NO}
 )
-#: MountSea's task ``status`` (§9; ``queued`` and ``awaiting`` from a mirror). ``ready`` is not
-#: terminal there (terminal: success, failed, timeout); ``stream`` is audio still streaming.
+#: MountSea's task ``status`` (docs.mountsea.ai; ``queued`` and ``awaiting`` from a mirror).
+#: ``ready`` is not terminal there (terminal: success, failed, timeout); ``stream`` is audio still
+#: streaming.
 MOUNTSEA_STATES: Mapping[str, SourceState] = MappingProxyType(
     {
         "queued": _R,

@@ -20,15 +20,11 @@ from typing import TYPE_CHECKING
 import anyio.abc
 
 from ._decoding import interpret_task
-from ._exceptions import (
-    AuthenticationError,
-    InsufficientCreditsError,
-    PersonaError,
-    ProviderTimeoutError,
-)
+from ._exceptions import PersonaError, ProviderTimeoutError
 from ._models import Persona
 from ._polling import Poller, Running
 from ._providers import Provider
+from ._retry import LANE_STOPPERS
 from ._transport import SessionPool
 
 if TYPE_CHECKING:
@@ -127,7 +123,7 @@ class TaskFlow:
             err = exc.for_request(job.request.task_id, job.request.audio_id)
             err.provider_task_id = task_id
             self._finish(job, None, err)
-            if isinstance(exc, (AuthenticationError, InsufficientCreditsError)):
+            if isinstance(exc, LANE_STOPPERS):
                 self._stop(exc)  # the status query's key is the creates' key
             return
         except BaseException:

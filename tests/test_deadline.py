@@ -23,15 +23,19 @@ from persona_async import (
     KieProvider,
     MaintenanceError,
     Outcome,
+    Persona,
     PersonaClient,
     PersonaError,
     PersonaRequest,
     ProviderTimeoutError,
     RateLimitError,
+    RetryPolicy,
     ServerError,
 )
 from persona_async._deadline import Deadlines
 from persona_async._job import _Job
+from persona_async._lane import Lane
+from persona_async._transport import SessionPool
 from persona_async.testing import FakeProvider, Fault
 
 pytestmark = pytest.mark.anyio
@@ -320,3 +324,134 @@ async def test_a_job_waiting_long_does_not_keep_alive_the_thousands_that_passed_
 
     assert waiting.armed
     assert alive < 600  # the waiting job, and at most a few hundred not yet dropped
+
+
+# -- the fair share, at its boundary -------------------------------------------------------------
+# "An attempt starts only while a fair share of time is left": a quarter of the provider's
+# timeout, or of the deadline if that is shorter. Pinned on the lane's own clock, which the test
+# holds: the request is submitted, then the clock is moved to just before or just after its
+# last start time before the lane's worker first runs, which is when it decides to send. The
+# deadline is still seconds away either way, so a lane that sent whatever is not yet past its
+# deadline, or counted the share differently, fails a row.
+
+
+class _Clock:
+    """The lane's clock, moved by the test (the loop's timers keep real time)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _attempt_at(
+    fake: FakeProvider, *, provider_timeout: float = 60.0, deadline: float = 30.0, at: float = 0.0
+) -> tuple[Persona | None, PersonaError | None, int]:
+    """Submit one request on a lane whose clock then moves ``at`` seconds before its worker runs.
+
+    Returns the answer (a persona or an error), or (None, None) for a request that the lane
+    queued again to resend later; and the lane's retries.
+    """
+    clock = _Clock()
+    pool = SessionPool()
+    lane = Lane(crun(fake, timeout=provider_timeout), pool, RetryPolicy(), clock=clock)
+    answers: list[tuple[Persona | None, PersonaError | None]] = []
+
+    def deliver(job: _Job, persona: Persona | None, err: PersonaError | None) -> None:
+        answers.append((persona, err))
+
+    try:
+        async with anyio.create_task_group() as tg:
+            lane.submit(req(1), deliver, tg, deadline=deadline)
+            clock.now += at  # its worker has not run yet: it finds the request this late
+            with anyio.fail_after(5):
+                while not answers and not lane.stats().retries:  # noqa: ASYNC110 - a requeue sets no event
+                    await anyio.sleep(0.005)
+            tg.cancel_scope.cancel()
+    finally:
+        retries = lane.stats().retries
+        await lane.aclose()
+        await pool.aclose()
+    persona, err = answers[0] if answers else (None, None)
+    return persona, err, retries
+
+
+@pytest.mark.parametrize(
+    ("provider_timeout", "deadline", "last_start"),
+    [
+        pytest.param(60.0, 30.0, 22.5, id="a-quarter-of-the-deadline"),  # shorter than timeout
+        pytest.param(10.0, 30.0, 27.5, id="a-quarter-of-the-timeout"),
+    ],
+)
+async def test_an_attempt_starts_only_with_a_fair_share_of_time_left(
+    fake: FakeProvider, provider_timeout: float, deadline: float, last_start: float
+) -> None:
+    limits = {"provider_timeout": provider_timeout, "deadline": deadline}
+    persona, err, _ = await _attempt_at(fake, **limits, at=last_start)
+    assert err is None  # at its last start time exactly: it goes
+    assert persona is not None
+    assert fake.request_count == 1
+
+    persona, err, _ = await _attempt_at(fake, **limits, at=last_start + 0.001)
+    assert persona is None
+    assert type(err) is ProviderTimeoutError  # never sent ...
+    assert err.sent is False
+    assert err.attempts == 0
+    assert fake.request_count == 1  # ... though its deadline was seconds away
+
+
+async def test_a_cooldown_ending_after_the_last_start_time_fails_the_call_at_once(
+    fake: FakeProvider,
+) -> None:
+    # The same share for a retry: a 429's Retry-After ending exactly at the request's last
+    # start time (22.5 s of a 30 s deadline, with crun's 60 s timeout) is waited out, the
+    # request queued to be resent then; a millisecond later and the call fails at once with
+    # the 429, 7.5 s before its deadline, instead of waiting for a start it may not make.
+    fake.inject(Fault.http(429, retry_after=22.5))
+    persona, err, retries = await _attempt_at(fake)
+    assert (persona, err, retries) == (None, None, 1)  # queued to be resent in 22.5 s
+
+    fake.inject(Fault.http(429, retry_after=22.501))
+    persona, err, retries = await _attempt_at(fake)
+    assert type(err) is RateLimitError
+    assert err.retry_after == 22.501
+    assert retries == 0
+    assert fake.request_count == 2  # one attempt each
+
+
+# The defaults at their boundary, through the public API: with crun's 60 s timeout a call's last
+# start is 22.5 s after submission for create_persona (30 s) and 3585 s for each create_many
+# request (an hour). A 429's Retry-After ending just inside it is waited out; one ending after
+# it fails the call at once. (The 0.2 s inside covers the 429's own round trip.)
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "waits"), [(22.3, True), (22.51, False)], ids=["inside", "after"]
+)
+async def test_create_persona_default_deadline_at_its_last_start(
+    fake: FakeProvider, retry_after: float, waits: bool
+) -> None:
+    fake.inject(Fault.http(429, retry_after=retry_after))
+    async with client(crun(fake), retry_after_max=4000.0) as c:
+        with anyio.move_on_after(0.5) as waiting, pytest.raises(RateLimitError):
+            await c.create_persona(req(1))
+    assert waiting.cancelled_caught is waits
+    assert fake.request_count == 1
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "waits"), [(3584.8, True), (3585.01, False)], ids=["inside", "after"]
+)
+async def test_create_many_default_deadline_at_its_last_start(
+    fake: FakeProvider, retry_after: float, waits: bool
+) -> None:
+    fake.inject(Fault.http(429, retry_after=retry_after))
+    async with client(crun(fake), retry_after_max=4000.0) as c:
+        stream = c.create_many([req(1)])
+        with anyio.move_on_after(0.5) as waiting:
+            outcome = await stream.__anext__()
+            assert type(outcome.error) is RateLimitError
+        stream.close()
+    assert waiting.cancelled_caught is waits
+    assert fake.request_count == 1

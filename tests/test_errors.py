@@ -69,7 +69,8 @@ DOCUMENTED = {
 # The README's tree: only these are retried (a 429 within the deadline, a 455 through the
 # maintenance wait, a 500 within max_retries); every other code is final.
 RETRIED = frozenset({429, 455, 500})
-# PROVIDERS.md: crun's codes, and the family's (kie adds 501 and 505).
+# The codes each persona page documents (docs.crun.ai/suno-api/suno-persona-generate,
+# docs.sunoapi.org/suno-api/generate-persona; kie adds 501 and 505).
 CRUN_CODES = (401, 402, 404, 422, 429, 455, 500, 501, 505)
 FAMILY_CODES = (401, 402, 404, 409, 422, 429, 451, 455, 500, 501, 505)
 

@@ -45,6 +45,7 @@ EXPECTED_ALL = [
     "ProviderTimeoutError",
     "RateLimitError",
     "RedisUnavailableError",
+    "RetryPolicy",
     "ServerError",
     "SourceFailedError",
     "SourceNotReadyError",

@@ -1,8 +1,8 @@
-"""The lane's promises that a mutation run of ``_lane.py`` (mutmut, issue 13) found unguarded.
+"""The lane's promises that a mutation run of ``_lane.py`` (mutmut) found unguarded.
 
 Each test pins what the provider sees or what the caller gets, against the real
-:class:`FakeProvider` on loopback, and fails with the deliberate bug it was written for (see
-``/work/coord/mutation-lane.md`` for the mutants and the run).
+:class:`FakeProvider` on loopback, and fails with the deliberate bug it was written for (its
+comment names the bug; ``mutmut run`` as the README's Development section says repeats the run).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Status replies as the providers document them, decoded; the tables that map them, complete.
 
-The replies here are the documented examples (PROVIDERS-MORE.md §1b, §2b), byte for byte where
-the docs give one, so a decoder that drifts from the contract fails here first.
+The replies here are the documented examples (crun's TaskInfo page,
+docs.crun.ai/suno-api/suno-task-info; the family's record-info page,
+docs.sunoapi.org/suno-api/get-music-generation-details), byte for byte where the docs give one,
+so a decoder that drifts from the contract fails here first.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""wait_for_source on the providers of issue 11: kie's market route, AceData, Evolink and the
+"""wait_for_source on kie's market route, AceData, Evolink and the
 Suno-API gateways (CometAPI, DeerAPI), each asking its own documented status endpoint.
 
 End to end against the fake (which serves every contract's status in its documented shape) and

@@ -17,6 +17,7 @@ the key, and never echoes a value (a value in the wrong place may be a key).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
@@ -28,6 +29,7 @@ from typing import Any
 from .._providers import PROVIDER_KINDS, Provider
 from .._providers._base import _check_base_url
 from .._ratelimit import SharedLimiter
+from .._retry import FIELD_RULES, RetryPolicy
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -96,18 +98,25 @@ _LANE_KEYS: Mapping[str, _Key] = MappingProxyType(
     }
 )
 
-#: ``[client]``: keyword arguments of ``PersonaClient``.
+#: ``[client]``: every ``RetryPolicy`` field, with the policy's own rule (so a new field is a new
+#: key, checked as the policy checks it), and the client's ``deadline``.
 _CLIENT_KEYS: Mapping[str, _Key] = MappingProxyType(
     {
-        "max_retries": _Key(int, lambda v: v >= 0, "must be >= 0"),
-        "backoff_initial": _NON_NEGATIVE,
-        "backoff_max": _NON_NEGATIVE,
-        "retry_after_max": _NON_NEGATIVE,
+        **{
+            f.name: _Key(type(f.default), *FIELD_RULES[f.name])
+            for f in dataclasses.fields(RetryPolicy)
+        },
         "deadline": _POSITIVE,
-        "max_maintenance_wait": _POSITIVE,
-        "retry_budget": _Key(int, lambda v: v >= 1, "must be >= 1"),
     }
 )
+
+
+def _client_options(checked: Mapping[str, Any]) -> dict[str, Any]:
+    """``PersonaClient`` keyword arguments from a checked ``[client]`` table: the policy whole."""
+    policy = {key: value for key, value in checked.items() if key in FIELD_RULES}
+    rest = {key: value for key, value in checked.items() if key not in FIELD_RULES}
+    return {**rest, "retry": RetryPolicy(**policy)} if policy else rest
+
 
 _TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 # What a wrong value is, in words (a float where a whole number is expected must say so).
@@ -213,7 +222,9 @@ def load_config(path: str) -> Config:
     return Config(
         path=path,
         lanes=tuple(lanes),
-        client=MappingProxyType(_checked(f"{path}: [client]", client, _CLIENT_KEYS)),
+        client=MappingProxyType(
+            _client_options(_checked(f"{path}: [client]", client, _CLIENT_KEYS))
+        ),
     )
 
 

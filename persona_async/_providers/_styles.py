@@ -5,7 +5,7 @@ success (``id`` then set) or the provider's own code (an int, or a string code s
 AceData's ``used_up``) for an error. A body that is not the style's shape raises msgspec's
 ``ValidationError``/``DecodeError``; the caller turns that into ``MalformedResponseError``.
 
-``REPLY_STYLES`` lists every style of PROVIDERS-MORE.md §13d the SDK decodes.
+``REPLY_STYLES`` lists every style the SDK decodes; each provider names its own.
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ class ObjectReply:
         return Reply(200, message, obj.id)
 
 
-#: Each style of PROVIDERS-MORE.md §13d the SDK speaks -> the decoder class for it.
+#: Each style the SDK speaks -> the decoder class for it.
 REPLY_STYLES: Mapping[str, type[ReplyStyle]] = MappingProxyType(
     {
         "{code:int, msg, data}": CodeEnvelopeReply,

@@ -1,5 +1,5 @@
 """One provider contract as the fake needs to know it: field names, limits, state rules and how
-its replies look (the reply styles of PROVIDERS-MORE.md §13d)."""
+its replies look (one of the reply styles of ``persona_async/_providers/_styles.py``)."""
 
 from __future__ import annotations
 

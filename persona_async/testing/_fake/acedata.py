@@ -1,4 +1,5 @@
-"""AceData Cloud's contract (PROVIDERS-MORE.md §4): Bearer, real HTTP statuses, string codes."""
+"""AceData Cloud's contract (docs.acedata.cloud/api-reference/suno/suno-persona): Bearer, real
+HTTP statuses, string codes."""
 
 from __future__ import annotations
 

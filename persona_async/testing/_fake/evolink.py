@@ -1,5 +1,6 @@
-"""Evolink's contract (PROVIDERS-MORE.md §5): ``POST /v1/audios/generations`` answers a task
-object; ``GET /v1/tasks/{id}`` answers its ``status`` and ``result_data.persona_id``."""
+"""Evolink's contract (docs.evolink.ai, Suno persona creation): ``POST /v1/audios/generations``
+answers a task object; ``GET /v1/tasks/{id}`` answers its ``status`` and
+``result_data.persona_id``."""
 
 from __future__ import annotations
 

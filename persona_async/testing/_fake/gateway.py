@@ -1,5 +1,5 @@
-"""The Suno-API gateways' contract (CometAPI, DeerAPI; PROVIDERS-MORE.md §8): the raw Suno
-persona object back, its ``id`` the persona id; errors as HTTP statuses."""
+"""The Suno-API gateways' contract (CometAPI, DeerAPI: apidoc.deerapi.com, "new persona"): the raw
+Suno persona object back, its ``id`` the persona id; errors as HTTP statuses."""
 
 from __future__ import annotations
 

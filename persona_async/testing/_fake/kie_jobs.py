@@ -1,5 +1,5 @@
-"""kie's market route (PROVIDERS-MORE.md §3): ``POST /api/v1/jobs/createTask`` answers a task
-id; ``GET /api/v1/jobs/recordInfo?taskId=`` answers its ``state`` and, on success, a
+"""kie's market route (docs.kie.ai/suno-api/generate-persona): ``POST /api/v1/jobs/createTask``
+answers a task id; ``GET /api/v1/jobs/recordInfo?taskId=`` answers its ``state`` and, on success, a
 ``resultJson`` *string* holding the persona id."""
 
 from __future__ import annotations

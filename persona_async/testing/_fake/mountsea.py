@@ -1,4 +1,5 @@
-"""MountSea's contract (PROVIDERS-MORE.md §9): Bearer, the persona object back with HTTP 201."""
+"""MountSea's contract (docs.mountsea.ai/api-reference/suno/persona): Bearer, the persona object
+back with HTTP 201."""
 
 from __future__ import annotations
 

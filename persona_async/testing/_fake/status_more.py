@@ -1,20 +1,26 @@
-"""The fake's song status for the providers of issue 11, each in its documented shape.
+"""The fake's song status for the providers whose status endpoints are not crun's or the
+sunoapi.org family's (``_sources_more.py`` asks them), each in its documented shape.
 
-* kie's market route: ``GET /api/v1/jobs/recordInfo?taskId=`` (§3b): ``data.state``
-  waiting/queuing/generating/success/fail, the music in ``data.resultJson`` (a JSON *string*,
-  clips at its ``data[]``), ``failCode``/``failMsg`` on a failure. Shared with kie's persona
-  tasks: the server routes by task id (a known song, else a persona task).
-* AceData: ``POST /suno/tasks {"id", "action": "retrieve"}`` (§4b): ``state`` pending/processing/
-  complete/failed, clips at ``response.data[]`` (an empty ``response`` until complete).
-* Evolink: ``GET /v1/tasks/{id}`` (§5b): ``status``, clips at ``result_data[]`` (``result_id``,
-  ``duration``). Shared with Evolink's persona tasks, routed by task id as for kie.
-* the gateways: ``GET /suno/fetch/{task_id}`` (§8b): ``code: "success"``, ``data.status``
-  NOT_START/QUEUED/IN_PROGRESS/SUCCESS/FAILURE, clips at ``data.data[]`` with raw Suno's
-  ``metadata.duration``.
-* TTAPI: ``GET /suno/v2/fetch?jobId=`` (§6): ``status`` ON_QUEUE/SUCCESS/FAILED, clips at
-  ``data.musics[]`` (``musicId``, ``duration`` a *string*); key in ``TT-API-KEY``.
-* MountSea: ``GET /suno/v2/status?taskId=`` (§9): ``status`` queued/running/stream/success/
-  failed, ``failCode``/``failReason``, ``data: {}`` (its clips are not documented).
+* kie's market route: ``GET /api/v1/jobs/recordInfo?taskId=`` (docs.kie.ai, market
+  get-task-detail): ``data.state`` waiting/queuing/generating/success/fail, the music in
+  ``data.resultJson`` (a JSON *string*, clips at its ``data[]``), ``failCode``/``failMsg`` on a
+  failure. Shared with kie's persona tasks: the server routes by task id (a known song, else a
+  persona task).
+* AceData: ``POST /suno/tasks {"id", "action": "retrieve"}`` (AceData's Suno tasks API):
+  ``state`` pending/processing/complete/failed, clips at ``response.data[]`` (an empty
+  ``response`` until complete).
+* Evolink: ``GET /v1/tasks/{id}`` (docs.evolink.ai, get task detail): ``status``, clips at
+  ``result_data[]`` (``result_id``, ``duration``). Shared with Evolink's persona tasks, routed by
+  task id as for kie.
+* the gateways: ``GET /suno/fetch/{task_id}`` (new-api's Suno fetch): ``code: "success"``,
+  ``data.status`` NOT_START/QUEUED/IN_PROGRESS/SUCCESS/FAILURE, clips at ``data.data[]`` with raw
+  Suno's ``metadata.duration``.
+* TTAPI: ``GET /suno/v2/fetch?jobId=`` (docs.ttapi.io, suno_fetch): ``status``
+  ON_QUEUE/SUCCESS/FAILED, clips at ``data.musics[]`` (``musicId``, ``duration`` a *string*);
+  key in ``TT-API-KEY``.
+* MountSea: ``GET /suno/v2/status?taskId=`` (docs.mountsea.ai, suno task): ``status``
+  queued/running/stream/success/failed, ``failCode``/``failReason``, ``data: {}`` (its clips are
+  not documented).
 
 Each renderer takes (song, phase) and returns the JSON body of a 200; each ``*_error`` takes
 (code, message) and returns (HTTP status, body) for an error reply.

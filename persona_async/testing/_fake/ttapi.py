@@ -1,4 +1,5 @@
-"""TTAPI's contract (PROVIDERS-MORE.md §6): ``TT-API-KEY``, ``{status, message, data}``."""
+"""TTAPI's contract (docs.ttapi.io/api/en/suno/suno_persona): ``TT-API-KEY``, ``{status,
+message, data}``."""
 
 from __future__ import annotations
 
