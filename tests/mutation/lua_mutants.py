@@ -95,8 +95,16 @@ MUTANTS: dict[str, tuple[str, str]] = {
         "if false then",
     ),
     "L17_pace_without_its_margin": (
-        "after(burst, math.floor(burst * span / cur * (1 + pace)))",
+        "after(burst, math.floor(burst * span / cur * (1 + pace_margin())))",
         "after(burst, math.floor(burst * span / cur))",
+    ),
+    "L20_pace_never_widened": (
+        "after(burst, math.floor(burst * span / cur * (1 + pace_margin())))",
+        "after(burst, math.floor(burst * span / cur * (1 + pace)))",
+    ),
+    "L21_an_early_arrival_lowers_the_rate": (
+        "      and pace_margin() < max_margin then",
+        "      and false then",
     ),
     "L18_paced_lane_held_by_its_learned_window": (
         "local wait = configured > 0 and after(configured, span) or 0",
