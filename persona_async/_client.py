@@ -12,11 +12,11 @@ import anyio
 import anyio.abc
 
 from ._deadline import DEFAULT_DEADLINE, DEFAULT_STREAM_DEADLINE, check_deadline
-from ._exceptions import InvalidRequestError, PersonaError
+from ._exceptions import InvalidRequestError
 from ._job import Deliver, OnSend, OnSubmitted, _Job
 from ._lane import DEFAULT_RETRY_BUDGET, Lane, LaneStats
 from ._models import Persona, PersonaRequest
-from ._orphans import OnOrphan, report_orphan
+from ._orphans import OnOrphan
 from ._providers import Provider
 from ._retry import (
     DEFAULT_BACKOFF_INITIAL,
@@ -26,6 +26,7 @@ from ._retry import (
     DEFAULT_RETRY_AFTER_MAX,
     RetryPolicy,
 )
+from ._sharing import DEFAULT_REMEMBER_FOR, DEFAULT_REMEMBER_MAX, SharedCreates
 from ._stream import OutcomeStream, _StreamState
 from ._transport import SessionPool
 
@@ -84,6 +85,8 @@ class PersonaClient:
         max_maintenance_wait: float = DEFAULT_MAX_MAINTENANCE_WAIT,
         retry_budget: int = DEFAULT_RETRY_BUDGET,
         on_orphan: OnOrphan | None = None,
+        remember_for: float = DEFAULT_REMEMBER_FOR,
+        remember_max: int = DEFAULT_REMEMBER_MAX,
     ) -> None:
         if not providers:
             raise ValueError("PersonaClient needs at least one provider")
@@ -98,7 +101,9 @@ class PersonaClient:
             max_maintenance_wait=max_maintenance_wait,
         )
         self._deadline = check_deadline(deadline)
-        self._on_orphan = on_orphan
+        self._shared = SharedCreates(
+            remember_for=remember_for, remember_max=remember_max, on_orphan=on_orphan
+        )
         self._pool = SessionPool()
         self._lanes = {
             p.name: Lane(p, self._pool, policy, retry_budget=retry_budget) for p in providers
@@ -201,6 +206,7 @@ class PersonaClient:
                 await self._pool.aclose()
                 for lane in self._lanes.values():
                     await lane.aclose()
+                await self._shared.aclose()
         finally:
             self._close_done.set()
 
@@ -252,21 +258,9 @@ class PersonaClient:
         _check_max_retries(max_retries)
         lane = self._lane_for(request)
         tg = await self._ensure_started()
-        future: asyncio.Future[Persona] = asyncio.get_running_loop().create_future()
-        deliver = _settle(future, lane.provider.name, self._on_orphan)
-        job = lane.submit(request, deliver, tg, deadline=seconds, max_retries=max_retries)
-        try:
-            return await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                # Answered, then cancelled before the answer could be returned.
-                error = future.exception()
-                persona = None if error is not None else future.result()
-                assert error is None or isinstance(error, PersonaError)
-                report_orphan(lane.provider.name, job, persona, error, self._on_orphan)
-            else:
-                lane.abandon(job)
-            raise
+        return await self._shared.create(
+            lane, request, tg, deadline=seconds, max_retries=max_retries
+        )
 
     def _resolve_deadline(self, deadline: float | None, default: float) -> float:
         seconds = check_deadline(deadline)
@@ -373,17 +367,3 @@ class _SubmitMany:
 def _check_max_retries(max_retries: int | None) -> None:
     if max_retries is not None and (isinstance(max_retries, bool) or max_retries < 0):
         raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
-
-
-def _settle(future: asyncio.Future[Persona], lane: str, on_orphan: OnOrphan | None) -> Deliver:
-    def deliver(job: _Job, persona: Persona | None, error: PersonaError | None) -> None:
-        if future.done():  # the caller was cancelled; the result has nowhere to go
-            report_orphan(lane, job, persona, error, on_orphan)
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            assert persona is not None
-            future.set_result(persona)
-
-    return deliver

@@ -243,7 +243,8 @@ async def test_create_persona_defaults_to_a_web_handlers_30_seconds(fake: FakePr
         err, elapsed = await timed_failure(c, req(1))
         assert type(err) is RateLimitError
         assert elapsed < 0.5
-        fake.inject(Fault.http(429, retry_after=20))
+    fake.inject(Fault.http(429, retry_after=20))
+    async with client(crun(fake), retry_after_max=120.0) as c:  # a lane not cooling yet
         with anyio.move_on_after(0.5) as waiting:
             await c.create_persona(req(2))  # waits out the 20 s cooldown
     assert waiting.cancelled_caught
