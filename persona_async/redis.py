@@ -77,8 +77,10 @@ from ._ratelimit import (
     SlidingWindowLimiter,
     Start,
 )
+from ._redis_sharing import DEFAULT_LEASE, RedisFlights
 
 __all__ = [
+    "DEFAULT_LEASE",
     "DEFAULT_PREFIX",
     "DEFAULT_RECHECK",
     "DEFAULT_TIMEOUT",
@@ -299,9 +301,22 @@ class RedisLimiter:
     :param margin: Widens the window by this fraction of ``rate_period``, for network jitter.
     :param timeout: Seconds to connect, and to wait for a reply.
     :param recheck: Seconds after a failure before Redis is tried again.
+    :param lease: Seconds a process owns an identical request's flight without renewing it
+        (renewed every third of it while in flight): how long other processes wait for one
+        that died mid-flight before one of them sends.
     """
 
-    __slots__ = ("_secrets", "_url", "fallback", "margin", "prefix", "recheck", "timeout", "url")
+    __slots__ = (
+        "_secrets",
+        "_url",
+        "fallback",
+        "lease",
+        "margin",
+        "prefix",
+        "recheck",
+        "timeout",
+        "url",
+    )
 
     def __init__(
         self,
@@ -312,6 +327,7 @@ class RedisLimiter:
         margin: float = DEFAULT_WINDOW_MARGIN,
         timeout: float = DEFAULT_TIMEOUT,
         recheck: float = DEFAULT_RECHECK,
+        lease: float = DEFAULT_LEASE,
     ) -> None:
         if not isinstance(url, str):
             raise TypeError(f"RedisLimiter: url must be a string, got {type(url).__name__}")
@@ -328,8 +344,10 @@ class RedisLimiter:
             raise ValueError(f"RedisLimiter: not a valid Redis URL: {redacted}") from None
         if fallback not in (None, "local"):
             raise ValueError(f'RedisLimiter: fallback must be None or "local", got {fallback!r}')
-        if margin < 0 or not timeout > 0 or recheck < 0:
-            raise ValueError("RedisLimiter: margin and recheck must be >= 0 and timeout > 0")
+        if margin < 0 or not timeout > 0 or recheck < 0 or not lease > 0:
+            raise ValueError(
+                "RedisLimiter: margin and recheck must be >= 0, timeout and lease > 0"
+            )
         self._url = url  # holds the password: only ever given to redis-py
         self._secrets = found
         #: The URL with any password replaced by ``***``: safe to log.
@@ -339,6 +357,7 @@ class RedisLimiter:
         self.margin = margin
         self.timeout = timeout
         self.recheck = recheck
+        self.lease = lease
 
     def __repr__(self) -> str:
         return f"RedisLimiter({self.url!r}, prefix={self.prefix!r}, fallback={self.fallback!r})"
@@ -349,6 +368,11 @@ class RedisLimiter:
     def for_lane(self, provider: Provider) -> LaneLimiter:
         """The limiter of one lane (called by the client, once per lane)."""
         return _RedisLane(self, provider)
+
+    def flights_for(self, provider: Provider) -> RedisFlights:
+        """Where one lane's identical requests meet those of other processes (called by the
+        client, once per lane): see ``persona_async._redis_sharing``."""
+        return RedisFlights(self, provider)
 
     def _connect(self) -> Redis:
         return Redis.from_url(
