@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import warnings
 from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
@@ -12,7 +13,7 @@ import anyio
 import anyio.abc
 
 from ._deadline import DEFAULT_DEADLINE, DEFAULT_STREAM_DEADLINE, check_deadline
-from ._exceptions import InvalidRequestError
+from ._exceptions import InvalidRequestError, PersonaError
 from ._job import Deliver, OnSend, OnSubmitted, _Job
 from ._lane import DEFAULT_RETRY_BUDGET, Lane, LaneStats
 from ._models import Persona, PersonaRequest
@@ -328,7 +329,16 @@ class PersonaClient:
 class _SubmitMany:
     """create_many's way into the lanes: invalid requests become outcomes at once."""
 
-    __slots__ = ("_client", "_deadline", "_max_retries", "_on_send", "_on_submitted", "_tg")
+    __slots__ = (
+        "_client",
+        "_deadline",
+        "_deliver",
+        "_max_retries",
+        "_on_send",
+        "_on_submitted",
+        "_remembering",
+        "_tg",
+    )
 
     def __init__(
         self,
@@ -345,6 +355,8 @@ class _SubmitMany:
         self._on_submitted = on_submitted
         self._deadline = deadline
         self._max_retries = max_retries
+        self._deliver: Deliver | None = None  # the stream's, and it wrapped to remember
+        self._remembering: Deliver | None = None
 
     def __call__(self, request: PersonaRequest, deliver: Deliver, seq: int) -> _Job | None:
         try:
@@ -352,16 +364,44 @@ class _SubmitMany:
         except InvalidRequestError as err:
             deliver(_Job(request, b"", deliver, seq), None, err)
             return None
+        # What the client remembers, or is creating for create_persona, is not sent again.
+        shared, name = self._client._shared, lane.provider.name
+        body = lane.provider.encode(request)
+        persona = shared.recall(name, body, request)
+        if persona is not None:
+            deliver(_Job(request, body, deliver, seq), persona, None)
+            return None
+        joined = shared.join(name, body, request, self._deadline)
+        if joined is not None:
+            joined.add_done_callback(functools.partial(_joined, _Job(request, body, deliver, seq)))
+            return None
+        remembering = self._remembering
+        if deliver is not self._deliver or remembering is None:
+            self._deliver = deliver
+            remembering = self._remembering = shared.remembering(deliver)
         return lane.submit(
             request,
-            deliver,
+            remembering,
             self._tg,
             seq,
             self._on_send,
             self._on_submitted,
             deadline=self._deadline,
             max_retries=self._max_retries,
+            body=body,
         )
+
+
+def _joined(job: _Job, answer: asyncio.Future[Persona]) -> None:
+    """A stream's request answered by an identical ``create_persona`` flight."""
+    if answer.cancelled():
+        return
+    error = answer.exception()
+    if error is not None:
+        assert isinstance(error, PersonaError)
+        job.deliver(job, None, error)
+    else:
+        job.deliver(job, answer.result(), None)
 
 
 def _check_max_retries(max_retries: int | None) -> None:

@@ -37,7 +37,7 @@ import anyio.abc
 import msgspec
 
 from ._exceptions import PersonaError, ProviderTimeoutError
-from ._job import _Job
+from ._job import Deliver, _Job
 from ._models import Persona, PersonaRequest
 from ._orphans import OnOrphan, report_orphan
 
@@ -180,6 +180,42 @@ class SharedCreates:
         while len(made) > self.remember_max:
             made.popitem(last=False)
 
+    def join(
+        self, lane: str, body: bytes, request: PersonaRequest, deadline: float
+    ) -> asyncio.Future[Persona] | None:
+        """A new caller's answer from an identical flight in progress; None if there is none."""
+        flight = self._flights.get((lane, body)) if self._flights else None
+        if flight is None:
+            return None
+        caller = self._add(flight, request, deadline)
+        return caller.future
+
+    def remembering(self, deliver: Deliver) -> Deliver:
+        """``deliver``, first remembering each persona it is given (``create_many``'s)."""
+        if not self.remember_for:
+            return deliver
+        remember = self.remember
+
+        def deliver_and_remember(
+            job: _Job, persona: Persona | None, error: PersonaError | None
+        ) -> None:
+            if persona is not None:
+                remember(persona.provider, job.body, persona)
+            deliver(job, persona, error)
+
+        return deliver_and_remember
+
+    def _add(self, flight: _Flight, request: PersonaRequest, deadline: float) -> _Caller:
+        loop = asyncio.get_running_loop()
+        caller = _Caller(loop.create_future(), request, self._clock() + deadline)
+        flight.callers.append(caller)
+        if caller.ends > flight.ends:
+            flight.ends = caller.ends
+        if deadline != math.inf:
+            # Its deadline is its own: a caller may leave before the shared request is answered.
+            caller.timer = loop.call_later(deadline, self._expire, flight, caller)
+        return caller
+
     # -- one call ------------------------------------------------------------------------------
 
     async def create(
@@ -197,20 +233,14 @@ class SharedCreates:
         remembered = self.recall(name, body, request)
         if remembered is not None:
             return remembered
-        loop = asyncio.get_running_loop()
-        caller = _Caller(loop.create_future(), request, self._clock() + deadline)
         key = (name, body)
         flight = self._flights.get(key)
         if flight is None:
             flight = self._flights[key] = _Flight(key, lane, request, body, max_retries)
-            flight.callers.append(caller)
-            flight.ends = caller.ends
+            caller = self._add(flight, request, deadline)
             self._launch(flight, tg)
         else:
-            flight.callers.append(caller)
-            flight.ends = max(flight.ends, caller.ends)
-        # Its deadline is its own: a caller may leave before the shared request is answered.
-        caller.timer = loop.call_later(deadline, self._expire, flight, caller)
+            caller = self._add(flight, request, deadline)
         try:
             return await caller.future
         except asyncio.CancelledError:

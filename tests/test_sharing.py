@@ -180,3 +180,24 @@ async def test_memory_is_bounded_by_remember_max_least_recently_used_first(
 def test_bad_memory_settings_are_refused(kw: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(kw))):
         PersonaClient([CrunProvider(api_key="k")], **kw)
+
+
+async def test_create_many_shares_what_create_persona_made_is_making_and_remembers_its_own(
+    fake: FakeProvider,
+) -> None:
+    fake.latency = 0.3
+    async with client(fake) as c:
+        made = await c.create_persona(REQUEST)
+        in_flight = asyncio.ensure_future(c.create_persona(req(2)))
+        await anyio.sleep(0.1)  # req(2) is on the wire
+        outcomes = {
+            o.request.audio_id: o async for o in c.create_many([REQUEST, req(2), req(3)])
+        }
+        assert fake.request_count == 3  # REQUEST once, req(2) once, req(3) once
+        third = await c.create_persona(req(3))  # made by the stream: remembered
+        joined = await in_flight
+    assert fake.request_count == 3
+    assert outcomes["clip_1"].persona == made
+    assert outcomes["clip_1"].attempts == 0  # nothing was sent for it
+    assert outcomes["clip-2"].persona == joined
+    assert outcomes["clip-3"].persona == third
