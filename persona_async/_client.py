@@ -329,16 +329,7 @@ class PersonaClient:
 class _SubmitMany:
     """create_many's way into the lanes: invalid requests become outcomes at once."""
 
-    __slots__ = (
-        "_client",
-        "_deadline",
-        "_deliver",
-        "_max_retries",
-        "_on_send",
-        "_on_submitted",
-        "_remembering",
-        "_tg",
-    )
+    __slots__ = ("_client", "_deadline", "_max_retries", "_on_send", "_on_submitted", "_tg")
 
     def __init__(
         self,
@@ -355,8 +346,6 @@ class _SubmitMany:
         self._on_submitted = on_submitted
         self._deadline = deadline
         self._max_retries = max_retries
-        self._deliver: Deliver | None = None  # the stream's, and it wrapped to remember
-        self._remembering: Deliver | None = None
 
     def __call__(self, request: PersonaRequest, deliver: Deliver, seq: int) -> _Job | None:
         try:
@@ -365,6 +354,8 @@ class _SubmitMany:
             deliver(_Job(request, b"", deliver, seq), None, err)
             return None
         # What the client remembers, or is creating for create_persona, is not sent again.
+        # (What a stream makes is not remembered: ~1 us a request, and a bulk run's repeats
+        # are its journal's business.)
         shared, name = self._client._shared, lane.provider.name
         body = lane.provider.encode(request)
         persona = shared.recall(name, body, request)
@@ -375,13 +366,9 @@ class _SubmitMany:
         if joined is not None:
             joined.add_done_callback(functools.partial(_joined, _Job(request, body, deliver, seq)))
             return None
-        remembering = self._remembering
-        if deliver is not self._deliver or remembering is None:
-            self._deliver = deliver
-            remembering = self._remembering = shared.remembering(deliver)
         return lane.submit(
             request,
-            remembering,
+            deliver,
             self._tg,
             seq,
             self._on_send,

@@ -194,6 +194,11 @@ class Lane:
             self._ready.remove(job)  # a delayed retry stays in its heap, skipped when due
         self._finish(job, None, self._give_up(job))
 
+    @property
+    def limiter(self) -> LaneLimiter:
+        """The lane's rate limiter (a shared one's view of this lane)."""
+        return self._limiter
+
     def why_unsent(self, job: _Job) -> PersonaError:
         """Why ``job``, still unsent, has not gone out: the error its deadline would give."""
         return self._give_up(job)

@@ -16,26 +16,23 @@ under the limiter's ``{kind:key hash}`` namespace; never the key, never the body
 * A failure deletes the key: a process that waited, or calls later, sends the request itself.
 
 When Redis cannot be reached the request fails, unsent, with ``RedisUnavailableError``, as
-the limiter does (it could not take a start either); with ``fallback="local"`` it is sent
-without asking Redis, so identical requests are shared within each process only until Redis
-answers again.
+the limiter does (it could not take a start either), through the lane limiter's connection
+and outage state: logged once per outage, failing at once until its ``recheck``. With
+``fallback="local"`` it is sent without asking Redis, so identical requests are shared within
+each process only until Redis answers again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
 
 from ._exceptions import (
     OutcomeUnknownError,
@@ -53,6 +50,9 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_LEASE", "RedisFlights"]
 
 logger = logging.getLogger("persona_async")
+
+#: ``run(script, keys, args)``: a Lua script's reply; raises ``RedisUnavailableError``.
+RunScript = Callable[[str, Sequence[str], Sequence["str | int"]], Awaitable[Any]]
 
 #: Seconds a process owns an identical request's flight without renewing it: how long the
 #: others wait for a process that died mid-flight before one of them sends.
@@ -90,15 +90,14 @@ return ''
 class RedisFlights:
     """One lane's ``FlightStore`` on its ``RedisLimiter``'s Redis. See the module docstring."""
 
-    __slots__ = ("_client", "_owner", "_prefix", "_provider", "_script")
+    __slots__ = ("_owner", "_prefix", "_provider", "_run")
 
-    def __init__(self, owner: RedisLimiter, provider: Provider) -> None:
+    def __init__(self, owner: RedisLimiter, provider: Provider, run: RunScript) -> None:
         self._owner = owner
         self._provider = provider
+        self._run = run  # the lane limiter's: its connection, its outage state and log
         # The limiter's hash tag: one Redis Cluster slot per provider kind and key.
         self._prefix = f"{owner.prefix}:{{{provider.kind}:{provider.key_fingerprint}}}:create:"
-        self._client: Redis | None = None  # opened on first use, in the lane's event loop
-        self._script: AsyncScript | None = None
 
     def _key(self, body: bytes) -> str:
         digest = hashlib.sha256(self._provider.url.encode() + b"\0" + body).hexdigest()
@@ -208,26 +207,11 @@ class RedisFlights:
     async def _call(
         self, key: str, mode: str, token: str, ms: int, payload: str, waited: str
     ) -> str:
-        script = self._script
-        if script is None:
-            self._client = self._owner._connect()
-            script = self._script = self._client.register_script(_SCRIPT)
-        try:
-            reply = await script(keys=[key], args=[mode, token, ms, payload, waited])
-        except (RedisError, OSError) as exc:
-            raise RedisUnavailableError(
-                f"{self._owner._describe(exc)}; the request was not sent",
-                url=self._owner.url,
-                provider=self._provider.name,
-                attempts=0,
-            ) from None
+        reply = await self._run(_SCRIPT, [key], [mode, token, ms, payload, waited])
         return reply.decode() if isinstance(reply, bytes) else str(reply)
 
     async def aclose(self) -> None:
-        client, self._client, self._script = self._client, None, None
-        if client is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await client.aclose()
+        """Nothing of its own to close: the lane's limiter owns the connection."""
 
 
 def _ms(seconds: float) -> int:

@@ -37,7 +37,7 @@ import anyio.abc
 import msgspec
 
 from ._exceptions import PersonaError, ProviderTimeoutError
-from ._job import Deliver, _Job
+from ._job import _Job
 from ._models import Persona, PersonaRequest
 from ._orphans import OnOrphan, report_orphan
 
@@ -175,9 +175,10 @@ class SharedCreates:
             return
         made = self._made
         key = (lane, body)
+        if key in made:
+            made.move_to_end(key)  # a new key goes to the end already
         made[key] = (self._clock() + self.remember_for, persona)
-        made.move_to_end(key)
-        while len(made) > self.remember_max:
+        if len(made) > self.remember_max:
             made.popitem(last=False)
 
     def join(
@@ -189,21 +190,6 @@ class SharedCreates:
             return None
         caller = self._add(flight, request, deadline)
         return caller.future
-
-    def remembering(self, deliver: Deliver) -> Deliver:
-        """``deliver``, first remembering each persona it is given (``create_many``'s)."""
-        if not self.remember_for:
-            return deliver
-        remember = self.remember
-
-        def deliver_and_remember(
-            job: _Job, persona: Persona | None, error: PersonaError | None
-        ) -> None:
-            if persona is not None:
-                remember(persona.provider, job.body, persona)
-            deliver(job, persona, error)
-
-        return deliver_and_remember
 
     def _add(self, flight: _Flight, request: PersonaRequest, deadline: float) -> _Caller:
         loop = asyncio.get_running_loop()
@@ -433,11 +419,10 @@ def _fail(caller: _Caller, error: PersonaError) -> None:
 
 def _store_of(lane: Lane) -> FlightStore | None:
     """The lane's cross-process store, if its shared limiter offers one."""
-    limiter = lane.provider.limiter
-    flights_for = getattr(limiter, "flights_for", None)
+    flights_for = getattr(lane.provider.limiter, "flights_for", None)
     if flights_for is None:
         return None
-    store: FlightStore = flights_for(lane.provider)
+    store: FlightStore = flights_for(lane.provider, lane.limiter)
     return store
 
 

@@ -344,10 +344,10 @@ class RedisLimiter:
             raise ValueError(f"RedisLimiter: not a valid Redis URL: {redacted}") from None
         if fallback not in (None, "local"):
             raise ValueError(f'RedisLimiter: fallback must be None or "local", got {fallback!r}')
-        if margin < 0 or not timeout > 0 or recheck < 0 or not lease > 0:
-            raise ValueError(
-                "RedisLimiter: margin and recheck must be >= 0, timeout and lease > 0"
-            )
+        if margin < 0 or not timeout > 0 or recheck < 0:
+            raise ValueError("RedisLimiter: margin and recheck must be >= 0 and timeout > 0")
+        if not lease > 0:
+            raise ValueError(f"RedisLimiter: lease must be > 0 seconds, got {lease!r}")
         self._url = url  # holds the password: only ever given to redis-py
         self._secrets = found
         #: The URL with any password replaced by ``***``: safe to log.
@@ -369,10 +369,12 @@ class RedisLimiter:
         """The limiter of one lane (called by the client, once per lane)."""
         return _RedisLane(self, provider)
 
-    def flights_for(self, provider: Provider) -> RedisFlights:
+    def flights_for(self, provider: Provider, limiter: LaneLimiter) -> RedisFlights:
         """Where one lane's identical requests meet those of other processes (called by the
-        client, once per lane): see ``persona_async._redis_sharing``."""
-        return RedisFlights(self, provider)
+        client, once per lane, with the lane's ``for_lane`` limiter, whose connection and
+        outage state they share): see ``persona_async._redis_sharing``."""
+        assert isinstance(limiter, _RedisLane)
+        return RedisFlights(self, provider, limiter.run)
 
     def _connect(self) -> Redis:
         return Redis.from_url(
@@ -411,6 +413,7 @@ class _RedisLane:
         "_provider",
         "_retry_at",
         "_script",
+        "_scripts",
         "_seq",
         "_settled_at",
         "_span_us",
@@ -435,6 +438,7 @@ class _RedisLane:
         self._lock = asyncio.Lock()  # one waiter per process asks Redis; the rest queue FIFO
         self._client: Redis | None = None  # opened on first use, in the lane's event loop
         self._script: AsyncScript | None = None
+        self._scripts: dict[str, AsyncScript] = {}  # other scripts run on this connection
         self._local: SlidingWindowLimiter | None = None  # fallback="local" during an outage
         self._down: RedisUnavailableError | None = None  # the current outage, if any
         self._retry_at = 0.0  # monotonic time when Redis may be tried again
@@ -527,9 +531,31 @@ class _RedisLane:
 
     async def aclose(self) -> None:
         client, self._client, self._script = self._client, None, None
+        self._scripts.clear()
         if client is not None:
             with contextlib.suppress(RedisError, OSError):
                 await client.aclose()
+
+    async def run(self, script: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        """Run another Lua ``script`` on this lane's connection (the flights of identical
+        requests, ``_redis_sharing``), with the limiter's outage handling: while Redis is known
+        to be down (until ``recheck``) it fails at once; a failure is logged once per outage.
+        Raises ``RedisUnavailableError``."""
+        if self._down is not None and time.monotonic() < self._retry_at:
+            raise self._down.for_request(None, None)
+        if self._script is None:
+            self._client = self._owner._connect()
+            self._script = self._client.register_script(_SCRIPT)
+        registered = self._scripts.get(script)
+        if registered is None:
+            assert self._client is not None
+            registered = self._scripts[script] = self._client.register_script(script)
+        try:
+            reply = await registered(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            raise self._outage(exc) from None
+        self._answered()
+        return reply
 
     async def _call(self, mode: str, last: str) -> tuple[bool, int]:
         """Run the script; (admitted, microseconds to wait). Raises RedisUnavailableError."""
@@ -563,6 +589,11 @@ class _RedisLane:
         self._sustained = int(sustained) or None
         period_us = 2 * self._period_us
         self._settled_at = time.monotonic() + max(0, period_us - int(since_us)) / 1e6
+        self._answered()
+        return bool(admitted), int(wait_us)
+
+    def _answered(self) -> None:
+        """Redis answered: an outage, if any, is over."""
         if self._down is not None:
             self._down = None
             logger.info(
@@ -570,7 +601,6 @@ class _RedisLane:
                 self._provider.name,
                 self._owner.url,
             )
-        return bool(admitted), int(wait_us)
 
     def _outage(self, exc: BaseException) -> RedisUnavailableError:
         why = self._owner._describe(exc)
