@@ -19,6 +19,7 @@ from ._lane import DEFAULT_RETRY_BUDGET, Lane, LaneStats
 from ._models import Persona, PersonaRequest
 from ._orphans import OnOrphan
 from ._providers import Provider
+from ._remembered import DEFAULT_REMEMBER_FOR, DEFAULT_REMEMBER_MAX
 from ._retry import (
     DEFAULT_BACKOFF_INITIAL,
     DEFAULT_BACKOFF_MAX,
@@ -27,7 +28,7 @@ from ._retry import (
     DEFAULT_RETRY_AFTER_MAX,
     RetryPolicy,
 )
-from ._sharing import DEFAULT_REMEMBER_FOR, DEFAULT_REMEMBER_MAX, SharedCreates
+from ._sharing import SharedCreates
 from ._stream import OutcomeStream, _StreamState
 from ._transport import SessionPool
 
@@ -72,6 +73,12 @@ class PersonaClient:
     ``outcome.persona`` is set, or ``outcome.error`` says why the outcome is unknown. It runs
     in the lane, synchronously: keep it quick. An exception it raises is logged, never
     propagated. Orphans are logged at WARNING on the ``persona_async`` logger either way.
+
+    Identical requests (the same lane and encoded body) share one create: a ``create_persona``
+    identical to one in flight joins it, and a persona made is returned to the same request
+    for ``remember_for`` seconds (``0``: off; at most ``remember_max`` requests, least recently
+    used out) without sending. A failure is never remembered. With a ``RedisLimiter`` this
+    holds between the processes sharing it; otherwise within this client.
     """
 
     def __init__(
@@ -358,7 +365,7 @@ class _SubmitMany:
         # are its journal's business.)
         shared, name = self._client._shared, lane.provider.name
         body = lane.provider.encode(request)
-        persona = shared.recall(name, body, request)
+        persona = shared.memory.recall(name, body, request)
         if persona is not None:
             deliver(_Job(request, body, deliver, seq), persona, None)
             return None

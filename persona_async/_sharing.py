@@ -20,6 +20,9 @@ never in the body, and never part of what is kept here). Within a client:
 
 Across processes, a lane whose limiter offers a ``FlightStore`` (``RedisLimiter``) also asks
 it, so that processes sharing it send one of each identical request (``_redis_sharing``).
+
+``create_many`` uses ``recall`` and ``join`` only: a dict lookup a request. What a stream makes
+is not remembered (a bulk run's repeats are its journal's business).
 """
 
 from __future__ import annotations
@@ -28,35 +31,27 @@ import asyncio
 import copy
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
 import anyio.abc
-import msgspec
 
 from ._exceptions import PersonaError, ProviderTimeoutError
 from ._job import _Job
 from ._models import Persona, PersonaRequest
 from ._orphans import OnOrphan, report_orphan
+from ._remembered import (
+    DEFAULT_REMEMBER_FOR,
+    DEFAULT_REMEMBER_MAX,
+    RememberedPersonas,
+    as_asked,
+)
 
 if TYPE_CHECKING:
     from ._lane import Lane
 
-__all__ = [
-    "DEFAULT_REMEMBER_FOR",
-    "DEFAULT_REMEMBER_MAX",
-    "FlightStore",
-    "SharedCreates",
-    "check_remember",
-]
-
-#: Seconds a created persona is returned to an identical call without sending: long enough
-#: for a web client's retries, a form submitted twice, a pipeline step run again.
-DEFAULT_REMEMBER_FOR = 3600.0
-#: Personas remembered at most, per client: the least recently used go first.
-DEFAULT_REMEMBER_MAX = 10_000
+__all__ = ["FlightStore", "SharedCreates"]
 
 _Key = tuple[str, bytes]  # (lane name, encoded body)
 #: Seconds two deadlines on one clock may differ by and still count as the same.
@@ -80,13 +75,6 @@ class FlightStore(Protocol):
         ...
 
     async def aclose(self) -> None: ...
-
-
-def check_remember(remember_for: float, remember_max: int) -> None:
-    if isinstance(remember_for, bool) or not remember_for >= 0 or remember_for == math.inf:
-        raise ValueError(f"remember_for must be >= 0 seconds (0: off), got {remember_for!r}")
-    if isinstance(remember_max, bool) or not isinstance(remember_max, int) or remember_max < 1:
-        raise ValueError(f"remember_max must be an int >= 1, got {remember_max!r}")
 
 
 class _Caller:
@@ -126,15 +114,7 @@ class _Flight:
 class SharedCreates:
     """A client's flights and the personas it made recently. See the module docstring."""
 
-    __slots__ = (
-        "_clock",
-        "_flights",
-        "_made",
-        "_on_orphan",
-        "_stores",
-        "remember_for",
-        "remember_max",
-    )
+    __slots__ = ("_clock", "_flights", "_on_orphan", "_stores", "memory")
 
     def __init__(
         self,
@@ -144,42 +124,11 @@ class SharedCreates:
         on_orphan: OnOrphan | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        check_remember(remember_for, remember_max)
-        self.remember_for = remember_for
-        self.remember_max = remember_max
+        self.memory = RememberedPersonas(remember_for, remember_max, clock)
         self._on_orphan = on_orphan
         self._clock = clock
         self._flights: dict[_Key, _Flight] = {}
-        self._made: OrderedDict[_Key, tuple[float, Persona]] = OrderedDict()  # key -> (until, p)
         self._stores: dict[str, FlightStore | None] = {}  # lane name -> its shared store
-
-    # -- memory --------------------------------------------------------------------------------
-
-    def recall(self, lane: str, body: bytes, request: PersonaRequest) -> Persona | None:
-        """The persona an identical request made, if it is still remembered."""
-        made = self._made
-        if not made:
-            return None
-        key = (lane, body)
-        entry = made.get(key)
-        if entry is None:
-            return None
-        if entry[0] <= self._clock():
-            del made[key]
-            return None
-        made.move_to_end(key)
-        return _as_asked(entry[1], request)
-
-    def remember(self, lane: str, body: bytes, persona: Persona) -> None:
-        if not self.remember_for:
-            return
-        made = self._made
-        key = (lane, body)
-        if key in made:
-            made.move_to_end(key)  # a new key goes to the end already
-        made[key] = (self._clock() + self.remember_for, persona)
-        if len(made) > self.remember_max:
-            made.popitem(last=False)
 
     def join(
         self, lane: str, body: bytes, request: PersonaRequest, deadline: float
@@ -216,7 +165,7 @@ class SharedCreates:
         """What ``create_persona`` returns for a validated ``request`` on ``lane``."""
         name = lane.provider.name
         body = lane.provider.encode(request)
-        remembered = self.recall(name, body, request)
+        remembered = self.memory.recall(name, body, request)
         if remembered is not None:
             return remembered
         key = (name, body)
@@ -304,7 +253,7 @@ class SharedCreates:
                     persona = await store.once(
                         flight.body,
                         send,
-                        remember_for=self.remember_for,
+                        remember_for=self.memory.remember_for,
                         time_left=lambda: flight.ends - self._clock(),
                         made=made,
                     )
@@ -328,7 +277,7 @@ class SharedCreates:
             del self._flights[flight.key]
         name = flight.lane.provider.name
         if persona is not None:
-            self.remember(name, flight.body, persona)
+            self.memory.remember(name, flight.body, persona)
         waiting = flight.waiting()
         for caller in waiting:
             if caller.timer is not None:
@@ -342,7 +291,7 @@ class SharedCreates:
                 caller.future.set_exception(error if i == 0 else _copy_error(error, caller))
             else:
                 assert persona is not None
-                caller.future.set_result(_as_asked(persona, caller.request))
+                caller.future.set_result(as_asked(persona, caller.request))
 
     def _expire(self, flight: _Flight, caller: _Caller) -> None:
         """A caller's deadline came before the shared request's answer."""
@@ -424,24 +373,6 @@ def _store_of(lane: Lane) -> FlightStore | None:
         return None
     store: FlightStore = flights_for(lane.provider, lane.limiter)
     return store
-
-
-def _as_asked(persona: Persona, request: PersonaRequest) -> Persona:
-    """``persona`` as the answer to ``request`` (identical on the wire, maybe not in its ids)."""
-    if (
-        persona.task_id == request.task_id
-        and persona.audio_id == request.audio_id
-        and persona.name == request.name
-        and persona.description == request.description
-    ):
-        return persona
-    return msgspec.structs.replace(
-        persona,
-        task_id=request.task_id,
-        audio_id=request.audio_id,
-        name=request.name,
-        description=request.description,
-    )
 
 
 def _copy_error(error: PersonaError, caller: _Caller) -> PersonaError:
