@@ -167,6 +167,25 @@ async def test_a_call_arriving_in_a_lane_cooling_past_its_deadline_fails_at_once
     assert stats.failed["RateLimitError"] == 2
 
 
+async def test_calls_queued_when_the_lane_starts_cooling_past_their_deadline_fail_at_once(
+    fake: FakeProvider,
+) -> None:
+    fake.inject(Fault.http(429, retry_after=20).later(0.2))
+    async with client(crun(fake, max_concurrency=1)) as c, anyio.create_task_group() as tg:
+        errors: list[Any] = []
+
+        async def call(i: int) -> None:
+            errors.append(await timed_failure(c, req(i), deadline=5.0))
+
+        tg.start_soon(call, 1)  # on the wire for 0.2 s, then the 429: cooling for 20 s
+        await anyio.sleep(0.05)
+        tg.start_soon(call, 2)  # queued behind it
+        tg.start_soon(call, 3)
+    assert fake.request_count == 1
+    assert [type(err) for err, _ in errors] == [RateLimitError] * 3
+    assert max(elapsed for _, elapsed in errors) < 0.2 + SLACK  # not their 5 s deadline
+
+
 async def test_calls_in_a_lane_paused_past_their_last_start_fail_at_once(
     fake: FakeProvider,
 ) -> None:
