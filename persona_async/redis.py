@@ -27,6 +27,10 @@ the key):
   such as nginx's ``limit_req``) makes the shared log pace every process: the ``burst``-th most
   recent start must be a paced interval old, as ``SlidingWindowLimiter`` does locally.
 
+* **Identical requests.** The same ``create_persona`` request (same lane, same body) is sent
+  by one process at a time, under a renewed lease, and the persona it made is kept for the
+  client's ``remember_for``: see ``persona_async._redis_sharing``.
+
 What is not shared: ``max_concurrency`` caps each process on its own. Every process sharing a key
 should configure the same ``rate_limit`` and ``rate_period``.
 
