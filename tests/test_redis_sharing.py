@@ -199,3 +199,26 @@ if __name__ == "__main__":
     print("READY", flush=True)
     if sys.stdin.readline().strip() == "GO":
         asyncio.run(_work(settings))
+
+
+async def test_a_caller_leaving_while_another_client_sends_sends_nothing_and_asked_again_gets_it(
+    fake: FakeProvider, redis_server: RedisServer
+) -> None:
+    # Two clients in one process share Redis as two processes would.
+    fake.latency = 1.0
+    request = PersonaRequest(**REQUEST)
+
+    def provider() -> CrunProvider:
+        limiter = RedisLimiter(redis_server.url)
+        return CrunProvider(api_key=fake.api_key, base_url=fake.url, limiter=limiter)
+
+    async with PersonaClient([provider()]) as owner, PersonaClient([provider()]) as other:
+        sending = asyncio.ensure_future(owner.create_persona(request))
+        await anyio.sleep(0.3)  # on the wire from the owner
+        with anyio.move_on_after(0.2) as left:
+            await other.create_persona(request)  # waits for the owner, then hangs up
+        assert left.cancelled_caught
+        persona = await sending
+        again = await other.create_persona(request)  # from Redis: nothing sent
+    assert again == persona
+    assert fake.request_count == 1
