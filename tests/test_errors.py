@@ -511,8 +511,10 @@ async def test_a_transport_error_says_what_failed_and_whether_it_was_sent(
     refused = await raised(
         CrunProvider(api_key="k", base_url=f"http://127.0.0.1:{port}", rate_limit=None)
     )
-    assert refused.message.startswith("ClientConnectorError before the request was sent: ")
-    assert f"127.0.0.1:{port}" in refused.message  # aiohttp's own words, kept
+    # In our words: no aiohttp class name, no "ssl:default" for an http:// URL.
+    assert refused.message == (
+        f"could not connect to 127.0.0.1:{port} (Connection refused): the request was not sent"
+    )
     fake.inject(Fault.reset_after())
     reset = await raised(kie(fake))
     assert type(reset) is ProviderConnectionError
@@ -659,3 +661,18 @@ async def test_errors_from_a_real_run_survive_pickle(fake: FakeProvider) -> None
         assert type(copy) is type(err)
         assert vars(copy) == vars(err)
     assert pickle.loads(pickle.dumps(unknown)).request == request("clip_9")
+
+
+async def test_a_host_that_does_not_resolve_is_said_in_our_words_and_not_counted_as_sent() -> None:
+    provider = CrunProvider(api_key="k" * 32, base_url="https://nohost.invalid", rate_limit=None)
+    async with PersonaClient([provider], max_retries=1, backoff_initial=0.01) as client:
+        with pytest.raises(ProviderConnectionError) as info:
+            await client.create_persona(PersonaRequest("task_1", "clip_1", "Neon", "R&B"))
+        stats = client.stats()[provider.name]
+    err = info.value
+    assert err.message.startswith("could not resolve the host name nohost.invalid (")
+    assert err.message.endswith("): the request was not sent")
+    assert "ClientConnector" not in str(err)
+    assert "ssl:default" not in str(err)
+    assert (err.sent, err.attempts) == (False, 2)
+    assert (stats.sent, stats.retries) == (0, 1)  # tried twice, nothing left the machine
