@@ -200,8 +200,15 @@ class Batch:
                 "On resume the sunoapi.org family sends them again (a 409 then reads 'exists'); "
                 "crun reports them as OutcomeUnknownError unless you pass --resend-unknown."
             )
-        if self._stopping:
-            notes.append(self._not_sent_note())
+        running = sum(t.running for t in self.tally.lanes.values())
+        if running:
+            notes.append(
+                f"{running} item(s) were submitted and are still running at their provider "
+                "(async tasks): the run stopped before their results came; running the same "
+                "command again polls them, never submits them again."
+            )
+        if self._stopping and (note := self._not_sent_note()):
+            notes.append(note)
         unknown = self.tally.unknown + self.tally.skipped["unknown"]
         if unknown:
             notes.append(
@@ -232,9 +239,13 @@ class Batch:
         return EXIT_OK if self.tally.all_succeeded else EXIT_FAILED
 
     def _not_sent_note(self) -> str:
-        """How many items of the input this run left unsent, read or not."""
+        """How many items of the input this run left unsent, read or not ("" for none)."""
         not_sent = sum(t.not_sent for t in self.tally.lanes.values())
-        not_sent += sum(1 for item in self._pulled.values() if not item.sent)
+        not_sent += sum(
+            1
+            for item in self._pulled.values()
+            if not item.sent and item.request.provider_task_id is None  # a task is polled
+        )
         total = self._total if self._total is not None else self._entries.count()
         if total is None:  # stdin: the rest cannot be counted
             return (
@@ -249,7 +260,7 @@ class Batch:
             1 for line in resume.invalid_lines if line > self._last_line
         )
         not_sent += max(unread - settled, 0)
-        return f"{not_sent} item(s) were not sent because the run stopped."
+        return f"{not_sent} item(s) were not sent because the run stopped." if not_sent else ""
 
     async def _tick(self) -> None:
         while True:
@@ -405,7 +416,14 @@ class Batch:
                 provider_task_id=persona.provider_task_id,
             )  # fmt: skip
             lane.created += 1
-        elif isinstance(err, Interrupted) or (self._closing and type(err) is PersonaError):
+        elif self._stopped_before_answer(err) and (
+            outcome.provider_task_id or item.request.provider_task_id
+        ):
+            # Submitted to an async-task provider: the task runs there whatever this run does,
+            # and its last record (``submitted``) makes the next run poll it, never resubmit.
+            lane.running += 1
+            return
+        elif self._stopped_before_answer(err):
             lane.not_sent += 1
             if item.sent:  # its pending record must not outlive it: nothing is on the wire
                 self._journal.outcome(item, "failed", error=_NOT_SENT_AGAIN, attempts=attempts)
@@ -451,6 +469,11 @@ class Batch:
         self.tally.done += 1
         if attempts:
             self.tally.answered += 1
+
+    def _stopped_before_answer(self, err: PersonaError | None) -> bool:
+        """``err`` says only that this run stopped before the request was sent (again) or its
+        task answered."""
+        return isinstance(err, Interrupted) or (self._closing and type(err) is PersonaError)
 
     def _retryable(self, err: PersonaError, item: Item, attempts: int) -> bool:
         """Whether the next run sends the item again (the journal's ``retryable``)."""

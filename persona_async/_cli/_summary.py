@@ -26,6 +26,8 @@ class LaneTally:
     invalid: int = 0
     #: Pulled from the input but not sent because the run was interrupted.
     not_sent: int = 0
+    #: Submitted to an async-task provider, whose task still ran when the run stopped.
+    running: int = 0
 
 
 @dataclass(slots=True)
@@ -55,7 +57,10 @@ class Tally:
     @property
     def all_succeeded(self) -> bool:
         """Every item seen is ``created`` or ``exists`` (this run or an earlier one)."""
-        bad = sum(sum(t.failed.values()) + t.invalid + t.not_sent for t in self.lanes.values())
+        bad = sum(
+            sum(t.failed.values()) + t.invalid + t.not_sent + t.running
+            for t in self.lanes.values()
+        )
         bad += self.skipped["failed"] + self.skipped["unknown"] + self.skipped["invalid"]
         return bad == 0
 
