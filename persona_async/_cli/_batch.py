@@ -453,13 +453,13 @@ class Batch:
             return
         else:
             assert err is not None
-            info = self._info(err, self._retryable(err, item, attempts))
-            if isinstance(err, OutcomeUnknownError) and not info.retryable:
+            info = self._info(err, self._next_run_retries(err, item, attempts))
+            if isinstance(err, OutcomeUnknownError) and not info.next_run_retries:
                 info.message += "; to send it again, run the same command with --resend-unknown"
                 self.tally.unknown += 1
             elif isinstance(err, _MaybeSent) and err.sent:  # lost after sending
                 info.message += "; it may have reached the provider, so a persona may exist" + (
-                    " (running the same command again settles it)" if info.retryable else ""
+                    " (running the same command again settles it)" if info.next_run_retries else ""
                 )
             self._journal.outcome(
                 item, "failed", error=info, attempts=attempts,
@@ -475,8 +475,9 @@ class Batch:
         task answered."""
         return isinstance(err, Interrupted) or (self._closing and type(err) is PersonaError)
 
-    def _retryable(self, err: PersonaError, item: Item, attempts: int) -> bool:
-        """Whether the next run sends the item again (the journal's ``retryable``)."""
+    def _next_run_retries(self, err: PersonaError, item: Item, attempts: int) -> bool:
+        """Whether the next run sends the item again, or polls its task (the journal's
+        ``next_run_retries``)."""
         if isinstance(err, OutcomeUnknownError):
             return self._resends(item.lane)  # a resend can only come back as 409 there
         if err.retryable or isinstance(err, _ACCOUNT_WIDE):
@@ -487,11 +488,11 @@ class Batch:
             return True  # this attempt never left (the deadline passed, TLS refused): harmless
         return attempts == 0 and not item.sent  # never reached the provider
 
-    def _info(self, err: PersonaError, retryable: bool) -> ErrorInfo:
+    def _info(self, err: PersonaError, next_run_retries: bool) -> ErrorInfo:
         message = err.message
         for provider in self._providers.values():
             message = provider.redact(message)
-        return ErrorInfo(type(err).__name__, err.code, message, retryable)
+        return ErrorInfo(type(err).__name__, err.code, message, next_run_retries)
 
     # -- stopping -------------------------------------------------------------------------------
 
