@@ -61,3 +61,51 @@ async def test_a_reply_too_large_to_read_is_an_unknown_outcome_that_resend_unkno
     ), again.stdout
     assert resent.returncode == 0, resent.stdout
     assert last_records(read_journal(journal))[identity(rows[0])]["status"] == "created"
+
+
+async def test_exists_takes_the_persona_id_the_journal_recorded_for_that_audio_id(
+    tmp_path: Path,
+) -> None:
+    # The same clip listed twice under different ids: the family makes one persona per audio id,
+    # so the second line's 409 means the persona the first line created.
+    row = items(1, lanes=("kie",))[0]
+    rows = [{**row, "id": "first"}, {**row, "id": "second", "name": "Another name"}]
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    journal = tmp_path / "results.jsonl"
+    async with fake_provider() as fake:
+        (tmp_path / "persona.toml").write_text(config_text(fake.url, lanes=("kie",)))
+        result = await run_cli(*batch_args(tmp_path))
+        [persona_id] = fake.personas
+
+    assert result.returncode == 0, result.stderr
+    last = {r["id"]: r for r in read_journal(journal)}  # the last record of each id
+    # Whichever line reached the fake first made the persona (both were in flight at once).
+    created, exists = sorted(last.values(), key=lambda r: r["status"])
+    assert (created["status"], exists["status"]) == ("created", "exists")
+    assert created["persona_id"] == persona_id
+    assert exists["persona_id"] == persona_id
+    assert f"created record of input line {created['line']}" in exists["error"]["message"]
+    assert b"id unknown" not in result.stdout, result.stdout
+
+
+async def test_exists_with_no_id_anywhere_is_counted_apart_and_said_where_to_look(
+    tmp_path: Path,
+) -> None:
+    rows = items(3, lanes=("kie",))
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    async with fake_provider() as fake:
+        (tmp_path / "persona.toml").write_text(config_text(fake.url, lanes=("kie",)))
+        # Another journal made these personas: this one knows nothing of them.
+        made = await run_cli(*batch_args(tmp_path, out=tmp_path / "elsewhere.jsonl"))
+        result = await run_cli(*batch_args(tmp_path))
+
+    assert made.returncode == 0, made.stderr
+    assert result.returncode == 0, result.stderr  # exists is a success, with or without id
+    records = last_records(read_journal(tmp_path / "results.jsonl"))
+    assert [r["status"] for r in records.values()] == ["exists"] * 3
+    assert all(r["persona_id"] is None for r in records.values())
+    lines = result.stdout.decode().splitlines()
+    said = [line for line in lines if line.startswith("exists, id unknown: ")]
+    assert len(said) == 1, result.stdout
+    assert said[0].startswith("exists, id unknown: 3 ("), said
+    assert "by audio_id" in said[0]

@@ -55,6 +55,7 @@ from .._exceptions import (
 from .._lane import LaneStats
 from .._models import Outcome, PersonaRequest
 from .._providers import Provider
+from ._exists import known_persona_ids
 from ._gate import Gate, Interrupted
 from ._input import Input, Invalid, Item, duplicate
 from ._journal import ErrorInfo, Journal, JournalWriteError, State, sent_again
@@ -151,6 +152,8 @@ class Batch:
         self._stop_then = ""
         self._stop_said = False
         self._stats: Mapping[str, LaneStats] = {}
+        # ``exists`` outcomes of this run: a 409 names no persona id, the journal may.
+        self._exists: list[tuple[Item, ErrorInfo, int]] = []
         self._client: PersonaClient | None = None
         self._total = entries.count() if self._terminal.live or on_progress else None
         self._progress = Progress(self.tally, self._total, self._lane_stats,
@@ -184,12 +187,36 @@ class Batch:
                     tg.cancel_scope.cancel()
                 if self._stopping:  # the run ended before the watcher could say so
                     self._say_stopping(0)
+            if self._exists and not self._aborted:
+                await self._name_existing()
         finally:
             for signum in installed:
                 loop.remove_signal_handler(signum)
             self._terminal.show(None)
             self._journal.close()
         return self._finish(time.monotonic() - started)
+
+    async def _name_existing(self) -> None:
+        """Give each ``exists`` outcome of this run the persona id the journal's own ``created``
+        record for its lane and audio id has, in a new last record."""
+        wanted = {(item.lane, item.request.audio_id) for item, _, _ in self._exists}
+        try:
+            known = await anyio.to_thread.run_sync(known_persona_ids, self._journal.path, wanted)
+        except OSError:
+            return  # the ids stay unknown, as the summary says
+        for item, info, attempts in self._exists:
+            found = known.get((item.lane, item.request.audio_id))
+            if found is None:
+                continue
+            persona_id, line = found
+            info.message += (
+                f"; its persona id is from this journal's created record of input line {line} "
+                "(same provider and audio_id)"
+            )
+            self._journal.outcome(
+                item, "exists", persona_id=persona_id, error=info, attempts=attempts
+            )
+            self.tally.exists_no_id -= 1
 
     def _finish(self, elapsed: float) -> int:
         notes = []
@@ -215,6 +242,13 @@ class Batch:
                 f"{unknown} item(s) have an unknown outcome (OutcomeUnknownError): a persona may "
                 "or may not exist. Check the provider's dashboard for their audio ids (in the "
                 "journal); to send them again, run the same command with --resend-unknown."
+            )
+        if self.tally.exists_no_id:
+            notes.append(
+                f"exists, id unknown: {self.tally.exists_no_id} (the provider answered 'already "
+                "exists' without naming the persona, it has no lookup by audio_id, and this "
+                "journal has no created record for it; find them on the provider's dashboard "
+                "by audio_id: their 'exists' records with persona_id null)"
             )
         if self._signalled:
             notes.append("interrupted: run the same command again to continue.")
@@ -437,6 +471,8 @@ class Batch:
                 )
             self._journal.outcome(item, "exists", error=info, attempts=attempts)
             lane.exists += 1
+            self.tally.exists_no_id += 1  # until the journal names it (``_name_existing``)
+            self._exists.append((item, info, attempts))
         elif isinstance(err, InvalidRequestError) and not attempts:
             self._invalid(
                 Invalid(
