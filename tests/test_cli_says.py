@@ -4,11 +4,20 @@ Real subprocesses against a real ``FakeProvider`` on loopback."""
 
 from __future__ import annotations
 
+import json
+import os
+import pty
+import re
+import subprocess
+import tty
 from pathlib import Path
 
+import anyio
 import pytest
 from _cli_support import (
     batch_args,
+    cli_env,
+    command,
     config_text,
     fake_provider,
     identity,
@@ -109,3 +118,74 @@ async def test_exists_with_no_id_anywhere_is_counted_apart_and_said_where_to_loo
     assert len(said) == 1, result.stdout
     assert said[0].startswith("exists, id unknown: 3 ("), said
     assert "by audio_id" in said[0]
+
+
+async def test_an_input_failing_mid_read_is_one_line_exit_2_after_the_summary_of_what_was_read(
+    tmp_path: Path,
+) -> None:
+    # The input is a terminal (a pty's controller side) that hangs up after three lines: the
+    # next read fails with EIO, as a disk error would.
+    rows = items(3, lanes=("crun",))
+    journal = tmp_path / "results.jsonl"
+    controller, terminal = pty.openpty()
+    tty.setraw(terminal)  # the lines arrive as written
+    args = batch_args(tmp_path)
+    args[1] = "-"
+    try:
+        async with fake_provider() as fake:
+            (tmp_path / "persona.toml").write_text(config_text(fake.url, lanes=("crun",)))
+            async with await anyio.open_process(
+                command(*args), stdin=controller, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=cli_env(),
+            ) as process:  # fmt: skip
+                os.close(controller)
+                controller = -1
+                os.write(terminal, b"".join(json.dumps(row).encode() + b"\n" for row in rows))
+                with anyio.fail_after(20):
+                    while (  # noqa: ASYNC110 - a subprocess and a file: nothing to wait on
+                        not journal.exists()
+                        or sum(r["status"] == "created" for r in read_journal(journal)) < 3
+                    ):
+                        await anyio.sleep(0.05)
+                os.close(terminal)  # the hang-up
+                terminal = -1
+                assert process.stdout is not None
+                assert process.stderr is not None
+                with anyio.fail_after(20):
+                    out = b"".join([chunk async for chunk in process.stdout])
+                    err = b"".join([chunk async for chunk in process.stderr])
+                    code = await process.wait()
+    finally:
+        for fd in (controller, terminal):
+            if fd >= 0:
+                os.close(fd)
+
+    assert code == 2, err
+    assert b"Traceback" not in err, err.decode()
+    [said] = err.decode().splitlines()
+    assert said.startswith(
+        "persona-async: error: -: reading the input failed after line 3: Input/output error. "
+    ), said
+    assert re.search(rb"^crun +crun +3 +0 +0 +0 ", out, re.M), out
+    assert {r["status"] for r in last_records(read_journal(journal)).values()} == {"created"}
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+async def test_an_input_failing_at_its_first_read_is_one_line_and_exit_2(
+    tmp_path: Path, fmt: str
+) -> None:
+    # /proc/self/mem opens as a regular file and fails every read at offset 0 with EIO.
+    link = tmp_path / f"in.{fmt}"
+    link.symlink_to("/proc/self/mem")
+    async with fake_provider() as fake:
+        (tmp_path / "persona.toml").write_text(config_text(fake.url, lanes=("crun",)))
+        args = batch_args(tmp_path)
+        args[1] = str(link)
+        result = await run_cli(*args)
+    assert result.returncode == 2, result.stderr
+    [said] = result.stderr.decode().splitlines()
+    assert said.startswith(
+        f"persona-async: error: {link}: reading the input failed at its first line: "
+        "Input/output error"
+    ), said
+    assert fake.request_count == 0

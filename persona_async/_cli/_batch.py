@@ -57,7 +57,7 @@ from .._models import Outcome, PersonaRequest
 from .._providers import Provider
 from ._exists import known_persona_ids
 from ._gate import Gate, Interrupted
-from ._input import Input, Invalid, Item, duplicate
+from ._input import Input, InputReadError, Invalid, Item, duplicate
 from ._journal import ErrorInfo, Journal, JournalWriteError, State, sent_again
 from ._pipe import threaded
 from ._progress import Progress, Terminal
@@ -66,6 +66,7 @@ from ._summary import Tally, render_summary
 __all__ = [
     "DEFAULT_GRACE",
     "EXIT_FAILED",
+    "EXIT_INPUT",
     "EXIT_INTERRUPTED",
     "EXIT_JOURNAL",
     "EXIT_OK",
@@ -76,6 +77,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 #: The journal could not be written (at start, or mid-run: disk full, I/O error, removed).
 EXIT_JOURNAL = 2
+#: The input failed while being read (an I/O error, a terminal that hung up).
+EXIT_INPUT = 2
 EXIT_INTERRUPTED = 130
 #: Seconds the first Ctrl-C waits for requests on the wire before giving up on them.
 DEFAULT_GRACE = 30.0
@@ -152,6 +155,7 @@ class Batch:
         self._stop_then = ""
         self._stop_said = False
         self._stats: Mapping[str, LaneStats] = {}
+        self._unreadable: InputReadError | None = None  # the input failed mid-read
         # ``exists`` outcomes of this run: a 409 names no persona id, the journal may.
         self._exists: list[tuple[Item, ErrorInfo, int]] = []
         self._client: PersonaClient | None = None
@@ -256,6 +260,13 @@ class Batch:
             self.tally, self._stats, elapsed=elapsed, journal=self._journal_label, notes=notes
         )
         self._terminal.say(summary)
+        if self._unreadable is not None:
+            self._terminal.say(
+                f"persona-async: error: {self._unreadable}. The lines before it were handled "
+                "(see the summary); nothing after it was read. Fix the input, then run the "
+                "same command again: the journal skips what is settled.",
+                self._err,
+            )
         failed = self._journal.failed
         if failed is not None:
             lost = self._journal.lost
@@ -270,6 +281,8 @@ class Batch:
             return EXIT_JOURNAL
         if self._signalled:
             return EXIT_INTERRUPTED
+        if self._unreadable is not None:
+            return EXIT_INPUT
         return EXIT_OK if self.tally.all_succeeded else EXIT_FAILED
 
     def _not_sent_note(self) -> str:
@@ -318,6 +331,15 @@ class Batch:
     # -- reading: what to send ------------------------------------------------------------------
 
     async def _requests(self) -> AsyncIterator[PersonaRequest]:
+        """The items to send; a read error ends them, as the end of the input would: what was
+        read is sent, and ``_finish`` says where reading stopped."""
+        try:
+            async for request in self._read_requests():
+                yield request
+        except InputReadError as exc:
+            self._unreadable = exc
+
+    async def _read_requests(self) -> AsyncIterator[PersonaRequest]:
         lines = self._entries.blocking_lines
         if lines is None:  # a file: its reads return at once
             for entry in self._reading:

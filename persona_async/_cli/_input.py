@@ -31,6 +31,7 @@ __all__ = [
     "Input",
     "duplicate",
     "InputError",
+    "InputReadError",
     "Invalid",
     "Item",
     "identity_key",
@@ -53,6 +54,11 @@ _decode_json = msgspec.json.Decoder().decode
 
 class InputError(Exception):
     """The input as a whole is unusable (missing file, unknown format, bad CSV header): exit 2."""
+
+
+class InputReadError(InputError):
+    """The input failed while being read (an I/O error, a terminal that hung up): exit 2. The
+    lines before it were read whole."""
 
 
 def identity_key(
@@ -178,31 +184,45 @@ class Input:
     # -- JSONL ---------------------------------------------------------------------------------
 
     def _jsonl(self) -> Iterator[Item | Invalid]:
-        for number, raw in enumerate(self._file, start=1):
-            if not raw.strip():
-                continue
-            try:
-                value = _decode_json(raw)
-            except msgspec.DecodeError as exc:
-                yield Invalid(number, None, f"not valid JSON: {exc}")
-                continue
-            if not isinstance(value, dict):
-                yield Invalid(number, None, f"not a JSON object (got {_kind(value)})")
-                continue
-            yield self._entry(number, value)
+        number = 0
+        try:
+            for number, raw in enumerate(self._file, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    value = _decode_json(raw)
+                except msgspec.DecodeError as exc:
+                    yield Invalid(number, None, f"not valid JSON: {exc}")
+                    continue
+                if not isinstance(value, dict):
+                    yield Invalid(number, None, f"not a JSON object (got {_kind(value)})")
+                    continue
+                yield self._entry(number, value)
+        except OSError as exc:  # only the file's reads raise it: parsing raises none
+            raise self._read_error(number, exc) from None
+
+    def _read_error(self, lines: int, exc: OSError) -> InputReadError:
+        where = f"after line {lines}" if lines else "at its first line"
+        return InputReadError(
+            f"{self.name}: reading the input failed {where}: {exc.strerror or exc}"
+        )
 
     # -- CSV -----------------------------------------------------------------------------------
 
     def _lines(self) -> Iterator[str]:
         decoder = codecs.getincrementaldecoder("utf-8-sig")()
-        for raw in self._file:
-            self._line += 1
-            try:
-                yield decoder.decode(raw)
-            except UnicodeDecodeError:
-                self._bad_utf8.add(self._line)
-                decoder.reset()
-                yield raw.decode("utf-8", "replace")
+        try:
+            for raw in self._file:
+                self._line += 1
+                try:
+                    text = decoder.decode(raw)
+                except UnicodeDecodeError:
+                    self._bad_utf8.add(self._line)
+                    decoder.reset()
+                    text = raw.decode("utf-8", "replace")
+                yield text
+        except OSError as exc:
+            raise self._read_error(self._line, exc) from None
 
     def _read_header(self) -> None:
         try:

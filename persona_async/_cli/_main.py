@@ -156,11 +156,7 @@ def _batch(args: argparse.Namespace, terminal: Terminal) -> int:
                 grace=args.grace,
                 terminal=terminal,
             )
-            try:
-                return asyncio.run(batch.run())
-            except OSError as exc:  # the input failed mid-run
-                print(f"persona-async: error: {exc}", file=sys.stderr)
-                return EXIT_FAILED
+            return asyncio.run(batch.run())
         finally:
             journal.close()
     finally:
