@@ -189,3 +189,47 @@ async def test_an_input_failing_at_its_first_read_is_one_line_and_exit_2(
         "Input/output error"
     ), said
     assert fake.request_count == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "what"),
+    [
+        ("in.jsonl", "", "it is empty or has only blank lines"),
+        ("in.jsonl", "\n  \n\n", "it is empty or has only blank lines"),
+        ("in.csv", "task_id,audio_id,name,description\n", "it has a header and no rows"),
+    ],
+    ids=["empty", "blank lines", "CSV header alone"],
+)
+async def test_an_input_with_no_items_says_so(
+    tmp_path: Path, name: str, content: str, what: str
+) -> None:
+    source = tmp_path / name
+    source.write_text(content)
+    async with fake_provider() as fake:
+        (tmp_path / "persona.toml").write_text(config_text(fake.url, lanes=("crun",)))
+        args = batch_args(tmp_path)
+        args[1] = str(source)
+        result = await run_cli(*args)
+        checked = await run_cli("validate", str(source), "--config", str(tmp_path / "persona.toml"))
+    assert result.returncode == 0, result.stderr
+    assert f"\nno items in {source}: {what}; nothing was sent.\n".encode() in result.stdout, (
+        result.stdout
+    )
+    assert f"no items in {source}\n".encode() in checked.stdout, checked.stdout
+
+
+async def test_batch_names_the_first_invalid_lines_and_where_the_rest_are(tmp_path: Path) -> None:
+    good = items(1, lanes=("crun",))[0]
+    bad = [{**good, "audio_id": f"clip-{n}", "name": ""} for n in range(5)]
+    write_jsonl(tmp_path / "in.jsonl", [good, *bad])
+    async with fake_provider() as fake:
+        (tmp_path / "persona.toml").write_text(config_text(fake.url, lanes=("crun",)))
+        result = await run_cli(*batch_args(tmp_path))
+    assert result.returncode == 1
+    text = result.stdout.decode()
+    source = tmp_path / "in.jsonl"
+    assert "\ninvalid line(s): 5, first:\n" in text, text
+    for line in (2, 3, 4):
+        assert f"\n  {source}:{line}: name: " in text, text
+    assert f"{source}:5:" not in text  # a few, not all: the journal and validate have them
+    assert "'invalid' record in the journal; `persona-async validate`" in text

@@ -89,6 +89,8 @@ _TICK = 0.2
 # While stopping: how often to look whether requests are still on the wire.
 _POLL = 0.05
 _SETTLE = 0.01
+# Invalid lines the summary names (the journal and ``validate`` have them all).
+_INVALID_SHOWN = 3
 # After closing the client at the end of the grace period: how long its last outcomes may take
 # to come out before the run stops without them (their records then stay pending).
 _DRAIN = 2.0
@@ -156,6 +158,7 @@ class Batch:
         self._stop_said = False
         self._stats: Mapping[str, LaneStats] = {}
         self._unreadable: InputReadError | None = None  # the input failed mid-read
+        self._invalid_shown: list[Invalid] = []  # the first invalid lines, for the summary
         # ``exists`` outcomes of this run: a 409 names no persona id, the journal may.
         self._exists: list[tuple[Item, ErrorInfo, int]] = []
         self._client: PersonaClient | None = None
@@ -247,6 +250,9 @@ class Batch:
                 "or may not exist. Check the provider's dashboard for their audio ids (in the "
                 "journal); to send them again, run the same command with --resend-unknown."
             )
+        notes.extend(self._invalid_notes())
+        if not self._lines_read and self._unreadable is None and not self._stopping:
+            notes.append(f"no items in {self._input_label()}: {self._empty_what()}")
         if self.tally.exists_no_id:
             notes.append(
                 f"exists, id unknown: {self.tally.exists_no_id} (the provider answered 'already "
@@ -284,6 +290,32 @@ class Batch:
         if self._unreadable is not None:
             return EXIT_INPUT
         return EXIT_OK if self.tally.all_succeeded else EXIT_FAILED
+
+    def _input_label(self) -> str:
+        return "stdin" if self._entries.name == "-" else self._entries.name
+
+    def _empty_what(self) -> str:
+        if self._entries.format == "csv":
+            return "it has a header and no rows; nothing was sent."
+        return "it is empty or has only blank lines; nothing was sent."
+
+    def _invalid_notes(self) -> list[str]:
+        """The first invalid lines of this run, by line number, and where the rest are."""
+        shown = self._invalid_shown
+        if not shown:
+            return []
+        total = sum(t.invalid for t in self.tally.lanes.values())
+        name = self._entries.name
+        lines = [f"invalid line(s): {total}, first:" if total > len(shown) else "invalid:"]
+        lines += [
+            f"  {name}:{entry.line}:{f' {entry.field}:' if entry.field else ''} {entry.message}"
+            for entry in shown
+        ]
+        lines.append(
+            "  each has an 'invalid' record in the journal; `persona-async validate` with the "
+            "same INPUT and --config lists them all"
+        )
+        return lines
 
     def _not_sent_note(self) -> str:
         """How many items of the input this run left unsent, read or not ("" for none)."""
@@ -432,6 +464,8 @@ class Batch:
             return
         self._journal.invalid(entry)
         self.tally.lane(entry.provider).invalid += 1
+        if len(self._invalid_shown) < _INVALID_SHOWN:
+            self._invalid_shown.append(entry)
 
     # -- sending and outcomes -------------------------------------------------------------------
 

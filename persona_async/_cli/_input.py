@@ -146,7 +146,7 @@ class Input:
         #: are read with ``os.read``, and ``Batch`` reads them off the event loop.
         self.blocking_lines = BlockingLines(file.fileno()) if _may_block(file) else None
         self._file: Iterable[bytes] = self.blocking_lines or file
-        self._format = fmt
+        self.format: Format = fmt
         self._lanes = lanes
         self._owns_file = owns_file
         # CSV only: the column names, the row reader, and the lines that were not UTF-8.
@@ -173,10 +173,10 @@ class Input:
                         lines += 1
         except OSError:
             return None
-        return max(0, lines - (1 if self._format == "csv" else 0))
+        return max(0, lines - (1 if self.format == "csv" else 0))
 
     def __iter__(self) -> Iterator[Item | Invalid]:
-        if self._format == "csv":
+        if self.format == "csv":
             yield from self._csv()
         else:
             yield from self._jsonl()

@@ -207,6 +207,8 @@ def _validate(args: argparse.Namespace, terminal: Terminal) -> int:
             print(f"{where}:{field} {entry.message}")
     finally:
         entries.close()
+    if not estimate.valid and not invalid:
+        print(f"no items in {'stdin' if entries.name == '-' else entries.name}")
     print(f"{estimate.valid} valid item(s), {invalid} invalid line(s)")
     print(estimate.render())
     if keys is not None and not _report_sources(providers, to_check, entries.name):
