@@ -233,3 +233,73 @@ async def test_batch_names_the_first_invalid_lines_and_where_the_rest_are(tmp_pa
         assert f"\n  {source}:{line}: name: " in text, text
     assert f"{source}:5:" not in text  # a few, not all: the journal and validate have them
     assert "'invalid' record in the journal; `persona-async validate`" in text
+
+
+# -- CSV from spreadsheets --------------------------------------------------------------------
+
+
+async def test_a_csv_header_with_several_wrong_names_names_every_one_and_sends_nothing(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("taskid,audio_id,Name,description,notes,Comment\nt,a,n,d,x,y\n")
+    async with fake_provider() as fake:
+        (tmp_path / "persona.toml").write_text(config_text(fake.url, lanes=("crun",)))
+        args = batch_args(tmp_path)
+        args[1] = str(source)
+        result = await run_cli(*args)
+        requests = fake.request_count
+    assert result.returncode == 2
+    assert requests == 0
+    [said] = result.stderr.decode().splitlines()
+    assert (
+        "unknown columns 'taskid' (did you mean 'task_id'?), 'Name' (did you mean 'name'?), "
+        "'notes', 'Comment'" in said
+    ), said
+    assert "no 'task_id', 'name' columns" in said, said
+    # Skipping is offered for the extra columns only, never for a misspelt one.
+    assert said.endswith("pass --skip-columns notes,Comment"), said
+
+
+async def test_skip_columns_reads_past_the_extra_columns_and_still_refuses_others(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text(
+        "task_id,audio_id,name,description,notes,Comment\n"
+        "task-1,clip-1,Neon,Smoky late-night R&B,call back,ok\n"
+    )
+    async with fake_provider() as fake:
+        (tmp_path / "persona.toml").write_text(config_text(fake.url, lanes=("crun",)))
+        args = batch_args(tmp_path, "--skip-columns", "notes,Comment")
+        args[1] = str(source)
+        result = await run_cli(*args)
+        refused = await run_cli(*[*args[:-2], "--skip-columns", "notes"])
+        sent = [r.json for r in fake.requests if r.json]
+    assert result.returncode == 0, result.stderr
+    assert len(sent) == 1
+    assert "call back" not in json.dumps(sent[0])  # an extra column never reaches a provider
+    assert refused.returncode == 2
+    assert b"unknown column 'Comment'" in refused.stderr, refused.stderr
+
+
+@pytest.mark.parametrize("name", ["in.csv", "in.jsonl"])
+async def test_a_utf_16_file_is_refused_naming_the_encoding_needed(
+    tmp_path: Path, name: str
+) -> None:
+    source = tmp_path / name
+    row = items(1, lanes=("crun",))[0]
+    text = (
+        "task_id,audio_id,name,description\nt,a,Zoë,d\n" if name.endswith(".csv")
+        else json.dumps(row) + "\n"
+    )  # fmt: skip
+    source.write_text(text, encoding="utf-16")
+    async with fake_provider() as fake:
+        (tmp_path / "persona.toml").write_text(config_text(fake.url, lanes=("crun",)))
+        args = batch_args(tmp_path)
+        args[1] = str(source)
+        result = await run_cli(*args)
+    assert result.returncode == 2
+    assert fake.request_count == 0
+    [said] = result.stderr.decode().splitlines()
+    assert said.startswith(f"persona-async: error: {source}: the file is UTF-16; UTF-8 is needed")

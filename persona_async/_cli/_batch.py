@@ -57,7 +57,7 @@ from .._models import Outcome, PersonaRequest
 from .._providers import Provider
 from ._exists import known_persona_ids
 from ._gate import Gate, Interrupted
-from ._input import Input, InputReadError, Invalid, Item, duplicate
+from ._input import Input, InputError, InputReadError, Invalid, Item, duplicate
 from ._journal import ErrorInfo, Journal, JournalWriteError, State, sent_again
 from ._pipe import threaded
 from ._progress import Progress, Terminal
@@ -157,7 +157,7 @@ class Batch:
         self._stop_then = ""
         self._stop_said = False
         self._stats: Mapping[str, LaneStats] = {}
-        self._unreadable: InputReadError | None = None  # the input failed mid-read
+        self._unreadable: InputError | None = None  # the input failed mid-read
         self._invalid_shown: list[Invalid] = []  # the first invalid lines, for the summary
         # ``exists`` outcomes of this run: a 409 names no persona id, the journal may.
         self._exists: list[tuple[Item, ErrorInfo, int]] = []
@@ -268,9 +268,14 @@ class Batch:
         self._terminal.say(summary)
         if self._unreadable is not None:
             self._terminal.say(
-                f"persona-async: error: {self._unreadable}. The lines before it were handled "
-                "(see the summary); nothing after it was read. Fix the input, then run the "
-                "same command again: the journal skips what is settled.",
+                f"persona-async: error: {self._unreadable}"
+                + (
+                    ". The lines before it were handled (see the summary); nothing after it "
+                    "was read. Fix the input, then run the same command again: the journal "
+                    "skips what is settled."
+                    if isinstance(self._unreadable, InputReadError)
+                    else ""
+                ),
                 self._err,
             )
         failed = self._journal.failed
@@ -368,7 +373,7 @@ class Batch:
         try:
             async for request in self._read_requests():
                 yield request
-        except InputReadError as exc:
+        except InputError as exc:  # a read error, or stdin in UTF-16
             self._unreadable = exc
 
     async def _read_requests(self) -> AsyncIterator[PersonaRequest]:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import codecs
 import csv
+import difflib
 import hashlib
 import math
 import os
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any, Literal
 
@@ -139,6 +140,7 @@ class Input:
         lanes: Mapping[str, Provider],
         *,
         owns_file: bool,
+        skip_columns: Collection[str] = (),
     ) -> None:
         self.name = name
         self._owned = file
@@ -149,6 +151,20 @@ class Input:
         self.format: Format = fmt
         self._lanes = lanes
         self._owns_file = owns_file
+        #: Columns (CSV) or fields (JSONL) the user named as extra: read past, never sent.
+        self._skip = frozenset(skip_columns)
+        required = sorted(self._skip.intersection(_TEXT))
+        if required:
+            raise InputError(
+                f"--skip-columns names {_names(required)}: a persona needs "
+                f"{'it' if len(required) == 1 else 'them'}"
+            )
+        if self.blocking_lines is None and fmt == "jsonl" and hasattr(file, "peek"):
+            try:
+                start = file.peek(4)[:4]
+            except OSError as exc:
+                raise self._read_error(0, exc) from None
+            _check_encoding(name, start)  # a regular file: said before anything is sent
         # CSV only: the column names, the row reader, and the lines that were not UTF-8.
         self._header: list[str] = []
         self._reader = csv.reader(self._lines())
@@ -187,6 +203,8 @@ class Input:
         number = 0
         try:
             for number, raw in enumerate(self._file, start=1):
+                if number == 1:
+                    _check_encoding(self.name, raw)
                 if not raw.strip():
                     continue
                 try:
@@ -197,6 +215,9 @@ class Input:
                 if not isinstance(value, dict):
                     yield Invalid(number, None, f"not a JSON object (got {_kind(value)})")
                     continue
+                if self._skip:
+                    for name in self._skip:
+                        value.pop(name, None)
                 yield self._entry(number, value)
         except OSError as exc:  # only the file's reads raise it: parsing raises none
             raise self._read_error(number, exc) from None
@@ -214,6 +235,8 @@ class Input:
         try:
             for raw in self._file:
                 self._line += 1
+                if self._line == 1:
+                    _check_encoding(self.name, raw)
                 try:
                     text = decoder.decode(raw)
                 except UnicodeDecodeError:
@@ -232,21 +255,40 @@ class Input:
         except csv.Error as exc:
             raise InputError(f"{self.name}: line 1: not a valid CSV header: {exc}") from None
         names = [name.strip() for name in header]
-        unknown = [name for name in names if name not in _FIELDS]
+        # Every problem of the header at once: a spreadsheet's header is fixed in one go.
+        problems = []
+        unknown = [name for name in names if name not in _FIELDS and name not in self._skip]
         if unknown:
-            raise InputError(
-                f"{self.name}: unknown column {unknown[0]!r} in the header; "
-                f"allowed: {', '.join(_FIELDS)}"
+            problems.append(
+                f"unknown column{'s' if len(unknown) > 1 else ''} "
+                + ", ".join(_with_guess(name) for name in unknown)
             )
         missing = [name for name in _TEXT if name not in names]
         if missing:
-            raise InputError(f"{self.name}: the header has no {missing[0]!r} column")
-        if len(set(names)) != len(names):
-            raise InputError(f"{self.name}: a column appears twice in the header")
+            problems.append(f"no {_names(missing)} column{'s' if len(missing) > 1 else ''}")
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            problems.append(f"{_names(twice)} appear{'s' if len(twice) == 1 else ''} twice")
+        if problems:
+            # Skipping is offered for the columns that look like no field: skipping a misspelt
+            # optional one would lose its values in silence.
+            extra = [name for name in unknown if _guess(name) is None]
+            are = "are extra columns" if len(extra) > 1 else "is an extra column"
+            hint = (
+                f". If {_names(extra)} {are} (notes, a spreadsheet's own), pass "
+                f"--skip-columns {','.join(extra)}"
+                if extra
+                else ""
+            )
+            raise InputError(
+                f"{self.name}: the header has {'; '.join(problems)}. Columns read: "
+                f"{', '.join(_FIELDS)}{hint}"
+            )
         self._header = names
 
     def _csv(self) -> Iterator[Item | Invalid]:
         header = self._header
+        skip = self._skip
         while True:
             start = self._line + 1
             try:
@@ -259,7 +301,10 @@ class Input:
             if not any(cell.strip() for cell in row):
                 continue
             if any(n in self._bad_utf8 for n in range(start, self._line + 1)):
-                yield Invalid(start, None, "not valid UTF-8")
+                yield Invalid(
+                    start, None, "not valid UTF-8: save the file as UTF-8 (in Excel: 'CSV UTF-8 "
+                    "(Comma delimited)')",
+                )  # fmt: skip
                 continue
             if len(row) != len(header):
                 yield Invalid(
@@ -271,6 +316,8 @@ class Input:
             fields: dict[str, Any] = {}
             bad: str | None = None  # the first cell that is not a number where one must be
             for name, cell in zip(header, row, strict=True):
+                if name in skip:
+                    continue
                 if name in _TEXT:
                     fields[name] = cell
                 elif cell.strip() == "":
@@ -312,7 +359,11 @@ class Input:
 
         for name in fields:
             if name not in _FIELDS:
-                return invalid(name, f"unknown field {name!r}; allowed: {', '.join(_FIELDS)}")
+                return invalid(
+                    name,
+                    f"unknown field {_with_guess(name)}; allowed: {', '.join(_FIELDS)} (an extra "
+                    f"field is read past with --skip-columns {name})",
+                )
         raw_id = fields.get("id")
         if raw_id is not None and not _id_of(raw_id):
             return invalid("id", "id must be a non-empty string or an integer")
@@ -367,10 +418,20 @@ class Input:
         return ", ".join(self._lanes)
 
 
-def open_input(name: str, lanes: Mapping[str, Provider], fmt: Format | None = None) -> Input:
-    """Open ``name`` (``-`` for JSONL on stdin); the format comes from the extension or ``fmt``."""
+def open_input(
+    name: str,
+    lanes: Mapping[str, Provider],
+    fmt: Format | None = None,
+    *,
+    skip_columns: Collection[str] = (),
+) -> Input:
+    """Open ``name`` (``-`` for JSONL on stdin); the format comes from the extension or ``fmt``.
+    ``skip_columns``: extra CSV columns (or JSONL fields) to read past."""
     if name == "-":
-        return Input("-", sys.stdin.buffer, fmt or "jsonl", lanes, owns_file=False)
+        return Input(
+            "-", sys.stdin.buffer, fmt or "jsonl", lanes, owns_file=False,
+            skip_columns=skip_columns,
+        )  # fmt: skip
     if fmt is None:
         fmt = _EXTENSIONS.get(os.path.splitext(name)[1].lower())
         if fmt is None:
@@ -383,10 +444,39 @@ def open_input(name: str, lanes: Mapping[str, Provider], fmt: Format | None = No
     except OSError as exc:
         raise InputError(f"{name}: cannot read the input: {exc.strerror or exc}") from None
     try:
-        return Input(name, file, fmt, lanes, owns_file=True)
+        return Input(name, file, fmt, lanes, owns_file=True, skip_columns=skip_columns)
     except BaseException:
         file.close()
         raise
+
+
+_SAVE_AS_UTF8 = (
+    "save it as UTF-8 (in Excel: 'CSV UTF-8 (Comma delimited)'), or convert it: "
+    "iconv -f UTF-16 -t UTF-8 FILE > NEW"
+)
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+
+def _check_encoding(name: str, start: bytes) -> None:
+    """Refuse a UTF-16 file (a byte order mark, or NULs between ASCII letters), which would
+    otherwise decode to mojibake line after line."""
+    if start.startswith(_UTF16_BOMS) or b"\0" in start:
+        raise InputError(f"{name}: the file is UTF-16; UTF-8 is needed: {_SAVE_AS_UTF8}")
+
+
+def _names(names: Iterable[str]) -> str:
+    return ", ".join(repr(name) for name in names)
+
+
+def _guess(name: str) -> str | None:
+    """The field ``name`` may be a misspelling of."""
+    close = difflib.get_close_matches(name.lower(), _FIELDS, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def _with_guess(name: str) -> str:
+    guess = _guess(name)
+    return f"{name!r} (did you mean {guess!r}?)" if guess else repr(name)
 
 
 def _may_block(file: IO[bytes]) -> bool:
