@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ._exceptions import PersonaError
-from ._models import Outcome, Persona, PersonaRequest
+from ._models import Outcome, Persona, PersonaRequest, outcome_of
 
 if TYPE_CHECKING:
     from ._job import _Job
@@ -135,7 +135,7 @@ class _StreamState:
         self._jobs.pop(seq, None)
         if self._closed:
             return
-        outcome = Outcome(job.request, persona, error, job.attempts)
+        outcome = outcome_of(job.request, persona, error, job.attempts)
         if not self._ordered:
             self._ready.append(outcome)
         elif seq == self._next_seq:
