@@ -303,3 +303,24 @@ async def test_a_utf_16_file_is_refused_naming_the_encoding_needed(
     assert fake.request_count == 0
     [said] = result.stderr.decode().splitlines()
     assert said.startswith(f"persona-async: error: {source}: the file is UTF-16; UTF-8 is needed")
+
+
+async def test_validate_counts_the_polling_of_async_task_lanes_in_its_estimate(
+    tmp_path: Path,
+) -> None:
+    # 30 Evolink items: the creates fit one window, but each task's first status query waits
+    # Evolink's estimate (15 s) and 30 queries at the default 5 per second take 5 s more.
+    rows = items(30, lanes=("evolink",))
+    for row in rows:
+        row.update(vocal_start=0.0, vocal_end=20.0)
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    (tmp_path / "persona.toml").write_text(
+        '[providers.evolink]\nkind = "evolink"\napi_key_env = "CLI_TEST_EVOLINK_KEY"\n'
+        "rate_limit = 1000\nrate_period = 1.0\n"
+    )
+    result = await run_cli(
+        "validate", str(tmp_path / "in.jsonl"), "--config", str(tmp_path / "persona.toml")
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.search(rb"^evolink +evolink +30 +- +20s ", result.stdout, re.M), result.stdout
+    assert b"\nat least 20s in all " in result.stdout, result.stdout
