@@ -28,6 +28,7 @@ from _cli_support import (
     write_jsonl,
 )
 
+from persona_async import CrunProvider
 from persona_async.testing import Fault
 
 pytestmark = pytest.mark.anyio
@@ -324,3 +325,62 @@ async def test_validate_counts_the_polling_of_async_task_lanes_in_its_estimate(
     assert result.returncode == 0, result.stderr
     assert re.search(rb"^evolink +evolink +30 +- +20s ", result.stdout, re.M), result.stdout
     assert b"\nat least 20s in all " in result.stdout, result.stdout
+
+
+# -- small ones -------------------------------------------------------------------------------
+
+
+async def test_out_in_a_missing_directory_says_it_is_the_directory(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", items(1, lanes=("crun",)))
+    async with fake_provider() as fake:
+        (tmp_path / "persona.toml").write_text(config_text(fake.url, lanes=("crun",)))
+        result = await run_cli(*batch_args(tmp_path, out=tmp_path / "nodir" / "r.jsonl"))
+    assert result.returncode == 2
+    assert fake.request_count == 0
+    assert result.stderr.decode().splitlines() == [
+        f"persona-async: error: {tmp_path}/nodir/r.jsonl: cannot create the journal: the "
+        f"directory {tmp_path}/nodir does not exist"
+    ]
+
+
+async def test_out_dev_null_is_refused_before_sending_not_blamed_on_disk_space(
+    tmp_path: Path,
+) -> None:
+    write_jsonl(tmp_path / "in.jsonl", items(1, lanes=("crun",)))
+    async with fake_provider() as fake:
+        (tmp_path / "persona.toml").write_text(config_text(fake.url, lanes=("crun",)))
+        result = await run_cli(*batch_args(tmp_path, out=Path("/dev/null")))
+    assert result.returncode == 2
+    assert fake.request_count == 0
+    assert b"free space" not in result.stderr
+    assert result.stderr.decode().splitlines() == [
+        "persona-async: error: /dev/null is not a regular file: the journal must be a file that "
+        "keeps what is written (the next run resumes from it); name a file with --out"
+    ]
+
+
+async def test_a_lane_with_an_empty_name_is_refused(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", items(1, lanes=("crun",)))
+    (tmp_path / "persona.toml").write_text(
+        config_text("http://127.0.0.1:9", lanes=("crun",)).replace(
+            "[providers.crun]", '[providers.""]'
+        )
+    )
+    result = await run_cli(*batch_args(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.decode().splitlines() == [
+        f'persona-async: error: {tmp_path}/persona.toml: [providers.""]: a lane needs a name'
+    ]
+    with pytest.raises(ValueError, match="name must be a non-empty lane name"):
+        CrunProvider(api_key="k", name="")
+
+
+async def test_a_run_shorter_than_a_second_shows_no_rate(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", items(8))
+    async with fake_provider() as fake:
+        (tmp_path / "persona.toml").write_text(config_text(fake.url))
+        result = await run_cli(*batch_args(tmp_path))
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line.split() for line in result.stdout.decode().splitlines()[1:4]}
+    assert float(rows["total"][-2].removesuffix("s")) < 1.0, result.stdout
+    assert [rows[lane][-1] for lane in ("crun", "kie", "total")] == ["-", "-", "-"], result.stdout

@@ -279,7 +279,9 @@ def test_a_journal_that_cannot_be_opened_or_read_is_an_error_naming_it(tmp_path:
     missing = tmp_path / "no-such-dir" / "results.jsonl"
     with pytest.raises(JournalError) as refused:
         _journal(missing)
-    assert str(refused.value) == f"{missing}: cannot open the journal: No such file or directory"
+    assert str(refused.value) == (
+        f"{missing}: cannot create the journal: the directory {missing.parent} does not exist"
+    )
     assert read_resume(str(missing)).states == {}  # nothing earlier
     with pytest.raises(JournalError) as refused:
         read_resume(str(tmp_path))  # a directory

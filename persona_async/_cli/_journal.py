@@ -31,6 +31,7 @@ import asyncio
 import enum
 import errno
 import os
+import stat
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -256,9 +257,19 @@ class Journal:
         existed = os.path.exists(path)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        except FileNotFoundError:
+            folder = os.path.dirname(path) or "."
+            raise JournalError(
+                f"{path}: cannot create the journal: the directory {folder} does not exist"
+            ) from None
         except OSError as exc:
             raise JournalError(f"{path}: cannot open the journal: {exc.strerror or exc}") from None
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise JournalError(
+                    f"{path} is not a regular file: the journal must be a file that keeps what "
+                    "is written (the next run resumes from it); name a file with --out"
+                )
             if fcntl is not None:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -11,6 +11,8 @@ from .._lane import LaneStats
 
 __all__ = ["LaneTally", "Tally", "render_summary"]
 
+#: Seconds a run must last before the summary shows a rate.
+_RATE_AFTER = 1.0
 #: The row for lines whose provider is missing or unknown.
 NO_LANE = "-"
 
@@ -98,7 +100,7 @@ def render_summary(
                 str(t.invalid),
                 str(retries) if lane_stats is not None else "-",
                 f"{elapsed:.1f}s",
-                f"{answered / elapsed:.1f}" if elapsed > 0 else "-",
+                _rate(answered, elapsed),
             )
         )
         totals.created += t.created
@@ -118,7 +120,7 @@ def render_summary(
                 str(totals.invalid),
                 str(retries_total),
                 f"{elapsed:.1f}s",
-                f"{answered / elapsed:.1f}" if elapsed > 0 else "-",
+                _rate(answered, elapsed),
             )
         )
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
@@ -146,6 +148,11 @@ def render_summary(
     lines.extend(notes)
     lines.append(f"journal: {journal}")
     return "\n".join(lines)
+
+
+def _rate(answered: int, elapsed: float) -> str:
+    # Under a second, a rate is a guess from a handful of answers (8 in 0.05 s is not 160/s).
+    return f"{answered / elapsed:.1f}" if elapsed >= _RATE_AFTER else "-"
 
 
 def _row(cells: Sequence[str], widths: Sequence[int]) -> str:
