@@ -255,10 +255,10 @@ class Batch:
             notes.append(f"no items in {self._input_label()}: {self._empty_what()}")
         if self.tally.exists_no_id:
             notes.append(
-                f"exists, id unknown: {self.tally.exists_no_id} (the provider answered 'already "
-                "exists' without naming the persona, it has no lookup by audio_id, and this "
-                "journal has no created record for it; find them on the provider's dashboard "
-                "by audio_id: their 'exists' records with persona_id null)"
+                f"exists, id unknown: {self.tally.exists_no_id} (the provider said 'already "
+                "exists' without naming the persona and has no lookup by audio_id, and this "
+                "journal records none; find them on the provider's dashboard by audio_id: "
+                "their 'exists' records have persona_id null)"
             )
         if self._signalled:
             notes.append("interrupted: run the same command again to continue.")

@@ -9,6 +9,7 @@ only add to it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,10 +41,11 @@ class _Lane:
 
 
 def _at(count: int, limit: int | None, period: float) -> float:
-    """Seconds ``count`` starts take at ``limit`` per ``period``, the first window at once."""
+    """Seconds before the last of ``count`` starts at ``limit`` per ``period``: a window's worth
+    at once, the next worth a period later (30 at 20 per 10 s: the last one at 10 s, not 5)."""
     if not limit or count <= limit:
         return 0.0
-    return (count - limit) / limit * period
+    return math.ceil((count - limit) / limit) * period
 
 
 class Estimate:
