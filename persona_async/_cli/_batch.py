@@ -55,12 +55,13 @@ from .._exceptions import (
 from .._lane import LaneStats
 from .._models import Outcome, PersonaRequest
 from .._providers import Provider
-from ._exists import known_persona_ids
+from ._exists import name_existing
 from ._gate import Gate, Interrupted
-from ._input import Input, InputError, InputReadError, Invalid, Item, duplicate
+from ._input import Input, InputError, Invalid, Item, duplicate
 from ._journal import ErrorInfo, Journal, JournalWriteError, State, sent_again
 from ._pipe import threaded
 from ._progress import Progress, Terminal
+from ._report import Report, journal_error
 from ._summary import Tally, render_summary
 
 __all__ = [
@@ -195,7 +196,7 @@ class Batch:
                 if self._stopping:  # the run ended before the watcher could say so
                     self._say_stopping(0)
             if self._exists and not self._aborted:
-                await self._name_existing()
+                self.tally.exists_no_id -= await name_existing(self._journal, self._exists)
         finally:
             for signum in installed:
                 loop.remove_signal_handler(signum)
@@ -203,91 +204,33 @@ class Batch:
             self._journal.close()
         return self._finish(time.monotonic() - started)
 
-    async def _name_existing(self) -> None:
-        """Give each ``exists`` outcome of this run the persona id the journal's own ``created``
-        record for its lane and audio id has, in a new last record."""
-        wanted = {(item.lane, item.request.audio_id) for item, _, _ in self._exists}
-        try:
-            known = await anyio.to_thread.run_sync(known_persona_ids, self._journal.path, wanted)
-        except OSError:
-            return  # the ids stay unknown, as the summary says
-        for item, info, attempts in self._exists:
-            found = known.get((item.lane, item.request.audio_id))
-            if found is None:
-                continue
-            persona_id, line = found
-            info.message += (
-                f"; its persona id is from this journal's created record of input line {line} "
-                "(same provider and audio_id)"
-            )
-            self._journal.outcome(
-                item, "exists", persona_id=persona_id, error=info, attempts=attempts
-            )
-            self.tally.exists_no_id -= 1
-
     def _finish(self, elapsed: float) -> int:
-        notes = []
         cut_off = sum(1 for item in self._pulled.values() if item.sent)
-        if self._aborted and cut_off:
-            notes.append(
-                f"aborted with {cut_off} request(s) in flight: their records stay 'pending'. "
-                "On resume the sunoapi.org family sends them again (a 409 then reads 'exists'); "
-                "crun reports them as OutcomeUnknownError unless you pass --resend-unknown."
-            )
-        running = sum(t.running for t in self.tally.lanes.values())
-        if running:
-            notes.append(
-                f"{running} item(s) were submitted and are still running at their provider "
-                "(async tasks): the run stopped before their results came; running the same "
-                "command again polls them, never submits them again."
-            )
-        if self._stopping and (note := self._not_sent_note()):
-            notes.append(note)
-        unknown = self.tally.unknown + self.tally.skipped["unknown"]
-        if unknown:
-            notes.append(
-                f"{unknown} item(s) have an unknown outcome (OutcomeUnknownError): a persona may "
-                "or may not exist. Check the provider's dashboard for their audio ids (in the "
-                "journal); to send them again, run the same command with --resend-unknown."
-            )
-        notes.extend(self._invalid_notes())
-        if not self._lines_read and self._unreadable is None and not self._stopping:
-            notes.append(f"no items in {self._input_label()}: {self._empty_what()}")
-        if self.tally.exists_no_id:
-            notes.append(
-                f"exists, id unknown: {self.tally.exists_no_id} (the provider said 'already "
-                "exists' without naming the persona and has no lookup by audio_id, and this "
-                "journal records none; find them on the provider's dashboard by audio_id: "
-                "their 'exists' records have persona_id null)"
-            )
-        if self._signalled:
-            notes.append("interrupted: run the same command again to continue.")
-        summary = render_summary(
-            self.tally, self._stats, elapsed=elapsed, journal=self._journal_label, notes=notes
+        not_sent, rest_uncounted = self._not_sent() if self._stopping else (0, False)
+        report = Report(
+            self.tally,
+            self._entries.name,
+            self._entries.format,
+            lines_read=self._lines_read,
+            aborted_in_flight=cut_off if self._aborted else 0,
+            stopped=self._stopping,
+            not_sent=not_sent,
+            rest_uncounted=rest_uncounted,
+            signalled=self._signalled,
+            unreadable=self._unreadable,
+            invalid_shown=self._invalid_shown,
         )
+        summary = render_summary(
+            self.tally, self._stats, elapsed=elapsed, journal=self._journal_label,
+            notes=report.notes(),
+        )  # fmt: skip
         self._terminal.say(summary)
-        if self._unreadable is not None:
-            self._terminal.say(
-                f"persona-async: error: {self._unreadable}"
-                + (
-                    ". The lines before it were handled (see the summary); nothing after it "
-                    "was read. Fix the input, then run the same command again: the journal "
-                    "skips what is settled."
-                    if isinstance(self._unreadable, InputReadError)
-                    else ""
-                ),
-                self._err,
-            )
+        if (said := report.input_error()) is not None:
+            self._terminal.say(said, self._err)
         failed = self._journal.failed
         if failed is not None:
-            lost = self._journal.lost
             self._terminal.say(
-                f"persona-async: error: the journal {self._journal.path} could not be written: "
-                f"{failed.strerror or failed}"
-                + (f" ({lost} record(s) lost)" if lost else "")
-                + "; it is whole up to there. Fix that (free space, another disk: move the "
-                "journal there and point --out at it), then run the same command to continue.",
-                self._err,
+                journal_error(self._journal.path, failed, self._journal.lost), self._err
             )
             return EXIT_JOURNAL
         if self._signalled:
@@ -296,34 +239,9 @@ class Batch:
             return EXIT_INPUT
         return EXIT_OK if self.tally.all_succeeded else EXIT_FAILED
 
-    def _input_label(self) -> str:
-        return "stdin" if self._entries.name == "-" else self._entries.name
-
-    def _empty_what(self) -> str:
-        if self._entries.format == "csv":
-            return "it has a header and no rows; nothing was sent."
-        return "it is empty or has only blank lines; nothing was sent."
-
-    def _invalid_notes(self) -> list[str]:
-        """The first invalid lines of this run, by line number, and where the rest are."""
-        shown = self._invalid_shown
-        if not shown:
-            return []
-        total = sum(t.invalid for t in self.tally.lanes.values())
-        name = self._entries.name
-        lines = [f"invalid line(s): {total}, first:" if total > len(shown) else "invalid:"]
-        lines += [
-            f"  {name}:{entry.line}:{f' {entry.field}:' if entry.field else ''} {entry.message}"
-            for entry in shown
-        ]
-        lines.append(
-            "  each has an 'invalid' record in the journal; `persona-async validate` with the "
-            "same INPUT and --config lists them all"
-        )
-        return lines
-
-    def _not_sent_note(self) -> str:
-        """How many items of the input this run left unsent, read or not ("" for none)."""
+    def _not_sent(self) -> tuple[int, bool]:
+        """How many items of the input this run left unsent, read or not, and True when the
+        rest of the input cannot be counted (stdin)."""
         not_sent = sum(t.not_sent for t in self.tally.lanes.values())
         not_sent += sum(
             1
@@ -331,11 +249,8 @@ class Batch:
             if not item.sent and item.request.provider_task_id is None  # a task is polled
         )
         total = self._total if self._total is not None else self._entries.count()
-        if total is None:  # stdin: the rest cannot be counted
-            return (
-                f"{not_sent} item(s) read were not sent and the rest of the input was not "
-                "read, because the run stopped."
-            )
+        if total is None:
+            return not_sent, True
         # The rest of the input, not parsed (that could take long): its lines, less the items
         # and lines the journal already settles.
         resume = self._journal.resume
@@ -343,8 +258,7 @@ class Batch:
         settled = resume.settled_unread() + sum(
             1 for line in resume.invalid_lines if line > self._last_line
         )
-        not_sent += max(unread - settled, 0)
-        return f"{not_sent} item(s) were not sent because the run stopped." if not_sent else ""
+        return not_sent + max(unread - settled, 0), False
 
     async def _tick(self) -> None:
         while True:

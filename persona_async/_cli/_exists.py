@@ -13,11 +13,15 @@ asked for: no memory per item for a run that never needs it.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
+import anyio
 import msgspec
 
-__all__ = ["Known", "known_persona_ids"]
+from ._input import Item
+from ._journal import ErrorInfo, Journal
+
+__all__ = ["Known", "known_persona_ids", "name_existing"]
 
 #: (lane, audio id) -> (persona id, input line of its ``created`` record).
 Known = dict[tuple[str, str], tuple[str, int | None]]
@@ -52,3 +56,27 @@ def known_persona_ids(path: str, wanted: Collection[tuple[str, str]]) -> Known:
             if key in wanted and key not in found:
                 found[key] = (record.persona_id, record.line)
     return found
+
+
+async def name_existing(journal: Journal, exists: Sequence[tuple[Item, ErrorInfo, int]]) -> int:
+    """Give each ``exists`` outcome (item, its error, attempts) the persona id the journal's own
+    ``created`` record for its lane and audio id has, in a new last record; return how many
+    were named."""
+    wanted = {(item.lane, item.request.audio_id) for item, _, _ in exists}
+    try:
+        known = await anyio.to_thread.run_sync(known_persona_ids, journal.path, wanted)
+    except OSError:
+        return 0  # the ids stay unknown, as the summary says
+    named = 0
+    for item, info, attempts in exists:
+        found = known.get((item.lane, item.request.audio_id))
+        if found is None:
+            continue
+        persona_id, line = found
+        info.message += (
+            f"; its persona id is from this journal's created record of input line {line} "
+            "(same provider and audio_id)"
+        )
+        journal.outcome(item, "exists", persona_id=persona_id, error=info, attempts=attempts)
+        named += 1
+    return named
