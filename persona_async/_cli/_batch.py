@@ -446,7 +446,7 @@ class Batch:
                 )
             self._journal.outcome(item, "exists", error=info, attempts=attempts)
             lane.exists += 1
-            self.tally.exists_no_id += 1  # until the journal names it (``_name_existing``)
+            self.tally.exists_no_id += 1  # until the journal names it (``name_existing``)
             self._exists.append((item, info, attempts))
         elif isinstance(err, InvalidRequestError) and not attempts:
             self._invalid(

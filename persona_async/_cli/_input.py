@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import difflib
 import hashlib
 import math
 import os
@@ -26,6 +25,15 @@ import msgspec
 from .._exceptions import InvalidRequestError
 from .._models import PersonaRequest
 from .._providers import Provider
+from ._columns import (
+    FIELDS,
+    REQUIRED,
+    SAVE_AS_UTF8,
+    header_problems,
+    is_utf16,
+    quoted,
+    with_guess,
+)
 from ._pipe import BlockingLines, may_block
 
 __all__ = [
@@ -41,8 +49,6 @@ __all__ = [
 
 Format = Literal["jsonl", "csv"]
 
-_TEXT = ("task_id", "audio_id", "name", "description")
-_FIELDS = ("provider", *_TEXT, "vocal_start", "vocal_end", "style", "id")
 _EXTENSIONS: Mapping[str, Format] = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
@@ -153,10 +159,10 @@ class Input:
         self._owns_file = owns_file
         #: Columns (CSV) or fields (JSONL) the user named as extra: read past, never sent.
         self._skip = frozenset(skip_columns)
-        required = sorted(self._skip.intersection(_TEXT))
+        required = sorted(self._skip.intersection(REQUIRED))
         if required:
             raise InputError(
-                f"--skip-columns names {_names(required)}: a persona needs "
+                f"--skip-columns names {quoted(required)}: a persona needs "
                 f"{'it' if len(required) == 1 else 'them'}"
             )
         if self.blocking_lines is None and fmt == "jsonl" and hasattr(file, "peek"):
@@ -255,35 +261,9 @@ class Input:
         except csv.Error as exc:
             raise InputError(f"{self.name}: line 1: not a valid CSV header: {exc}") from None
         names = [name.strip() for name in header]
-        # Every problem of the header at once: a spreadsheet's header is fixed in one go.
-        problems = []
-        unknown = [name for name in names if name not in _FIELDS and name not in self._skip]
-        if unknown:
-            problems.append(
-                f"unknown column{'s' if len(unknown) > 1 else ''} "
-                + ", ".join(_with_guess(name) for name in unknown)
-            )
-        missing = [name for name in _TEXT if name not in names]
-        if missing:
-            problems.append(f"no {_names(missing)} column{'s' if len(missing) > 1 else ''}")
-        twice = sorted({name for name in names if names.count(name) > 1})
-        if twice:
-            problems.append(f"{_names(twice)} appear{'s' if len(twice) == 1 else ''} twice")
-        if problems:
-            # Skipping is offered for the columns that look like no field: skipping a misspelt
-            # optional one would lose its values in silence.
-            extra = [name for name in unknown if _guess(name) is None]
-            are = "are extra columns" if len(extra) > 1 else "is an extra column"
-            hint = (
-                f". If {_names(extra)} {are} (notes, a spreadsheet's own), pass "
-                f"--skip-columns {','.join(extra)}"
-                if extra
-                else ""
-            )
-            raise InputError(
-                f"{self.name}: the header has {'; '.join(problems)}. Columns read: "
-                f"{', '.join(_FIELDS)}{hint}"
-            )
+        problems = header_problems(names, self._skip)
+        if problems is not None:
+            raise InputError(f"{self.name}: {problems}")
         self._header = names
 
     def _csv(self) -> Iterator[Item | Invalid]:
@@ -318,7 +298,7 @@ class Input:
             for name, cell in zip(header, row, strict=True):
                 if name in skip:
                     continue
-                if name in _TEXT:
+                if name in REQUIRED:
                     fields[name] = cell
                 elif cell.strip() == "":
                     continue  # an empty optional cell is an absent field
@@ -358,10 +338,10 @@ class Input:
             )
 
         for name in fields:
-            if name not in _FIELDS:
+            if name not in FIELDS:
                 return invalid(
                     name,
-                    f"unknown field {_with_guess(name)}; allowed: {', '.join(_FIELDS)} (an extra "
+                    f"unknown field {with_guess(name)}; allowed: {', '.join(FIELDS)} (an extra "
                     f"field is read past with --skip-columns {name})",
                 )
         raw_id = fields.get("id")
@@ -382,7 +362,7 @@ class Input:
             )
         if bad is not None:
             return invalid(*bad)
-        for name in _TEXT:
+        for name in REQUIRED:
             if name not in fields or fields[name] is None:
                 return invalid(name, f"{name} is missing")
             if not isinstance(fields[name], str):
@@ -450,33 +430,9 @@ def open_input(
         raise
 
 
-_SAVE_AS_UTF8 = (
-    "save it as UTF-8 (in Excel: 'CSV UTF-8 (Comma delimited)'), or convert it: "
-    "iconv -f UTF-16 -t UTF-8 FILE > NEW"
-)
-_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
-
-
 def _check_encoding(name: str, start: bytes) -> None:
-    """Refuse a UTF-16 file (a byte order mark, or NULs between ASCII letters), which would
-    otherwise decode to mojibake line after line."""
-    if start.startswith(_UTF16_BOMS) or b"\0" in start:
-        raise InputError(f"{name}: the file is UTF-16; UTF-8 is needed: {_SAVE_AS_UTF8}")
-
-
-def _names(names: Iterable[str]) -> str:
-    return ", ".join(repr(name) for name in names)
-
-
-def _guess(name: str) -> str | None:
-    """The field ``name`` may be a misspelling of."""
-    close = difflib.get_close_matches(name.lower(), _FIELDS, n=1, cutoff=0.75)
-    return close[0] if close else None
-
-
-def _with_guess(name: str) -> str:
-    guess = _guess(name)
-    return f"{name!r} (did you mean {guess!r}?)" if guess else repr(name)
+    if is_utf16(start):
+        raise InputError(f"{name}: the file is UTF-16; UTF-8 is needed: {SAVE_AS_UTF8}")
 
 
 def _may_block(file: IO[bytes]) -> bool:
