@@ -30,10 +30,10 @@ KEY = "sk-tasks-91d0-MUST-NOT-LEAK"
 ENV = {"kie-jobs": "CLI_TEST_KIE_JOBS_KEY", "evolink": "CLI_TEST_EVOLINK_KEY"}
 
 
-def config(url: str) -> str:
+def config(url: str, rate: str = "rate_limit = 1000\nrate_period = 1.0") -> str:
     return "".join(
         f'[providers.{lane}]\nkind = "{lane}"\napi_key_env = "{env}"\nbase_url = "{url}"\n'
-        "rate_limit = 1000\nrate_period = 1.0\nmax_concurrency = 4\n"
+        f"{rate}\nmax_concurrency = 4\n"
         for lane, env in ENV.items()
     ) + "[client]\nbackoff_initial = 0.005\nbackoff_max = 0.05\ndeadline = 120.0\n"
 
@@ -104,3 +104,40 @@ async def test_ctrl_c_after_every_task_was_submitted_says_they_run_and_the_rerun
     final = last_records(read_journal(journal))
     assert {r["status"] for r in final.values()} == {"created"}
     assert {r["provider_task_id"] for r in final.values()} == set(fake.tasks)
+
+
+async def test_ctrl_c_with_some_tasks_submitted_and_some_waiting_for_the_window_counts_each(
+    tmp_path: Path,
+) -> None:
+    lines = rows(12)  # 6 per lane; each lane may start 4 a minute
+    write_jsonl(tmp_path / "in.jsonl", lines)
+    journal = tmp_path / "results.jsonl"
+    env = cli_env(**{name: KEY for name in ENV.values()})
+    async with FakeProvider(api_keys=(KEY,)) as fake:
+        fake.task_seconds = 600.0
+        (tmp_path / "persona.toml").write_text(
+            config(fake.url, rate="rate_limit = 4\nrate_period = 60.0")
+        )
+        async with await anyio.open_process(
+            command(*args(tmp_path)), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        ) as process:
+            with anyio.fail_after(20):
+                while (  # noqa: ASYNC110 - a subprocess and a file: nothing to wait on
+                    not journal.exists()
+                    or sum(r["status"] == "submitted" for r in read_journal(journal)) < 8
+                ):
+                    await anyio.sleep(0.05)
+            process.send_signal(signal.SIGINT)
+            assert process.stdout is not None
+            with anyio.fail_after(20):
+                out = b"".join([chunk async for chunk in process.stdout])
+                code = await process.wait()
+        records = read_journal(journal)
+
+    text = out.decode()
+    assert code == 130
+    assert "\n8 item(s) were submitted and are still running at their provider" in text, text
+    assert "\n4 item(s) were not sent because the run stopped." in text, text
+    last = last_records(records)
+    assert sorted(r["status"] for r in last.values()) == ["submitted"] * 8, last
+    assert len(fake.tasks) == 8
