@@ -160,8 +160,6 @@ class Batch:
         self._stats: Mapping[str, LaneStats] = {}
         self._unreadable: InputError | None = None  # the input failed mid-read
         self._invalid_shown: list[Invalid] = []  # the first invalid lines, for the summary
-        # ``exists`` outcomes of this run: a 409 names no persona id, the journal may.
-        self._exists: list[tuple[Item, ErrorInfo, int]] = []
         self._client: PersonaClient | None = None
         self._total = entries.count() if self._terminal.live or on_progress else None
         self._progress = Progress(self.tally, self._total, self._lane_stats,
@@ -174,6 +172,7 @@ class Batch:
         loop = asyncio.get_running_loop()
         installed = self._install_signals(loop)
         started = time.monotonic()
+        journal_start = self._journal.size  # this run's records come after it
         self._terminal.show(self._progress.line)
         try:
             async with PersonaClient(
@@ -195,8 +194,8 @@ class Batch:
                     tg.cancel_scope.cancel()
                 if self._stopping:  # the run ended before the watcher could say so
                     self._say_stopping(0)
-            if self._exists and not self._aborted:
-                self.tally.exists_no_id -= await name_existing(self._journal, self._exists)
+            if self.tally.exists_no_id and not self._aborted:
+                self.tally.exists_no_id -= await name_existing(self._journal, journal_start)
         finally:
             for signum in installed:
                 loop.remove_signal_handler(signum)
@@ -447,7 +446,6 @@ class Batch:
             self._journal.outcome(item, "exists", error=info, attempts=attempts)
             lane.exists += 1
             self.tally.exists_no_id += 1  # until the journal names it (``name_existing``)
-            self._exists.append((item, info, attempts))
         elif isinstance(err, InvalidRequestError) and not attempts:
             self._invalid(
                 Invalid(

@@ -7,76 +7,92 @@ clip listed twice with different ``id``s, an input regenerated with new task ids
 an earlier one. A lane is one account, and the sunoapi.org family allows one persona per audio
 id per account, so that persona is the one the 409 means.
 
-The journal is read once, at the end of a run that saw such an outcome, keeping only the ids
-asked for: no memory per item for a run that never needs it.
+At the end of a run that recorded ``exists`` without an id, the journal is read three times in a
+thread: this run's records for the (lane, audio id) pairs wanted, the whole file for their
+``created`` records, and this run's records again for each ``exists`` record that can be named;
+those are then appended, with the id, as the items' new last records. The run itself keeps
+nothing per item.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator
 
 import anyio
 import msgspec
 
-from ._input import Item
-from ._journal import ErrorInfo, Journal
+from ._journal import Journal, Record
 
 __all__ = ["Known", "known_persona_ids", "name_existing"]
 
 #: (lane, audio id) -> (persona id, input line of its ``created`` record).
 Known = dict[tuple[str, str], tuple[str, int | None]]
 
-
-class _Created(msgspec.Struct):
-    status: str
-    provider: str | None = None
-    audio_id: str | None = None
-    persona_id: str | None = None
-    line: int | None = None
+_decode = msgspec.json.Decoder(Record).decode
 
 
-_decode = msgspec.json.Decoder(_Created).decode
+def _records(path: str, start: int, end: int | None, status: bytes) -> Iterator[Record]:
+    """The records with ``status`` between the byte offsets ``start`` and ``end`` of ``path``."""
+    needle = b'"status":"' + status + b'"'
+    with open(path, "rb") as file:
+        file.seek(start)
+        for raw in file:
+            start += len(raw)
+            if end is not None and start > end:
+                return
+            if needle not in raw:  # most records: skipped without parsing
+                continue
+            try:
+                yield _decode(raw)
+            except msgspec.DecodeError:
+                continue  # a torn last line: what it says is not known
 
 
 def known_persona_ids(path: str, wanted: Collection[tuple[str, str]]) -> Known:
     """The persona id the journal at ``path`` recorded as ``created`` for each of ``wanted``
     that has one (the first such record). Blocking: run it off the event loop."""
     found: Known = {}
-    with open(path, "rb") as file:
-        for raw in file:
-            if b'"created"' not in raw:  # most records: skipped without parsing
-                continue
-            try:
-                record = _decode(raw)
-            except msgspec.DecodeError:
-                continue  # a torn last line: what it says is not known
-            if record.status != "created" or record.persona_id is None:
-                continue
-            key = (record.provider or "", record.audio_id or "")
-            if key in wanted and key not in found:
-                found[key] = (record.persona_id, record.line)
+    for record in _records(path, 0, None, b"created"):
+        key = (record.provider or "", record.audio_id or "")
+        if record.persona_id is not None and key in wanted and key not in found:
+            found[key] = (record.persona_id, record.line)
     return found
 
 
-async def name_existing(journal: Journal, exists: Sequence[tuple[Item, ErrorInfo, int]]) -> int:
-    """Give each ``exists`` outcome (item, its error, attempts) the persona id the journal's own
-    ``created`` record for its lane and audio id has, in a new last record; return how many
-    were named."""
-    wanted = {(item.lane, item.request.audio_id) for item, _, _ in exists}
-    try:
-        known = await anyio.to_thread.run_sync(known_persona_ids, journal.path, wanted)
-    except OSError:
-        return 0  # the ids stay unknown, as the summary says
-    named = 0
-    for item, info, attempts in exists:
-        found = known.get((item.lane, item.request.audio_id))
+def _unnamed(path: str, since: int, end: int | None) -> Iterator[Record]:
+    for record in _records(path, since, end, b"exists"):
+        if record.persona_id is None:
+            yield record
+
+
+def _named(path: str, since: int, end: int) -> list[Record]:
+    """The new last records of the ``exists`` records between ``since`` and ``end`` that the
+    journal can name."""
+    wanted = {(r.provider or "", r.audio_id or "") for r in _unnamed(path, since, end)}
+    known = known_persona_ids(path, wanted)
+    named = []
+    for record in _unnamed(path, since, end):
+        found = known.get((record.provider or "", record.audio_id or ""))
         if found is None:
             continue
         persona_id, line = found
-        info.message += (
-            f"; its persona id is from this journal's created record of input line {line} "
-            "(same provider and audio_id)"
-        )
-        journal.outcome(item, "exists", persona_id=persona_id, error=info, attempts=attempts)
-        named += 1
+        error = record.error
+        if error is not None:
+            error = msgspec.structs.replace(
+                error,
+                message=f"{error.message}; its persona id is from this journal's created record "
+                f"of input line {line} (same provider and audio_id)",
+            )
+        named.append(msgspec.structs.replace(record, persona_id=persona_id, error=error))
     return named
+
+
+async def name_existing(journal: Journal, since: int) -> int:
+    """Give each ``exists`` record this run wrote (from byte ``since`` of the journal) without
+    a persona id the id of the journal's ``created`` record for its lane and audio id, in a new
+    last record; return how many were named (0 if the journal cannot be read)."""
+    try:
+        named = await anyio.to_thread.run_sync(_named, journal.path, since, journal.size)
+    except OSError:
+        return 0  # the ids stay unknown, as the summary says
+    return sum(journal.write(record) for record in named)  # written here, on the loop

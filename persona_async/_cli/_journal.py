@@ -288,6 +288,11 @@ class Journal:
             os.close(fd)
             raise
 
+    @property
+    def size(self) -> int:
+        """Where the whole records end: the byte offset the next record is written at."""
+        return self._size
+
     # -- writing -------------------------------------------------------------------------------
 
     def pending(self, item: Item) -> None:
