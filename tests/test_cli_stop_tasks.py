@@ -19,6 +19,7 @@ from _cli_support import (
     last_records,
     read_journal,
     run_cli,
+    run_on_a_terminal,
     write_jsonl,
 )
 
@@ -30,12 +31,14 @@ KEY = "sk-tasks-91d0-MUST-NOT-LEAK"
 ENV = {"kie-jobs": "CLI_TEST_KIE_JOBS_KEY", "evolink": "CLI_TEST_EVOLINK_KEY"}
 
 
-def config(url: str, rate: str = "rate_limit = 1000\nrate_period = 1.0") -> str:
+def config(
+    url: str, rate: str = "rate_limit = 1000\nrate_period = 1.0", deadline: float = 120.0
+) -> str:
     return "".join(
         f'[providers.{lane}]\nkind = "{lane}"\napi_key_env = "{env}"\nbase_url = "{url}"\n'
         f"{rate}\nmax_concurrency = 4\n"
         for lane, env in ENV.items()
-    ) + "[client]\nbackoff_initial = 0.005\nbackoff_max = 0.05\ndeadline = 120.0\n"
+    ) + f"[client]\nbackoff_initial = 0.005\nbackoff_max = 0.05\ndeadline = {deadline}\n"
 
 
 def rows(count: int) -> list[dict[str, object]]:
@@ -141,3 +144,20 @@ async def test_ctrl_c_with_some_tasks_submitted_and_some_waiting_for_the_window_
     last = last_records(records)
     assert sorted(r["status"] for r in last.values()) == ["submitted"] * 8, last
     assert len(fake.tasks) == 8
+
+
+async def test_the_live_line_counts_the_tasks_running_at_the_provider(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", rows(4))
+    env = cli_env(**{name: KEY for name in ENV.values()})
+    async with FakeProvider(api_keys=(KEY,)) as fake:
+        fake.task_seconds = 600.0
+        # Without the count on the line, the run ends by itself at the deadline.
+        (tmp_path / "persona.toml").write_text(config(fake.url, deadline=8.0))
+        live = [a for a in args(tmp_path) if a != "--no-progress"]
+        code, output = await anyio.to_thread.run_sync(
+            lambda: run_on_a_terminal(live, env, interrupt_at=b"4 task(s) running")
+        )
+    assert code == 130, output
+    # Nothing is done yet, but the line does not look idle: the four tasks are running.
+    frames = [frame for frame in output.split(b"\r") if b"0/4 (0%)" in frame]
+    assert any(b"0/4 (0%)  4 task(s) running at the provider" in f for f in frames), output

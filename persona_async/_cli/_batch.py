@@ -333,6 +333,7 @@ class Batch:
             task_id = resume.task_ids.get(item.key)
             if task_id is not None:  # submitted by an earlier run: poll it, never resubmit
                 item.request = msgspec.structs.replace(item.request, provider_task_id=task_id)
+                self._polling(item)
             return True
         if state is State.DONE:
             tally.skipped["done"] += 1
@@ -397,7 +398,13 @@ class Batch:
         return self._durable(item)
 
     def _submitted(self, request: PersonaRequest, provider_task_id: str) -> None:
-        self._journal.submitted(self._pulled[id(request)], provider_task_id)
+        item = self._pulled[id(request)]
+        self._journal.submitted(item, provider_task_id)
+        self._polling(item)
+
+    def _polling(self, item: Item) -> None:
+        item.polled = True
+        self.tally.tasks_running += 1
 
     async def _durable(self, item: Item) -> None:
         try:
@@ -415,6 +422,8 @@ class Batch:
 
     def _settle(self, outcome: Outcome) -> None:
         item = self._pulled.pop(id(outcome.request))
+        if item.polled:
+            self.tally.tasks_running -= 1
         lane = self.tally.lane(item.lane)
         persona, err = outcome.persona, outcome.error
         attempts = outcome.attempts

@@ -88,6 +88,8 @@ class Item:
     sent_before: bool = False
     #: Its ``pending`` record is in the journal: from here on it may reach the provider.
     sent: bool = False
+    #: An async-task provider took it (this run or an earlier one): its task is polled.
+    polled: bool = False
 
     @property
     def lane(self) -> str:

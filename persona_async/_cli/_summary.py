@@ -42,6 +42,8 @@ class Tally:
     done: int = 0
     #: Items recorded this run as OutcomeUnknownError that no run resends by itself.
     unknown: int = 0
+    #: Async tasks submitted (this run or an earlier one) whose result has not come yet.
+    tasks_running: int = 0
     #: ``exists`` outcomes of this run with no persona id (a 409 names none).
     exists_no_id: int = 0
     #: Outcomes of requests that reached a provider, for the rate.
