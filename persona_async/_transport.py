@@ -203,22 +203,31 @@ async def _read_rest(provider: Provider, resp: aiohttp.ClientResponse, payload: 
     # A reply that did not come in one read: a long one, or one still arriving.
     length = resp.content_length
     if length is not None and length > MAX_BODY_BYTES:
-        raise MalformedResponseError(
-            f"reply of {length} bytes exceeds {MAX_BODY_BYTES}",
-            http_status=resp.status,
-            provider=provider.name,
-            excerpt=excerpt(provider, payload[: EXCERPT_CHARS * 8]),
-        )
+        raise _too_large(
+            provider, resp, f"reply of {length} bytes exceeds {MAX_BODY_BYTES}",
+            payload[: EXCERPT_CHARS * 8],
+        )  # fmt: skip
     while len(payload) <= MAX_BODY_BYTES and not resp.content.at_eof():
         payload += await resp.content.read(MAX_BODY_BYTES + 1 - len(payload))
     if len(payload) > MAX_BODY_BYTES:
-        raise MalformedResponseError(
-            f"reply exceeds {MAX_BODY_BYTES} bytes",
-            http_status=resp.status,
-            provider=provider.name,
-            excerpt=excerpt(provider, payload),
-        )
+        raise _too_large(provider, resp, f"reply exceeds {MAX_BODY_BYTES} bytes", payload)
     return payload
+
+
+def _too_large(
+    provider: Provider, resp: aiohttp.ClientResponse, message: str, payload: bytes
+) -> MalformedResponseError:
+    # A 2xx the client cannot read is the provider taking the request (a provider echoing a
+    # huge description): an unknown outcome, so it is retryable as a lost reply is, and the
+    # lane treats it as one (a resend where duplicates are detected, OutcomeUnknownError else).
+    taken = 200 <= resp.status < 300
+    return MalformedResponseError(
+        message + ("; the provider accepted the request, so a persona may exist" if taken else ""),
+        http_status=resp.status,
+        provider=provider.name,
+        excerpt=excerpt(provider, payload),
+        retryable=taken,
+    )
 
 
 def _timeout(provider: Provider, seconds: float) -> aiohttp.ClientTimeout:
