@@ -28,10 +28,12 @@ from ._exceptions import (
 )
 from ._polling import Running
 from ._providers import Provider
+from ._providers._status import Refusal, TaskState
 from ._retry import parse_retry_after
 from ._transport import RawResponse, excerpt
 
 __all__ = ["interpret", "interpret_task"]
+
 
 # Gateway pages in front of a provider: the provider may be fine a moment later.
 _TRANSIENT_HTTP = frozenset({500, 502, 503, 504})
@@ -69,23 +71,27 @@ def interpret_task(provider: Provider, raw: RawResponse, task_id: str) -> str | 
     status = raw.status
     if 300 <= status < 400:
         _refuse_redirect(provider, raw)
+    assert provider.source_status is not None  # an async-task provider has its status route
     try:
-        task = provider.decode_task(status, raw.body)
+        task = provider.source_status.decode(status, raw.body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         _undecodable(provider, raw, exc)
-    if task.code != 200 or status >= 400:
-        _raise_for(provider, raw, task.code if task.code != 200 else status, task.message)
-    if task.state == "running":
-        return Running(task.word)
-    if task.state == "failed":
+    if isinstance(task, Refusal):
+        _raise_for(provider, raw, task.code, task.message)
+    if task.state is TaskState.RUNNING:
+        return Running(task.status)
+    if task.state is TaskState.UNKNOWN:
+        _undecodable(provider, raw, msgspec.ValidationError(f"unknown task state {task.status!r}"))
+    if task.state is TaskState.FAILED:
         said = provider.redact(task.message)
-        code = int(task.fail_code) if task.fail_code.isdigit() else None
-        cls = provider.errors.get(task.fail_code if code is None else code, GenerationFailedError)
+        fail = "" if task.code is None else str(task.code)
+        code = int(fail) if fail.isdigit() else None
+        cls = provider.errors.get(fail if code is None else code, GenerationFailedError)
         if cls.default_retryable or issubclass(cls, _MaybeSent):
             cls = GenerationFailedError  # the task is over: polling again will not change it
         raise cls(
             f"task {task_id} failed"
-            + (f" ({task.fail_code})" if task.fail_code else "")
+            + (f" ({fail})" if fail else "")
             + (f": {said}" if said else ""),
             code=code,
             http_status=status,

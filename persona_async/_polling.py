@@ -144,7 +144,6 @@ class PollBudget:
         self._cool_until = max(self._cool_until, self._clock() + wait)
 
 
-
 class _Flight(Generic[T]):
     # One polling loop for one key, and how many waits are listening to it.
     __slots__ = ("last_error", "last_running", "task", "waiters")

@@ -142,14 +142,16 @@ class TaskFlow:
                 ),
             )
             raise
+        self._finish(job, self._persona(job, persona_id, task_id), None)
+
+    def _persona(self, job: _Job, persona_id: str, task_id: str | None) -> Persona:
         request = job.request
-        persona = Persona(
+        return Persona(
             persona_id=persona_id,
-            provider=provider.name,
+            provider=self._provider.name,
             task_id=request.task_id,
             audio_id=request.audio_id,
             name=request.name,
             description=request.description,
             provider_task_id=task_id,
         )
-        self._finish(job, persona, None)

@@ -21,11 +21,11 @@ import msgspec
 from .._exceptions import CODE_TO_EXCEPTION, InvalidRequestError, PersonaError
 from .._models import PersonaRequest
 from .._polling import DEFAULT_POLL_POLICY, PollPolicy
-from ._styles import Reply, ReplyStyle, TaskStatus
+from ._status import StatusRoute
+from ._styles import Reply, ReplyStyle
 
 if TYPE_CHECKING:
     from .._ratelimit import SharedLimiter
-    from .._sources import SourceStatus
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "OPTIONAL_FIELDS",
     "Provider",
+    "PublicFlagProvider",
     "Reply",
     "Wire",
 ]
@@ -109,13 +110,6 @@ def request_struct(cls: type[Any], request: PersonaRequest, **extra: Any) -> Any
     return cls(**{f: getattr(request, f) for f in _REQUEST_FIELDS if f in fields}, **extra)
 
 
-def check_is_public(owner: str, is_public: object) -> bool:
-    """A gateway's ``is_public`` keyword: a real bool (personas stay private unless asked)."""
-    if not isinstance(is_public, bool):
-        raise ValueError(f"{owner}: is_public must be True or False")
-    return is_public
-
-
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -177,9 +171,10 @@ class Provider:
     mode: ClassVar[str] = "sync"
     #: Async-task providers: seconds from submit to the first status query (their estimate).
     estimated_time: ClassVar[float] = 0.0
-    #: How to ask the provider whether a music task is finished (``persona_async._sources``);
-    #: None when it has no status endpoint, and then ``wait_for_source`` is refused.
-    source_status: ClassVar[SourceStatus | None] = None
+    #: The provider's task status endpoint: asked whether a source song is finished
+    #: (``wait_for_source``) and, for an async-task provider, for its persona task. None when it
+    #: has none, and then ``wait_for_source`` is refused.
+    source_status: ClassVar[StatusRoute | None] = None
 
     #: ``max_lengths`` of task_id, audio_id, name and description (no limit: ``sys.maxsize``),
     #: for ``validate``'s common case; None when a limit applies to another field.
@@ -296,12 +291,10 @@ class Provider:
         return self.wire.decode(status, body)
 
     def task_url(self, task_id: str) -> str:
-        """Async-task providers: the status URL of a submitted task."""
-        raise NotImplementedError(f"{type(self).__name__} is not an async-task provider")
-
-    def decode_task(self, status: int, body: bytes) -> TaskStatus:
-        """Async-task providers: parse a status reply (msgspec errors if it is not the shape)."""
-        raise NotImplementedError(f"{type(self).__name__} is not an async-task provider")
+        """The status URL of a task (a source song, or an async-task provider's persona)."""
+        if self.source_status is None:
+            raise NotImplementedError(f"{type(self).__name__} has no status endpoint")
+        return self.source_status.url(self.base_url, task_id)
 
     def classify(self, code: int | str, message: str) -> int | str:
         """The table code a reply stands for; providers with code quirks override this."""
@@ -435,3 +428,19 @@ class Provider:
                     f"minus vocal_start must be between {lo:g} and {hi:g} seconds, "
                     f"got {end - start:g}",
                 )
+
+
+class PublicFlagProvider(Provider):
+    """A provider whose create takes ``is_public`` (the gateways, MountSea). It defaults to
+    False: a persona stays private on the upstream account unless asked."""
+
+    __slots__ = ("is_public",)
+
+    def __init__(self, *, is_public: bool = False, **kw: Any) -> None:
+        super().__init__(**kw)
+        if not isinstance(is_public, bool):
+            raise ValueError(f"{type(self).__name__}: is_public must be True or False")
+        self.is_public = is_public
+
+    def encode(self, request: PersonaRequest) -> bytes:
+        return self.wire.encode(request, is_public=self.is_public)
