@@ -32,7 +32,14 @@ from ._providers._status import Refusal, TaskState
 from ._retry import parse_retry_after
 from ._transport import RawResponse, excerpt
 
-__all__ = ["interpret", "interpret_task"]
+__all__ = ["FinishedSubmit", "interpret", "interpret_task"]
+
+
+class FinishedSubmit(str):
+    """The persona id an async-task provider's submit answered with, instead of a task id
+    (kie's market route may): there is no task to poll, the request is done."""
+
+    __slots__ = ()
 
 
 # Gateway pages in front of a provider: the provider may be fine a moment later.
@@ -53,7 +60,7 @@ def interpret(provider: Provider, raw: RawResponse) -> str:
         _undecodable(provider, raw, exc)
     if reply.code == 200:
         if reply.id:
-            return reply.id
+            return FinishedSubmit(reply.id) if reply.finished else reply.id
         if status < 400:
             what = "a task id" if provider.mode == "task" else "a persona id"
             raise MalformedResponseError(
@@ -66,8 +73,9 @@ def interpret(provider: Provider, raw: RawResponse) -> str:
 
 
 def interpret_task(provider: Provider, raw: RawResponse, task_id: str) -> str | Running:
-    """Return the persona id of a finished task, ``Running`` while it runs, or raise the
-    ``PersonaError`` the status reply (or the failed task) means."""
+    """Return the persona id of a finished task, ``Running`` while it runs (``undocumented``
+    when its state word is not the contract's), or raise the ``PersonaError`` the status reply
+    (or the failed task) means."""
     status = raw.status
     if 300 <= status < 400:
         _refuse_redirect(provider, raw)
@@ -81,7 +89,7 @@ def interpret_task(provider: Provider, raw: RawResponse, task_id: str) -> str | 
     if task.state is TaskState.RUNNING:
         return Running(task.status)
     if task.state is TaskState.UNKNOWN:
-        _undecodable(provider, raw, msgspec.ValidationError(f"unknown task state {task.status!r}"))
+        return Running(task.status, undocumented=True)
     if task.state is TaskState.FAILED:
         said = provider.redact(task.message)
         fail = "" if task.code is None else str(task.code)
@@ -137,6 +145,18 @@ def _undecodable(provider: Provider, raw: RawResponse, exc: Exception) -> NoRetu
         ) from exc
     if status == 503 or (status in _GATEWAY_BUSY and raw.retry_after is not None):
         raise _overloaded(provider, raw, f"HTTP {status} from a gateway or limiter") from exc
+    maybe = provider.errors.get(status)
+    if maybe is not None and issubclass(maybe, _MaybeSent):
+        # A timeout page the provider documents (CometAPI's Cloudflare 524): the request was
+        # taken and may have made the persona.
+        raise maybe(
+            f"HTTP {status} {raw.content_type or 'no content type'}: a timeout page; the "
+            "persona may exist",
+            code=status,
+            http_status=status,
+            provider=provider.name,
+            retryable=True,
+        ) from exc
     what = "empty reply" if not raw.body else f"reply is not the {provider.kind} envelope"
     raise MalformedResponseError(
         f"HTTP {status} {raw.content_type or 'no content type'}: {what} ({exc})",

@@ -93,11 +93,13 @@ class Running:
 
     ``status`` is the provider's own word for the state (kept for the message when the wait
     ends); ``retry_in`` is the provider's hint of when to ask again, if it gave one (it is
-    still kept within ``min_interval`` and ``max_interval``).
+    still kept within ``min_interval`` and ``max_interval``). ``undocumented``: the word is not
+    one the contract documents, waited on as running for a bounded time by the caller.
     """
 
     status: str = ""
     retry_in: float | None = None
+    undocumented: bool = False
 
 
 class PollBudget:

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING
 
 import anyio.abc
 
-from ._decoding import interpret_task
+from ._decoding import FinishedSubmit, interpret_task
 from ._exceptions import (
     AuthenticationError,
     InsufficientCreditsError,
+    MalformedResponseError,
     PersonaError,
     ProviderTimeoutError,
 )
@@ -85,6 +86,8 @@ class TaskFlow:
             except Exception:
                 # The task exists whatever the hook thinks; losing it from view would be worse.
                 logger.exception("on_submitted failed for task %s", task_id)
+        if isinstance(task_id, FinishedSubmit):  # the submit answered with the persona itself
+            return self._finish(job, self._persona(job, str(task_id), None), None)
         assert self._tg is not None
         self._polling(job)
         # The provider's estimate, but never longer than the policy's longest gap.
@@ -100,11 +103,29 @@ class TaskFlow:
 
     async def _follow(self, job: _Job, task_id: str, first: float) -> None:
         provider = self._provider
+        undocumented_since: float | None = None  # when the task began answering an odd word
 
         async def query() -> str | Running:
+            nonlocal undocumented_since
             timeout = max(min(provider.timeout, job.deadline - self._clock()), 0.001)
             raw = await self._pool.query(provider, provider.task_url(task_id), timeout=timeout)
-            return interpret_task(provider, raw, task_id)
+            answer = interpret_task(provider, raw, task_id)
+            if not (isinstance(answer, Running) and answer.undocumented):
+                undocumented_since = None
+                return answer
+            now = self._clock()
+            undocumented_since = now if undocumented_since is None else undocumented_since
+            if now - undocumented_since >= provider.unknown_state_patience:
+                raise MalformedResponseError(
+                    f"task {task_id} has answered the undocumented state {answer.status!r} for "
+                    f"{now - undocumented_since:.0f} s; look it up at {provider.kind} or resume "
+                    f"with provider_task_id={task_id!r}",
+                    http_status=raw.status,
+                    provider=provider.name,
+                    provider_task_id=task_id,
+                    retryable=False,
+                )
+            return answer
 
         def expired(last: Running | None, err: PersonaError | None) -> PersonaError:
             state = f"still {last.status!r}" if last else "not answered"

@@ -161,8 +161,13 @@ class Provider:
     #: Allowed ``vocal_end - vocal_start`` in seconds, with the defaults used when one is omitted.
     vocal_window: ClassVar[tuple[float, float] | None] = None
     vocal_defaults: ClassVar[tuple[float, float]] = (0.0, 30.0)
+    #: The step vocal_start and vocal_end must be multiples of (kie, sunoapi.org: 0.01): the
+    #: values are rounded to it before they are checked and sent. None: sent as given.
+    vocal_step: ClassVar[float | None] = None
     #: Optional request fields the provider's API does not document: refused, never dropped.
     unsupported_fields: ClassVar[frozenset[str]] = frozenset()
+    #: Why, when it is more than "its API documents no such field".
+    unsupported_note: ClassVar[str] = ""
     #: True when vocal_start and vocal_end must be given together or not at all.
     vocal_pair: ClassVar[bool] = False
     #: Provider code (an int, or a string code such as AceData's) -> the error it means.
@@ -175,6 +180,9 @@ class Provider:
     #: (``wait_for_source``) and, for an async-task provider, for its persona task. None when it
     #: has none, and then ``wait_for_source`` is refused.
     source_status: ClassVar[StatusRoute | None] = None
+    #: Seconds a task may answer a state word its contract does not document before the SDK
+    #: stops waiting on it as "still running" (``MalformedResponseError``).
+    unknown_state_patience: ClassVar[float] = 300.0
 
     #: ``max_lengths`` of task_id, audio_id, name and description (no limit: ``sys.maxsize``),
     #: for ``validate``'s common case; None when a limit applies to another field.
@@ -296,6 +304,16 @@ class Provider:
             raise NotImplementedError(f"{type(self).__name__} has no status endpoint")
         return self.source_status.url(self.base_url, task_id)
 
+    def stepped(self, request: PersonaRequest) -> PersonaRequest:
+        """``request`` with its vocal window rounded to ``vocal_step`` (when there is one)."""
+        step = self.vocal_step
+        start, end = request.vocal_start, request.vocal_end
+        if step is None or (start is None and end is None):
+            return request
+        return msgspec.structs.replace(
+            request, vocal_start=_round(start, step), vocal_end=_round(end, step)
+        )
+
     def classify(self, code: int | str, message: str) -> int | str:
         """The table code a reply stands for; providers with code quirks override this."""
         return code
@@ -379,11 +397,12 @@ class Provider:
             return  # the common request: four strings, checked above
         for field in extras:
             if field in self.unsupported_fields:
+                why = self.unsupported_note or f"its API documents no {field}"
                 raise self._invalid(
                     request,
                     field,
-                    f"is not supported by {type(self).__name__} (its API documents no "
-                    f"{field}); remove it rather than have it dropped",
+                    f"is not supported by {type(self).__name__} ({why}); remove it rather "
+                    "than have it dropped",
                 )
         if self.vocal_pair and ("vocal_start" in extras) != ("vocal_end" in extras):
             given, missing = ("vocal_start", "vocal_end")
@@ -412,7 +431,8 @@ class Provider:
                 )
             if not math.isfinite(value) or value < 0:
                 raise self._invalid(request, field, f"must be a finite number >= 0, got {value!r}")
-        start, end = request.vocal_start, request.vocal_end
+        stepped = self.stepped(request)  # checked as it will be sent
+        start, end = stepped.vocal_start, stepped.vocal_end
         if start is not None and end is not None and not end > start:
             raise self._invalid(
                 request, "vocal_end", f"must be greater than vocal_start ({end!r} <= {start!r})"
@@ -428,6 +448,11 @@ class Provider:
                     f"minus vocal_start must be between {lo:g} and {hi:g} seconds, "
                     f"got {end - start:g}",
                 )
+
+
+def _round(value: float | None, step: float) -> float | None:
+    # To the nearest step, then round() again to drop the float noise of the product.
+    return None if value is None else round(round(value / step) * step, 10)
 
 
 class PublicFlagProvider(Provider):

@@ -12,6 +12,7 @@ from typing import ClassVar
 
 import msgspec
 
+from .._models import PersonaRequest
 from ._base import Provider, Wire
 from ._status import Refusal, StatusRoute, TaskInfo, TaskState, clips_of, state_of, state_table
 from ._styles import CodeEnvelopeReply, code_envelope
@@ -82,7 +83,11 @@ def decode_status(status: int, body: bytes) -> TaskInfo | Refusal:
 
 
 class SunoApiFamilyProvider(Provider):
-    """The shared implementation; subclasses set only defaults and documented quirks."""
+    """The shared implementation; subclasses set only defaults and documented quirks.
+
+    ``vocal_step`` (kie, sunoapi.org: "multiples of 0.01") rounds the vocal window to that step
+    before it is checked and sent.
+    """
 
     detects_duplicates = True
     path = "/api/v1/generate/generate-persona"
@@ -94,6 +99,9 @@ class SunoApiFamilyProvider(Provider):
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key}"}
+
+    def encode(self, request: PersonaRequest) -> bytes:
+        return self.wire.encode(self.stepped(request))
 
     def classify(self, code: int | str, message: str) -> int | str:
         if code == 429 and any(word in message.lower() for word in _CREDIT_WORDS):

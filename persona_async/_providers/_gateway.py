@@ -8,15 +8,24 @@ subclass of a few lines.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
 import msgspec
 
-from .._exceptions import HTTP_STATUS_TO_EXCEPTION
+from .._exceptions import (
+    HTTP_STATUS_TO_EXCEPTION,
+    AuthenticationError,
+    PersonaError,
+    ProviderTimeoutError,
+)
 from .._models import PersonaRequest
 from ._base import OPTIONAL_FIELDS, PublicFlagProvider, Wire
 from ._status import Refusal, StatusRoute, TaskInfo, TaskState, duration, state_of, state_table
 from ._styles import ErrorObject, ObjectReply
 
-__all__ = ["GATEWAY_STATES", "SunoGatewayProvider"]
+__all__ = ["GATEWAY_ERRORS", "GATEWAY_STATES", "SunoGatewayProvider"]
 
 
 class _Body(msgspec.Struct):
@@ -26,6 +35,12 @@ class _Body(msgspec.Struct):
     clips: list[str]
     is_public: bool
 
+
+#: HTTP statuses as CometAPI's error page reads them (§16): 403 access blocked stops the lane as
+#: a 401 does; 524 is Cloudflare's origin timeout, after which the persona may exist.
+GATEWAY_ERRORS: Mapping[Any, type[PersonaError]] = MappingProxyType(
+    {**HTTP_STATUS_TO_EXCEPTION, 403: AuthenticationError, 524: ProviderTimeoutError}
+)
 
 _R = TaskState.RUNNING
 #: new-api's task ``status`` (§8b).
@@ -99,12 +114,13 @@ class SunoGatewayProvider(PublicFlagProvider):
     """The shared gateway implementation. ``is_public`` (default False) decides whether the
     persona is public on the upstream account; the clip is sent as ``root_clip_id`` and as
     the only entry of ``clips``. The gateways take no task id and document no vocal window or
-    style: those are refused. No duplicate detection is documented."""
+    style: those are refused. No duplicate detection is documented. A 500 whose ``error.code``
+    is ``invalid_request`` is a malformed request ("do not retry"), not a server failure."""
 
     path = "/suno/persona/create"
     wire = Wire(body=_Body, reply=ObjectReply())
     unsupported_fields = OPTIONAL_FIELDS
-    errors = HTTP_STATUS_TO_EXCEPTION
+    errors = GATEWAY_ERRORS
     source_status = StatusRoute("/suno/fetch/{task_id}", decode_status)
 
     __slots__ = ()
@@ -114,3 +130,9 @@ class SunoGatewayProvider(PublicFlagProvider):
 
     def encode(self, request: PersonaRequest) -> bytes:
         return self.wire.encode(request, clips=[request.audio_id], is_public=self.is_public)
+
+    def classify(self, code: int | str, message: str) -> int | str:
+        # ObjectReply puts a string error.code first in the message: "invalid_request: ...".
+        if code == 500 and message.partition(":")[0].strip() == "invalid_request":
+            return 400
+        return code

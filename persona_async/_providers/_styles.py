@@ -32,11 +32,13 @@ __all__ = [
 
 class Reply(msgspec.Struct, frozen=True, gc=False):
     """A decoded reply. ``id`` is set only when ``code`` is 200: the persona id, or for an
-    async-task submit the provider's task id. (A Struct: made per reply, in C.)"""
+    async-task submit the provider's task id, unless ``finished`` says the submit answered with
+    the persona id itself. (A Struct: made per reply, in C.)"""
 
     code: int | str
     message: str
     id: str | None = None
+    finished: bool = False
 
 
 class ErrorObject(msgspec.Struct):
@@ -77,13 +79,22 @@ def _id_decoder(key: str) -> Any:
 
 class CodeEnvelopeReply:
     """``{code: int, msg|message, data: {<id_key>}}``, business code inside HTTP 200
-    (crun, the sunoapi.org family, kie's market route)."""
+    (crun, the sunoapi.org family, kie's market route). ``finished_keys``: keys of ``data``
+    that, instead of ``id_key``, name the persona itself (``Reply.finished``)."""
 
-    __slots__ = ("_data", "_envelope", "_success")
+    __slots__ = ("_data", "_envelope", "_finished", "_success")
 
-    def __init__(self, *, message_key: str = "message", id_key: str = "persona_id") -> None:
+    def __init__(
+        self,
+        *,
+        message_key: str = "message",
+        id_key: str = "persona_id",
+        finished_keys: tuple[str, ...] = (),
+    ) -> None:
         self._envelope = code_envelope(message_key)
         self._data = _id_decoder(id_key)
+        #: An async submit's ``data`` keys that hold the persona itself (the task is over).
+        self._finished = tuple(_id_decoder(key) for key in finished_keys)
         # A success read in one pass; anything else fails it and takes the two steps above.
         self._success: Any = msgspec.json.Decoder(
             msgspec.defstruct(
@@ -107,6 +118,11 @@ class CodeEnvelopeReply:
         message: str = envelope.message or ""
         if envelope.code != 200:
             return Reply(envelope.code, message)
+        for finished in self._finished:
+            try:
+                return Reply(200, message, finished(envelope.data).id, finished=True)
+            except msgspec.ValidationError:
+                continue
         return Reply(200, message, self._data(envelope.data).id)
 
 

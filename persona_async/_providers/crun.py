@@ -3,16 +3,18 @@ status at ``GET /api/v1/client/job/TaskInfo?task_id=`` (PROVIDERS-MORE.md §1)."
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
 import msgspec
 
+from .._exceptions import CODE_TO_EXCEPTION, AuthenticationError, PersonaError
 from ._base import Provider, Wire
 from ._status import Refusal, StatusRoute, TaskInfo, TaskState, duration, state_of, state_table
 from ._styles import CodeEnvelopeReply, code_envelope
 
-__all__ = ["CRUN_STATES", "CrunProvider"]
+__all__ = ["CRUN_ERRORS", "CRUN_STATES", "CrunProvider"]
 
 
 class _Body(msgspec.Struct, omit_defaults=True):
@@ -24,6 +26,12 @@ class _Body(msgspec.Struct, omit_defaults=True):
     vocal_end: float | None = None
     style: str | None = None
 
+
+#: crun's codes (its wording is kie's), and 403 "API key disabled" from a client's error map
+#: (PROVIDERS-MORE.md §16): a refused key stops the lane as a 401 does.
+CRUN_ERRORS: Mapping[Any, type[PersonaError]] = MappingProxyType(
+    {**CODE_TO_EXCEPTION, 403: AuthenticationError}
+)
 
 #: TaskInfo's ``status`` (§1b: crun's own pages show only "running"; the rest is from a
 #: third-party schema; some clients see ``SUCCESS``, hence no regard to case).
@@ -87,6 +95,7 @@ class CrunProvider(Provider):
     path = "/api/v1/client/job/suno-persona-generate"
     wire = Wire(body=_Body, reply=CodeEnvelopeReply(message_key="message", id_key="persona_id"))
     max_lengths = MappingProxyType({"name": 100, "description": 1000, "style": 1000})
+    errors = CRUN_ERRORS
     source_status = StatusRoute("/api/v1/client/job/TaskInfo?task_id={task_id}", decode_status)
 
     __slots__ = ()

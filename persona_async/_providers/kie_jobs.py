@@ -3,8 +3,10 @@
 endpoint that also answers for the source song (PROVIDERS-MORE.md §3, §16).
 
 kie marks the legacy ``generate-persona`` route (``KieProvider``) as the old version; its V6
-models ride only this one. The persona id arrives in ``resultJson``, a JSON *string*, under a key
-kie does not document: ``persona_id`` or ``personaId``, at its top level or under ``data``.
+models ride only this one. kie does not publish the submit reply in full nor the key of the
+persona id in ``resultJson`` (a JSON *string*): other clients accept a persona id straight in the
+submit reply, and read ``persona_id`` or ``personaId`` at the top of ``resultJson`` or under its
+``data``, an object or (as kie's music results are) an array. All of these are read.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from .._models import PersonaRequest
 from ._base import Provider, Wire, request_struct
 from ._status import Refusal, StatusRoute, TaskInfo, TaskState, duration, state_of, state_table
 from ._styles import CodeEnvelopeReply, code_envelope
+from .kie import KIE_ERRORS
 
 __all__ = ["KIE_JOBS_STATES", "KieJobsProvider"]
 
@@ -101,11 +104,12 @@ def decode_status(status: int, body: bytes) -> TaskInfo | Refusal:
 class KieJobsProvider(Provider):
     """kie.ai's current persona route (api.kie.ai): submit a task, then poll it.
 
-    The submit answers ``data.taskId`` at once; the SDK polls ``recordInfo`` (kie allows about
-    3 status queries per second per task; polls have their own budget, ``poll=``) until the
-    task's ``state`` is ``success`` or ``fail``. A task that fails raises its ``failCode`` and
-    ``failMsg``. No duplicate detection is documented for this route, so a lost submit is an
-    ``OutcomeUnknownError`` unless ``retry_ambiguous=True``::
+    The submit answers ``data.taskId`` (or the persona id itself, which then is the answer);
+    the SDK polls ``recordInfo`` (kie allows about 3 status queries per second per task; polls
+    have their own budget, ``poll=``) until the task's ``state`` is ``success`` or a failure
+    (``fail``, ``failed``, ``error``), any case. A task that fails raises its ``failCode`` and
+    ``failMsg``. No duplicate detection is documented for this route, so a lost submit (or a
+    408) is an ``OutcomeUnknownError`` unless ``retry_ambiguous=True``::
 
         KieJobsProvider(api_key="...", rate_limit=20, rate_period=10)
     """
@@ -116,11 +120,15 @@ class KieJobsProvider(Provider):
     path = "/api/v1/jobs/createTask"
     wire = Wire(
         body=_Body,
-        reply=CodeEnvelopeReply(message_key="msg", id_key="taskId"),
+        reply=CodeEnvelopeReply(
+            message_key="msg", id_key="taskId", finished_keys=("persona_id", "personaId")
+        ),
     )
+    errors = KIE_ERRORS
     mode = "task"
     estimated_time = 2.0
     vocal_window = (10.0, 30.0)
+    vocal_step = 0.01
     source_status = StatusRoute("/api/v1/jobs/recordInfo?taskId={task_id}", decode_status)
 
     __slots__ = ()
@@ -129,5 +137,5 @@ class KieJobsProvider(Provider):
         return {"Authorization": f"Bearer {self._api_key}"}
 
     def encode(self, request: PersonaRequest) -> bytes:
-        inner = request_struct(_Input, request)
+        inner = request_struct(_Input, self.stepped(request))
         return msgspec.json.encode(_Body(model=MODEL, input=inner))

@@ -18,8 +18,6 @@ class _Body(msgspec.Struct, omit_defaults=True):
     name: str
     description: str
     is_public: bool
-    vocal_start: float | None = msgspec.field(default=None, name="vocal_start_s")
-    vocal_end: float | None = msgspec.field(default=None, name="vocal_end_s")
     style: str | None = msgspec.field(default=None, name="user_input_styles")
 
 
@@ -64,8 +62,10 @@ class MountSeaProvider(PublicFlagProvider):
     """MountSea (api.mountsea.ai): synchronous, HTTP 201 with the persona object (``id``).
 
     The clip is sent as ``clip_id``, the style as ``user_input_styles``; ``task_id`` is not
-    sent. ``is_public`` is required by MountSea; it defaults to False here. Errors are not
-    documented; HTTP statuses are read as their usual meaning::
+    sent. ``is_public`` is required by MountSea; it defaults to False here. MountSea documents
+    the vocal window only for a vocal ("vox") persona, with a ``vox_audio_id`` the SDK does not
+    send, so vocal_start and vocal_end are refused. Errors are not documented; HTTP statuses
+    are read as their usual meaning::
 
         MountSeaProvider(api_key="...", is_public=False)
     """
@@ -76,6 +76,8 @@ class MountSeaProvider(PublicFlagProvider):
     path = "/suno/v2/persona"
     wire = Wire(body=_Body, reply=ObjectReply())
     errors = HTTP_STATUS_TO_EXCEPTION
+    unsupported_fields = frozenset({"vocal_start", "vocal_end"})
+    unsupported_note = "documented only for a vox persona, with a vox_audio_id"
     source_status = StatusRoute("/suno/v2/status?taskId={task_id}", decode_status)
 
     __slots__ = ()

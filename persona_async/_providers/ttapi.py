@@ -27,8 +27,6 @@ class _Body(msgspec.Struct, omit_defaults=True):
     audio_id: str = msgspec.field(name="music_id")
     name: str
     description: str = msgspec.field(name="describe")
-    vocal_start: float | None = msgspec.field(default=None, name="vocal_start_s")
-    vocal_end: float | None = msgspec.field(default=None, name="vocal_end_s")
     style: str | None = msgspec.field(default=None, name="styles")
 
 
@@ -90,7 +88,9 @@ class TtapiProvider(Provider):
     """TTAPI (api.ttapi.io): synchronous; the key rides in ``TT-API-KEY``.
 
     The clip is sent as ``music_id``, the description as ``describe``, the style as
-    ``styles``, the vocal window as ``vocal_start_s``/``vocal_end_s``; ``task_id`` is not sent.
+    ``styles``; ``task_id`` is not sent. TTAPI documents the vocal window only for a vocal
+    ("vox") persona, "required when vox_audio_id is provided", and the SDK sends no vox id, so
+    vocal_start and vocal_end are refused.
     A 499 (queue exhausted) cools the lane like a 429; a 504 (the synchronous call timed out)
     may have made the persona and is not resent. No duplicate detection is documented.
     """
@@ -101,6 +101,8 @@ class TtapiProvider(Provider):
     path = "/suno/v1/persona"
     wire = Wire(body=_Body, reply=StatusReply())
     errors = TTAPI_ERRORS
+    unsupported_fields = frozenset({"vocal_start", "vocal_end"})
+    unsupported_note = "documented only for a vox persona, with a vox_audio_id"
     source_status = StatusRoute("/suno/v2/fetch?jobId={task_id}", decode_status)
 
     __slots__ = ()
