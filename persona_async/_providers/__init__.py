@@ -21,6 +21,7 @@ from .ttapi import TtapiProvider
 
 __all__ = [
     "PROVIDER_KINDS",
+    "describe_providers",
     "AceDataProvider",
     "ApiBoxProvider",
     "ApikleyProvider",
@@ -55,3 +56,8 @@ PROVIDER_KINDS: dict[str, type[Provider]] = {
         EvolinkProvider,
     )
 }
+
+
+def describe_providers() -> str:
+    """Every supported provider by ``kind``, and how much of its contract its docs publish."""
+    return "; ".join(f"{kind} ({cls.documentation})" for kind, cls in PROVIDER_KINDS.items())

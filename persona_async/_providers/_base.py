@@ -152,6 +152,9 @@ class Provider:
     #: Environment variable the key is read from when ``api_key`` is not given.
     api_key_env: ClassVar[str]
     default_base_url: ClassVar[str]
+    #: How much of the contract the provider's own docs publish: "in full", or "partly: what is
+    #: missing" (PROVIDERS-MORE.md), for the README and ``persona-async --help``.
+    documentation: ClassVar[str]
     path: ClassVar[str]
     wire: ClassVar[Wire]
     #: True when a repeated create is answered with 409 instead of a second persona.
@@ -244,7 +247,7 @@ class Provider:
             raise ValueError(f"{owner}: max_concurrency must be >= 1 and timeouts > 0")
         self._api_key = key  # never in a repr, log line, URL or error
         # e.g. CRUN_BASE_URL: a test or staging endpoint without touching the code.
-        env_url = os.environ.get(f"{self.kind.upper()}_BASE_URL")
+        env_url = os.environ.get(f"{self.env_prefix()}_BASE_URL")
         self.base_url = _check_base_url(base_url or env_url or self.default_base_url, owner)
         self.url = self.base_url + self.path
         self.name = name or self.kind
@@ -264,6 +267,12 @@ class Provider:
             raise ValueError(f"{owner}: wait_for_source must be > 0 seconds (or None)")
         self.wait_for_source = wait_for_source  # seconds to wait for the source song, or None
         self.poll = poll  # status queries: their own budget and schedule
+
+    @classmethod
+    def env_prefix(cls) -> str:
+        """``kind`` as a shell can spell it, the prefix of this provider's environment
+        variables: upper case, ``-`` turned to ``_`` (``kie-jobs``: ``KIE_JOBS``)."""
+        return cls.kind.upper().replace("-", "_")
 
     def __repr__(self) -> str:
         rate = f"{self.rate_limit}/{self.rate_period:g}s" if self.rate_limit else "unlimited"

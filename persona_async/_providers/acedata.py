@@ -137,6 +137,7 @@ class AceDataProvider(Provider):
     kind = "acedata"
     api_key_env = "ACEDATA_API_KEY"
     default_base_url = "https://api.acedata.cloud"
+    documentation = "in full"
     path = "/suno/persona"
     wire = Wire(body=_Body, reply=AceDataReply())
     unsupported_fields = frozenset({"style"})

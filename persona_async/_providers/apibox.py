@@ -15,6 +15,7 @@ class ApiBoxProvider(SunoApiFamilyProvider):
     kind = "apibox"
     api_key_env = "APIBOX_API_KEY"
     default_base_url = "https://apibox.erweima.ai"
+    documentation = "in full"
     vocal_window = None
 
     __slots__ = ()

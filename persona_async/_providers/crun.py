@@ -92,6 +92,7 @@ class CrunProvider(Provider):
     kind = "crun"
     api_key_env = "CRUN_API_KEY"
     default_base_url = "https://api.crun.ai"
+    documentation = "in full but for its TaskInfo status words"
     path = "/api/v1/client/job/suno-persona-generate"
     wire = Wire(body=_Body, reply=CodeEnvelopeReply(message_key="message", id_key="persona_id"))
     max_lengths = MappingProxyType({"name": 100, "description": 1000, "style": 1000})

@@ -109,6 +109,7 @@ class EvolinkProvider(Provider):
     kind = "evolink"
     api_key_env = "EVOLINK_API_KEY"
     default_base_url = "https://api.evolink.ai"
+    documentation = "partly, Beta: its limits and model_params are not published"
     path = "/v1/audios/generations"
     wire = Wire(body=_Body, reply=ObjectReply())
     errors = HTTP_STATUS_TO_EXCEPTION

@@ -27,6 +27,7 @@ class KieProvider(SunoApiFamilyProvider):
     kind = "kie"
     api_key_env = "KIE_API_KEY"
     default_base_url = "https://api.kie.ai"
+    documentation = "in full; kie's legacy route"
     errors = KIE_ERRORS
     vocal_step = 0.01
 

@@ -117,6 +117,9 @@ class KieJobsProvider(Provider):
     kind = "kie-jobs"
     api_key_env = "KIE_API_KEY"
     default_base_url = "https://api.kie.ai"
+    documentation = (
+        "partly: its submit reply and persona id key are not published; kie's current route"
+    )
     path = "/api/v1/jobs/createTask"
     wire = Wire(
         body=_Body,

@@ -73,6 +73,7 @@ class MountSeaProvider(PublicFlagProvider):
     kind = "mountsea"
     api_key_env = "MOUNTSEA_API_KEY"
     default_base_url = "https://api.mountsea.ai"
+    documentation = "partly: no error codes or limits published"
     path = "/suno/v2/persona"
     wire = Wire(body=_Body, reply=ObjectReply())
     errors = HTTP_STATUS_TO_EXCEPTION

@@ -14,6 +14,7 @@ class SunoApiProvider(SunoApiFamilyProvider):
     kind = "sunoapi"
     api_key_env = "SUNOAPI_API_KEY"
     default_base_url = "https://api.sunoapi.org"
+    documentation = "in full"
     vocal_step = 0.01
 
     __slots__ = ()

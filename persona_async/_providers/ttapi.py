@@ -98,6 +98,7 @@ class TtapiProvider(Provider):
     kind = "ttapi"
     api_key_env = "TTAPI_API_KEY"
     default_base_url = "https://api.ttapi.io"
+    documentation = "partly: no vox persona, no published limits"
     path = "/suno/v1/persona"
     wire = Wire(body=_Body, reply=StatusReply())
     errors = TTAPI_ERRORS
