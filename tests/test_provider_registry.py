@@ -43,7 +43,9 @@ async def test_kie_jobs_reads_its_base_url_from_kie_jobs_base_url(
 ) -> None:
     monkeypatch.setenv("KIE_JOBS_BASE_URL", fake.url)
     provider = KieJobsProvider(
-        api_key=fake.api_key, rate_limit=None, poll=PollPolicy(initial=0.05, min_interval=0.0)
+        api_key=fake.api_key,
+        rate_limit=None,
+        poll=PollPolicy(initial=0.05, min_interval=0.0, max_interval=0.05),
     )
     assert provider.base_url == fake.url
     async with PersonaClient([provider]) as client:
@@ -67,3 +69,21 @@ def test_help_names_every_kind_and_how_much_of_it_is_documented() -> None:
     text = " ".join(done.stdout.split())
     for kind, cls in PROVIDER_KINDS.items():
         assert f"{kind} ({cls.documentation})" in text, kind
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", sorted(PROVIDER_KINDS))
+async def test_the_fake_speaks_every_registered_kind(fake: FakeProvider, kind: str) -> None:
+    from persona_async.testing._fake._registry import FOR_KIND
+
+    cls = PROVIDER_KINDS[kind]
+    provider = cls(
+        api_key=fake.api_key,
+        base_url=fake.url,
+        rate_limit=None,
+        poll=PollPolicy(initial=0.05, min_interval=0.0, max_interval=0.05),
+    )
+    async with PersonaClient([provider]) as client:
+        persona = await client.create_persona(PersonaRequest("task_1", "clip_1", "n", "d"))
+    assert persona.persona_id in fake.personas
+    assert fake.requests[0].path == cls.path == FOR_KIND[kind].path
