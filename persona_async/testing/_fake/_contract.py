@@ -27,6 +27,8 @@ class StatusEndpoint:
     body at a phase, and an error reply), and, for an async contract, for a persona task."""
 
     method: str
+    #: Where it is asked, as ``--help`` shows it (``/suno/fetch/{task_id}``).
+    where: str
     task_of: TaskOf
     song: Callable[[Song, float], bytes]
     error: Callable[[int, str], tuple[int, bytes]]

@@ -53,3 +53,16 @@ FOR_KIND: Final = _for_kinds()
 def served_kinds(contract: _Contract) -> list[str]:
     """The SDK's provider kinds ``contract`` serves."""
     return [kind for kind, served in FOR_KIND.items() if served is contract]
+
+
+def describe_contracts() -> str:
+    """One paragraph per contract: the kinds it serves, its create and its status endpoint."""
+    lines = []
+    for contract in CONTRACTS:
+        status = contract.status
+        lines.append(f"  {contract.kind} (for {', '.join(served_kinds(contract))})")
+        lines.append(f"      POST {contract.path}")
+        if status is not None:
+            also = " (persona tasks and songs)" if status.task is not None else " (songs)"
+            lines.append(f"      {status.method} {status.where}{also}")
+    return "\n".join(lines)

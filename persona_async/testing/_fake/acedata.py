@@ -73,5 +73,7 @@ ACEDATA: Final = _Contract(
     missing_task_message="audio_id not found",
     one_per_audio=False,
     echoes_details=False,
-    status=StatusEndpoint("POST", _task_of, _song, _error),
+    status=StatusEndpoint(
+        "POST", f'{ACEDATA_STATUS_PATH} {{"id", "action": "retrieve"}}', _task_of, _song, _error
+    ),
 )

@@ -44,6 +44,7 @@ def _task(song: Song, phase: float) -> dict[str, Any]:
 
 STATUS: Final = StatusEndpoint(
     "GET",
+    f"{CRUN_STATUS_PATH}?task_id=",
     param(CRUN_STATUS_PATH, "task_id"),
     lambda song, phase: _envelope("message", 200, "success", _task(song, phase)),
     envelope_error("message"),

@@ -79,6 +79,8 @@ EVOLINK: Final = _Contract(
     echoes_details=False,
     wrap="model_params",
     model=EVOLINK_MODEL,
-    status=StatusEndpoint("GET", tail(EVOLINK_STATUS_PREFIX), _song, _error, _task),
+    status=StatusEndpoint(
+        "GET", f"{EVOLINK_STATUS_PREFIX}{{id}}", tail(EVOLINK_STATUS_PREFIX), _song, _error, _task
+    ),
     submit_reply=lambda task: _encode(task_object(task, "submitted")),
 )

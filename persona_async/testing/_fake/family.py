@@ -50,6 +50,7 @@ def _task(song: Song, phase: float) -> dict[str, Any]:
 
 STATUS: Final = StatusEndpoint(
     "GET",
+    f"{FAMILY_STATUS_PATH}?taskId=",
     param(FAMILY_STATUS_PATH, "taskId"),
     lambda song, phase: _envelope("msg", 200, "success", _task(song, phase)),
     envelope_error("msg"),

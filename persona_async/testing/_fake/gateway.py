@@ -57,5 +57,7 @@ GATEWAY: Final = _Contract(
     one_per_audio=False,
     echoes_details=True,
     extra_required={"clips": list, "is_public": bool},
-    status=StatusEndpoint("GET", tail(GATEWAY_STATUS_PREFIX), _song, _error),
+    status=StatusEndpoint(
+        "GET", f"{GATEWAY_STATUS_PREFIX}{{task_id}}", tail(GATEWAY_STATUS_PREFIX), _song, _error
+    ),
 )

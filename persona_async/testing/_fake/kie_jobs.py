@@ -79,6 +79,11 @@ KIE_JOBS: Final = _Contract(
     wrap="input",
     model=KIE_JOBS_MODEL,
     status=StatusEndpoint(
-        "GET", param(KIE_JOBS_STATUS_PATH, "taskId"), _song, envelope_error("msg"), _task
+        "GET",
+        f"{KIE_JOBS_STATUS_PATH}?taskId=",
+        param(KIE_JOBS_STATUS_PATH, "taskId"),
+        _song,
+        envelope_error("msg"),
+        _task,
     ),
 )

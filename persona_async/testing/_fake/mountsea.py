@@ -56,5 +56,11 @@ MOUNTSEA: Final = _Contract(
     echoes_details=True,
     extra_required={"is_public": bool},
     success_status=201,
-    status=StatusEndpoint("GET", param(MOUNTSEA_STATUS_PATH, "taskId"), _song, _error),
+    status=StatusEndpoint(
+        "GET",
+        f"{MOUNTSEA_STATUS_PATH}?taskId=",
+        param(MOUNTSEA_STATUS_PATH, "taskId"),
+        _song,
+        _error,
+    ),
 )

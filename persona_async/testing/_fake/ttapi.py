@@ -54,5 +54,7 @@ TTAPI: Final = _Contract(
     missing_task_message="music_id not found",
     one_per_audio=False,
     echoes_details=False,
-    status=StatusEndpoint("GET", param(TTAPI_STATUS_PATH, "jobId"), _song, _error),
+    status=StatusEndpoint(
+        "GET", f"{TTAPI_STATUS_PATH}?jobId=", param(TTAPI_STATUS_PATH, "jobId"), _song, _error
+    ),
 )
