@@ -32,14 +32,7 @@ from ._providers._status import Refusal, TaskState
 from ._retry import parse_retry_after
 from ._transport import RawResponse, excerpt
 
-__all__ = ["FinishedSubmit", "interpret", "interpret_task"]
-
-
-class FinishedSubmit(str):
-    """The persona id an async-task provider's submit answered with, instead of a task id
-    (kie's market route may): there is no task to poll, the request is done."""
-
-    __slots__ = ()
+__all__ = ["interpret", "interpret_task"]
 
 
 # Gateway pages in front of a provider: the provider may be fine a moment later.
@@ -60,7 +53,7 @@ def interpret(provider: Provider, raw: RawResponse) -> str:
         _undecodable(provider, raw, exc)
     if reply.code == 200:
         if reply.id:
-            return FinishedSubmit(reply.id) if reply.finished else reply.id
+            return reply.id
         if status < 400:
             what = "a task id" if provider.mode == "task" else "a persona id"
             raise MalformedResponseError(

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import anyio.abc
 
-from ._decoding import FinishedSubmit, interpret_task
+from ._decoding import interpret_task
 from ._exceptions import (
     AuthenticationError,
     InsufficientCreditsError,
@@ -30,6 +30,7 @@ from ._exceptions import (
 from ._models import Persona
 from ._polling import Poller, Running
 from ._providers import Provider
+from ._providers._styles import FinishedSubmit
 from ._transport import SessionPool
 
 if TYPE_CHECKING:
@@ -80,14 +81,14 @@ class TaskFlow:
     def submitted(self, job: _Job, task_id: str) -> None:
         """The submit was answered with ``task_id``: tell the caller, then poll it apart."""
         hook, job.on_submitted = job.on_submitted, None
+        if isinstance(task_id, FinishedSubmit):  # the persona itself: no task to tell of or poll
+            return self._finish(job, self._persona(job, str(task_id), None), None)
         if hook is not None:
             try:
                 hook(job.request, task_id)
             except Exception:
                 # The task exists whatever the hook thinks; losing it from view would be worse.
                 logger.exception("on_submitted failed for task %s", task_id)
-        if isinstance(task_id, FinishedSubmit):  # the submit answered with the persona itself
-            return self._finish(job, self._persona(job, str(task_id), None), None)
         assert self._tg is not None
         self._polling(job)
         # The provider's estimate, but never longer than the policy's longest gap.

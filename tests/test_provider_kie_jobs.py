@@ -140,3 +140,18 @@ async def test_the_vocal_window_is_rounded_to_hundredths(fake: FakeProvider) -> 
         12.34,
         30.01,
     )
+
+
+async def test_a_persona_id_in_the_submit_reply_is_no_task_to_journal(fake: FakeProvider) -> None:
+    submit = b'{"code": 200, "msg": "success", "data": {"personaId": "p_direct"}}'
+    fake.inject(Fault.body(submit), path="kie-jobs")
+    told: list[str] = []
+    async with PersonaClient([kie(fake)], max_retries=0) as client:
+        outcomes = [
+            o
+            async for o in client.create_many(
+                [REQ], on_submitted=lambda request, task_id: told.append(task_id)
+            )
+        ]
+    assert [o.persona.persona_id for o in outcomes if o.persona] == ["p_direct"]
+    assert told == []

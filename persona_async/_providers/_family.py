@@ -101,6 +101,8 @@ class SunoApiFamilyProvider(Provider):
         return {"Authorization": f"Bearer {self._api_key}"}
 
     def encode(self, request: PersonaRequest) -> bytes:
+        if request.vocal_start is None and request.vocal_end is None:
+            return self.wire.encode(request)  # the common request: nothing to round
         return self.wire.encode(self.stepped(request))
 
     def classify(self, code: int | str, message: str) -> int | str:

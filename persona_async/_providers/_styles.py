@@ -25,6 +25,7 @@ __all__ = [
     "Reply",
     "ReplyStyle",
     "ErrorObject",
+    "FinishedSubmit",
     "StatusReply",
     "code_envelope",
 ]
@@ -32,13 +33,20 @@ __all__ = [
 
 class Reply(msgspec.Struct, frozen=True, gc=False):
     """A decoded reply. ``id`` is set only when ``code`` is 200: the persona id, or for an
-    async-task submit the provider's task id, unless ``finished`` says the submit answered with
-    the persona id itself. (A Struct: made per reply, in C.)"""
+    async-task submit the provider's task id, or a ``FinishedSubmit`` when the submit answered
+    with the persona id itself. (A Struct: made per reply, in C.)"""
 
     code: int | str
     message: str
     id: str | None = None
-    finished: bool = False
+
+
+class FinishedSubmit(str):
+    """The persona id an async-task provider's submit answered with, instead of a task id
+    (kie's market route may): there is no task to poll, the request is done. (A ``str``, so the
+    one id a reply carries needs no second field on the hot path.)"""
+
+    __slots__ = ()
 
 
 class ErrorObject(msgspec.Struct):
@@ -80,7 +88,7 @@ def _id_decoder(key: str) -> Any:
 class CodeEnvelopeReply:
     """``{code: int, msg|message, data: {<id_key>}}``, business code inside HTTP 200
     (crun, the sunoapi.org family, kie's market route). ``finished_keys``: keys of ``data``
-    that, instead of ``id_key``, name the persona itself (``Reply.finished``)."""
+    that, instead of ``id_key``, name the persona itself (a ``FinishedSubmit``)."""
 
     __slots__ = ("_data", "_envelope", "_finished", "_success")
 
@@ -120,7 +128,7 @@ class CodeEnvelopeReply:
             return Reply(envelope.code, message)
         for finished in self._finished:
             try:
-                return Reply(200, message, finished(envelope.data).id, finished=True)
+                return Reply(200, message, FinishedSubmit(finished(envelope.data).id))
             except msgspec.ValidationError:
                 continue
         return Reply(200, message, self._data(envelope.data).id)
