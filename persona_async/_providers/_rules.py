@@ -31,7 +31,7 @@ class RequestRules:
 
     #: The lane name errors carry, and whether the provider answers with a task (``Provider``).
     name: str
-    mode: ClassVar[str] = "sync"
+    mode: ClassVar[str]
 
     #: Longest allowed value per request field (documented limits only).
     max_lengths: ClassVar[Mapping[str, int]] = MappingProxyType({})
