@@ -54,6 +54,7 @@ def _error(code: int, message: str) -> tuple[int, bytes]:
     name = _NAMES.get(code, "api_error")
     return code, _encode({"error": {"code": name, "message": message}, "trace_id": "trace-fake"})
 
+
 ACEDATA: Final = _Contract(
     kind="acedata",
     path=ACEDATA_PATH,

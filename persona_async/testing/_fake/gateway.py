@@ -38,6 +38,7 @@ def _song(song: Song, phase: float) -> bytes:
 def _error(code: int, message: str) -> tuple[int, bytes]:
     return code, _encode({"code": "error", "message": message, "data": None})
 
+
 GATEWAY: Final = _Contract(
     kind="gateway",
     path=GATEWAY_PATH,

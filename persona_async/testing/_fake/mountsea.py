@@ -35,6 +35,7 @@ def _song(song: Song, phase: float) -> bytes:
 def _error(code: int, message: str) -> tuple[int, bytes]:
     return code, _encode({"message": message, "statusCode": code})
 
+
 MOUNTSEA: Final = _Contract(
     kind="mountsea",
     path=MOUNTSEA_PATH,

@@ -35,6 +35,7 @@ def _song(song: Song, phase: float) -> bytes:
 def _error(code: int, message: str) -> tuple[int, bytes]:
     return code, _encode({"status": "FAILED", "message": message, "data": None})
 
+
 TTAPI: Final = _Contract(
     kind="ttapi",
     path=TTAPI_PATH,
