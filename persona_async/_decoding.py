@@ -28,10 +28,12 @@ from ._exceptions import (
 )
 from ._polling import Running
 from ._providers import Provider
+from ._providers._status import Refusal, TaskState
 from ._retry import parse_retry_after
 from ._transport import RawResponse, excerpt
 
 __all__ = ["interpret", "interpret_task"]
+
 
 # Gateway pages in front of a provider: the provider may be fine a moment later.
 _TRANSIENT_HTTP = frozenset({500, 502, 503, 504})
@@ -64,28 +66,33 @@ def interpret(provider: Provider, raw: RawResponse) -> str:
 
 
 def interpret_task(provider: Provider, raw: RawResponse, task_id: str) -> str | Running:
-    """Return the persona id of a finished task, ``Running`` while it runs, or raise the
-    ``PersonaError`` the status reply (or the failed task) means."""
+    """Return the persona id of a finished task, ``Running`` while it runs (``undocumented``
+    when its state word is not the contract's), or raise the ``PersonaError`` the status reply
+    (or the failed task) means."""
     status = raw.status
     if 300 <= status < 400:
         _refuse_redirect(provider, raw)
+    assert provider.source_status is not None  # an async-task provider has its status route
     try:
-        task = provider.decode_task(status, raw.body)
+        task = provider.source_status.decode(status, raw.body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         _undecodable(provider, raw, exc)
-    if task.code != 200 or status >= 400:
-        _raise_for(provider, raw, task.code if task.code != 200 else status, task.message)
-    if task.state == "running":
-        return Running(task.word)
-    if task.state == "failed":
+    if isinstance(task, Refusal):
+        _raise_for(provider, raw, task.code, task.message)
+    if task.state is TaskState.RUNNING:
+        return Running(task.status)
+    if task.state is TaskState.UNKNOWN:
+        return Running(task.status, undocumented=True)
+    if task.state is TaskState.FAILED:
         said = provider.redact(task.message)
-        code = int(task.fail_code) if task.fail_code.isdigit() else None
-        cls = provider.errors.get(task.fail_code if code is None else code, GenerationFailedError)
+        fail = "" if task.code is None else str(task.code)
+        code = int(fail) if fail.isdigit() else None
+        cls = provider.errors.get(fail if code is None else code, GenerationFailedError)
         if cls.default_retryable or issubclass(cls, _MaybeSent):
             cls = GenerationFailedError  # the task is over: polling again will not change it
         raise cls(
             f"task {task_id} failed"
-            + (f" ({task.fail_code})" if task.fail_code else "")
+            + (f" ({fail})" if fail else "")
             + (f": {said}" if said else ""),
             code=code,
             http_status=status,
@@ -131,6 +138,18 @@ def _undecodable(provider: Provider, raw: RawResponse, exc: Exception) -> NoRetu
         ) from exc
     if status == 503 or (status in _GATEWAY_BUSY and raw.retry_after is not None):
         raise _overloaded(provider, raw, f"HTTP {status} from a gateway or limiter") from exc
+    maybe = provider.errors.get(status)
+    if maybe is not None and issubclass(maybe, _MaybeSent):
+        # A timeout page the provider documents (CometAPI's Cloudflare 524): the request was
+        # taken and may have made the persona.
+        raise maybe(
+            f"HTTP {status} {raw.content_type or 'no content type'}: a timeout page; the "
+            "persona may exist",
+            code=status,
+            http_status=status,
+            provider=provider.name,
+            retryable=True,
+        ) from exc
     what = "empty reply" if not raw.body else f"reply is not the {provider.kind} envelope"
     raise MalformedResponseError(
         f"HTTP {status} {raw.content_type or 'no content type'}: {what} ({exc})",

@@ -94,11 +94,13 @@ class Running:
 
     ``status`` is the provider's own word for the state (kept for the message when the wait
     ends); ``retry_in`` is the provider's hint of when to ask again, if it gave one (it is
-    still kept within ``min_interval`` and ``max_interval``).
+    still kept within ``min_interval`` and ``max_interval``). ``undocumented``: the word is not
+    one the contract documents, waited on as running for a bounded time by the caller.
     """
 
     status: str = ""
     retry_in: float | None = None
+    undocumented: bool = False
 
 
 class PollBudget:
@@ -143,7 +145,6 @@ class PollBudget:
         the lane for ``wait`` s (or until its window has passed, if that is later)."""
         wait = max(wait, await self._limiter.throttled(start))
         self._cool_until = max(self._cool_until, self._clock() + wait)
-
 
 
 class _Flight(Generic[T]):

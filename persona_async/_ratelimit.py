@@ -28,7 +28,7 @@ import math
 import time
 from array import array
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -42,9 +42,6 @@ from ._learning import (
     PROBE_FRACTION,
     AdaptiveLimit,
 )
-
-if TYPE_CHECKING:
-    from ._providers import Provider
 
 __all__ = [
     "DEFAULT_WINDOW_MARGIN",
@@ -178,7 +175,8 @@ class LaneLimiter(Protocol):
 class SharedLimiter(Protocol):
     """A limiter shared across processes (``Provider(limiter=...)``): one per lane."""
 
-    def for_lane(self, provider: Provider) -> LaneLimiter: ...
+    # ``provider`` is a Provider, typed loosely: the providers sit above this layer.
+    def for_lane(self, provider: Any) -> LaneLimiter: ...
 
 
 def advice(name: str, configured: int | None, learned: int, period: float) -> str:

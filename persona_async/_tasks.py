@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING
 import anyio.abc
 
 from ._decoding import interpret_task
-from ._exceptions import PersonaError, ProviderTimeoutError
+from ._exceptions import MalformedResponseError, PersonaError, ProviderTimeoutError
 from ._models import Persona
 from ._polling import Poller, Running
 from ._providers import Provider
+from ._providers._styles import FinishedSubmit
 from ._retry import LANE_STOPPERS
 from ._transport import SessionPool
 
@@ -75,6 +76,8 @@ class TaskFlow:
     def submitted(self, job: _Job, task_id: str) -> None:
         """The submit was answered with ``task_id``: tell the caller, then poll it apart."""
         hook, job.on_submitted = job.on_submitted, None
+        if isinstance(task_id, FinishedSubmit):  # the persona itself: no task to tell of or poll
+            return self._finish(job, self._persona(job, str(task_id), None), None)
         if hook is not None:
             try:
                 hook(job.request, task_id)
@@ -96,11 +99,29 @@ class TaskFlow:
 
     async def _follow(self, job: _Job, task_id: str, first: float) -> None:
         provider = self._provider
+        undocumented_since: float | None = None  # when the task began answering an odd word
 
         async def query() -> str | Running:
+            nonlocal undocumented_since
             timeout = max(min(provider.timeout, job.deadline - self._clock()), 0.001)
             raw = await self._pool.query(provider, provider.task_url(task_id), timeout=timeout)
-            return interpret_task(provider, raw, task_id)
+            answer = interpret_task(provider, raw, task_id)
+            if not (isinstance(answer, Running) and answer.undocumented):
+                undocumented_since = None
+                return answer
+            now = self._clock()
+            undocumented_since = now if undocumented_since is None else undocumented_since
+            if now - undocumented_since >= provider.unknown_state_patience:
+                raise MalformedResponseError(
+                    f"task {task_id} has answered the undocumented state {answer.status!r} for "
+                    f"{now - undocumented_since:.0f} s; look it up at {provider.kind} or resume "
+                    f"with provider_task_id={task_id!r}",
+                    http_status=raw.status,
+                    provider=provider.name,
+                    provider_task_id=task_id,
+                    retryable=False,
+                )
+            return answer
 
         def expired(last: Running | None, err: PersonaError | None) -> PersonaError:
             state = f"still {last.status!r}" if last else "not answered"
@@ -138,14 +159,16 @@ class TaskFlow:
                 ),
             )
             raise
+        self._finish(job, self._persona(job, persona_id, task_id), None)
+
+    def _persona(self, job: _Job, persona_id: str, task_id: str | None) -> Persona:
         request = job.request
-        persona = Persona(
+        return Persona(
             persona_id=persona_id,
-            provider=provider.name,
+            provider=self._provider.name,
             task_id=request.task_id,
             audio_id=request.audio_id,
             name=request.name,
             description=request.description,
             provider_task_id=task_id,
         )
-        self._finish(job, persona, None)

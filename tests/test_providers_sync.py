@@ -103,22 +103,24 @@ async def test_gateway_is_public_is_a_provider_keyword(fake: FakeProvider) -> No
     assert fake.requests[0].json["is_public"] is True
 
 
+#: FULL without the vocal window, which TTAPI and MountSea document only for a vox persona.
+STYLED = PersonaRequest("task_1", "clip_1", "Neon Siren", "Smoky", style="jazz")
+
+
 async def test_ttapi_body_uses_its_own_spellings(fake: FakeProvider) -> None:
-    await create(make(TtapiProvider, fake), FULL)
+    await create(make(TtapiProvider, fake), STYLED)
     (record,) = fake.requests
     assert record.path == "/suno/v1/persona"
     assert record.json == {
         "music_id": "clip_1",
         "name": "Neon Siren",
         "describe": "Smoky",
-        "vocal_start_s": 12.5,
-        "vocal_end_s": 40,
         "styles": "jazz",
     }
 
 
 async def test_mountsea_body_is_clip_id_with_is_public(fake: FakeProvider) -> None:
-    await create(make(MountSeaProvider, fake), FULL)
+    await create(make(MountSeaProvider, fake), STYLED)
     (record,) = fake.requests
     assert record.path == "/suno/v2/persona"
     assert record.json == {
@@ -126,8 +128,6 @@ async def test_mountsea_body_is_clip_id_with_is_public(fake: FakeProvider) -> No
         "name": "Neon Siren",
         "description": "Smoky",
         "is_public": False,
-        "vocal_start_s": 12.5,
-        "vocal_end_s": 40,
         "user_input_styles": "jazz",
     }
 

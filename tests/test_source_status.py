@@ -23,7 +23,10 @@ from persona_async import (
 )
 from persona_async._decoding import interpret
 from persona_async._exceptions import SOURCE_NOT_READY_WORDINGS, source_not_ready
-from persona_async._sources import CRUN_STATES, FAMILY_STATES, SourceState
+from persona_async._providers._family import FAMILY_STATES
+from persona_async._providers._status import FAILURE_WORDS
+from persona_async._providers.crun import CRUN_STATES
+from persona_async._sources import SourceState, read_status
 from persona_async._transport import RawResponse
 
 FAMILY = KieProvider(api_key="k")
@@ -101,13 +104,13 @@ CRUN_RUNNING = {
 
 
 def test_family_success_gives_its_clips_and_durations() -> None:
-    info = FAMILY.source_status.decode(FAMILY, raw(FAMILY_SUCCESS))  # type: ignore[union-attr]
+    info = read_status(FAMILY, raw(FAMILY_SUCCESS))
     assert info.state is SourceState.READY
     assert info.clips == {"8551****662c": 198.44}
 
 
 def test_family_failure_carries_the_providers_code_and_message() -> None:
-    info = FAMILY.source_status.decode(FAMILY, raw(FAMILY_FAILED))  # type: ignore[union-attr]
+    info = read_status(FAMILY, raw(FAMILY_FAILED))
     assert info.state is SourceState.FAILED
     assert (info.code, info.message) == (501, "生成失败,请重试或联系客服")
 
@@ -115,16 +118,16 @@ def test_family_failure_carries_the_providers_code_and_message() -> None:
 def test_first_success_is_still_running() -> None:
     body = json.loads(json.dumps(FAMILY_SUCCESS))
     body["data"]["status"] = "FIRST_SUCCESS"
-    info = FAMILY.source_status.decode(FAMILY, raw(body))  # type: ignore[union-attr]
+    info = read_status(FAMILY, raw(body))
     assert info.state is SourceState.RUNNING
 
 
 def test_crun_running_example_is_running_and_an_unknown_word_is_unknown() -> None:
-    info = CRUN.source_status.decode(CRUN, raw(CRUN_RUNNING))  # type: ignore[union-attr]
+    info = read_status(CRUN, raw(CRUN_RUNNING))
     assert (info.state, info.clips) == (SourceState.RUNNING, None)
     body = json.loads(json.dumps(CRUN_RUNNING))
     body["data"]["status"] = "queued"
-    info = CRUN.source_status.decode(CRUN, raw(body))  # type: ignore[union-attr]
+    info = read_status(CRUN, raw(body))
     assert info.state is SourceState.UNKNOWN
 
 
@@ -135,7 +138,7 @@ def test_crun_success_reads_clip_ids_under_any_of_the_assumed_keys() -> None:
         "media_urls": ["https://example.invalid/a.mp3"],
         "suno_data": [{"suno_id": "a", "duration": 120.5}, {"id": "b"}, {"title": "no id"}],
     }
-    info = CRUN.source_status.decode(CRUN, raw(body))  # type: ignore[union-attr]
+    info = read_status(CRUN, raw(body))
     assert info.state is SourceState.READY
     assert info.clips == {"a": 120.5, "b": None}
 
@@ -152,14 +155,14 @@ def test_crun_success_reads_clip_ids_under_any_of_the_assumed_keys() -> None:
 )
 def test_status_error_replies_are_typed(reply: RawResponse, error: type[Exception]) -> None:
     with pytest.raises(error) as info:
-        FAMILY.source_status.decode(FAMILY, reply)  # type: ignore[union-attr]
+        read_status(FAMILY, reply)
     if isinstance(info.value, RateLimitError):
         assert info.value.retry_after is not None
 
 
 def test_a_gateway_page_on_a_status_query_is_a_missed_poll_not_the_end() -> None:
     with pytest.raises(MalformedResponseError) as info:
-        CRUN.source_status.decode(CRUN, raw(b"<html>502</html>", status=502))  # type: ignore[union-attr]
+        read_status(CRUN, raw(b"<html>502</html>", status=502))
     assert info.value.retryable is True
 
 
@@ -174,12 +177,14 @@ def test_the_family_state_table_covers_its_documented_enum() -> None:
         "CALLBACK_EXCEPTION",
         "SENSITIVE_WORD_ERROR",
     ]
-    assert sorted(FAMILY_STATES) == sorted(documented)
-    assert [s for s, state in FAMILY_STATES.items() if state is SourceState.READY] == ["SUCCESS"]
+    assert sorted(FAMILY_STATES) == sorted({w.casefold() for w in documented} | set(FAILURE_WORDS))
+    assert [s for s, state in FAMILY_STATES.items() if state is SourceState.READY] == ["success"]
 
 
 def test_the_crun_state_table_covers_the_known_words() -> None:
     assert dict(CRUN_STATES) == {
+        "error": SourceState.FAILED,
+        "fail": SourceState.FAILED,
         "pending": SourceState.RUNNING,
         "running": SourceState.RUNNING,
         "success": SourceState.READY,

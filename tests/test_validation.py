@@ -24,7 +24,8 @@ from persona_async.testing import FakeProvider
 
 pytestmark = pytest.mark.anyio
 
-WINDOWED = [SunoApiProvider, KieProvider, ApiBoxProvider]
+#: The family hosts that document the 10-30 s window (api.box's current page does not).
+WINDOWED = [SunoApiProvider, KieProvider]
 
 
 def request(**changes: Any) -> PersonaRequest:
@@ -154,7 +155,7 @@ async def test_bad_vocal_time_is_refused_unsent(
     assert rule in str(err)
 
 
-@pytest.mark.parametrize("cls", [CrunProvider, *WINDOWED])
+@pytest.mark.parametrize("cls", [CrunProvider, ApiBoxProvider, *WINDOWED])
 @pytest.mark.parametrize(("start", "end"), [(20.0, 20.0), (25.0, 12.0)], ids=["equal", "before"])
 async def test_vocal_end_not_after_start_is_refused_unsent(
     fake: FakeProvider, cls: type[Provider], start: float, end: float
@@ -426,9 +427,9 @@ def test_every_provider_accepts_exactly_what_its_full_rules_accept(cls: type[Pro
     for field in fields:
         for value in _EDGES:
             req = request(**{field: value})
-            assert _verdict(provider.validate, req) == _verdict(
-                provider._validate_fully, req
-            ), f"{cls.__name__}: {field}={value!r}"
+            assert _verdict(provider.validate, req) == _verdict(provider._validate_fully, req), (
+                f"{cls.__name__}: {field}={value!r}"
+            )
             checked += 1
     assert checked == len(fields) * len(_EDGES)
     assert _verdict(provider.validate, request()) is None  # the usual request passes

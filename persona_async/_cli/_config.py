@@ -3,7 +3,7 @@
 ::
 
     [providers.crun]
-    kind = "crun"                 # crun | apikley | sunoapi | kie | apibox
+    kind = "crun"                 # any kind of persona_async._providers.PROVIDER_KINDS
     api_key_env = "CRUN_API_KEY"  # the key is read from this environment variable
     rate_limit = 20               # at most 20 requests ... ("none": learn it, and the window)
     rate_period = 10.0            # ... in any 10-second window

@@ -15,7 +15,7 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 
-from .._providers import Provider
+from .._providers import Provider, describe_providers
 from .._version import __version__
 from ._batch import DEFAULT_GRACE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Batch
 from ._check_sources import check_sources
@@ -41,7 +41,8 @@ class UsageError(Exception):
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="persona-async",
-        description="Create Suno personas in bulk through crun and the sunoapi.org family.",
+        description="Create Suno personas in bulk. Providers, by kind, and how much of each "
+        f"contract its docs publish: {describe_providers()}.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")

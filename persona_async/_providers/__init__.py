@@ -1,4 +1,7 @@
-"""Providers: one small file each. ``PROVIDER_KINDS`` maps a config ``kind`` to its class."""
+"""Providers: one file each, holding the provider's whole contract (wire, codes, quirks, task and
+source status). ``PROVIDER_KINDS`` is the one registry: it maps a config ``kind`` to its class,
+and the public ``persona_async``, the CLI's ``kind`` table and the fake's contract list read it.
+Adding a provider is a module here and a line in that tuple."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from .ttapi import TtapiProvider
 
 __all__ = [
     "PROVIDER_KINDS",
+    "describe_providers",
     "AceDataProvider",
     "ApiBoxProvider",
     "ApikleyProvider",
@@ -52,3 +56,8 @@ PROVIDER_KINDS: dict[str, type[Provider]] = {
         EvolinkProvider,
     )
 }
+
+
+def describe_providers() -> str:
+    """Every supported provider by ``kind``, and how much of its contract its docs publish."""
+    return "; ".join(f"{kind} ({cls.documentation})" for kind, cls in PROVIDER_KINDS.items())

@@ -7,25 +7,23 @@ Subclasses declare their differences as class variables, so a new provider is on
 from __future__ import annotations
 
 import ipaddress
-import math
 import operator
 import os
-import sys
 from collections.abc import Callable, Mapping
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 import msgspec
 
-from .._exceptions import CODE_TO_EXCEPTION, InvalidRequestError, PersonaError
+from .._exceptions import CODE_TO_EXCEPTION, PersonaError
 from .._models import PersonaRequest
 from .._polling import DEFAULT_POLL_POLICY, PollPolicy
-from ._styles import Reply, ReplyStyle, TaskStatus
+from ._rules import OPTIONAL_FIELDS, RequestRules
+from ._status import StatusRoute
+from ._styles import Reply, ReplyStyle
 
 if TYPE_CHECKING:
     from .._ratelimit import SharedLimiter
-    from .._sources import SourceStatus
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -35,6 +33,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "OPTIONAL_FIELDS",
     "Provider",
+    "PublicFlagProvider",
     "Reply",
     "Wire",
 ]
@@ -58,10 +57,6 @@ _REQUEST_FIELDS = (
     "vocal_end",
     "style",
 )
-
-
-#: The optional request fields, for ``unsupported_fields``.
-OPTIONAL_FIELDS: frozenset[str] = frozenset({"vocal_start", "vocal_end", "style"})
 
 
 class Wire:
@@ -109,13 +104,6 @@ def request_struct(cls: type[Any], request: PersonaRequest, **extra: Any) -> Any
     return cls(**{f: getattr(request, f) for f in _REQUEST_FIELDS if f in fields}, **extra)
 
 
-def check_is_public(owner: str, is_public: object) -> bool:
-    """A gateway's ``is_public`` keyword: a real bool (personas stay private unless asked)."""
-    if not isinstance(is_public, bool):
-        raise ValueError(f"{owner}: is_public must be True or False")
-    return is_public
-
-
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -138,7 +126,7 @@ def _check_base_url(base_url: str, owner: str) -> str:
     return base_url.rstrip("/")
 
 
-class Provider:
+class Provider(RequestRules):
     """Base of every provider. Keyword-only configuration, defaults visible in the signature.
 
     ``name`` is the lane name (defaults to ``kind``), so two accounts at one provider can coexist
@@ -158,41 +146,27 @@ class Provider:
     #: Environment variable the key is read from when ``api_key`` is not given.
     api_key_env: ClassVar[str]
     default_base_url: ClassVar[str]
+    #: How much of the contract the provider's own docs publish: "in full", or "partly: what is
+    #: missing" (PROVIDERS-MORE.md), for the README and ``persona-async --help``.
+    documentation: ClassVar[str]
     path: ClassVar[str]
     wire: ClassVar[Wire]
     #: True when a repeated create is answered with 409 instead of a second persona.
     detects_duplicates: ClassVar[bool] = False
-    #: Longest allowed value per request field (documented limits only).
-    max_lengths: ClassVar[Mapping[str, int]] = MappingProxyType({})
-    #: Allowed ``vocal_end - vocal_start`` in seconds, with the defaults used when one is omitted.
-    vocal_window: ClassVar[tuple[float, float] | None] = None
-    vocal_defaults: ClassVar[tuple[float, float]] = (0.0, 30.0)
-    #: Optional request fields the provider's API does not document: refused, never dropped.
-    unsupported_fields: ClassVar[frozenset[str]] = frozenset()
-    #: True when vocal_start and vocal_end must be given together or not at all.
-    vocal_pair: ClassVar[bool] = False
     #: Provider code (an int, or a string code such as AceData's) -> the error it means.
     errors: ClassVar[Mapping[Any, type[PersonaError]]] = CODE_TO_EXCEPTION
     #: ``"sync"``: the reply carries the persona id; ``"task"``: it carries a task to poll.
     mode: ClassVar[str] = "sync"
+    # Request rules (max_lengths, vocal_window, vocal_step, unsupported_fields, ...): _rules.py.
     #: Async-task providers: seconds from submit to the first status query (their estimate).
     estimated_time: ClassVar[float] = 0.0
-    #: How to ask the provider whether a music task is finished (``persona_async._sources``);
-    #: None when it has no status endpoint, and then ``wait_for_source`` is refused.
-    source_status: ClassVar[SourceStatus | None] = None
-
-    #: ``max_lengths`` of task_id, audio_id, name and description (no limit: ``sys.maxsize``),
-    #: for ``validate``'s common case; None when a limit applies to another field.
-    _plain_limits: ClassVar[tuple[int, int, int, int] | None] = (sys.maxsize,) * 4
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        plain = ("task_id", "audio_id", "name", "description")
-        cls._plain_limits = (
-            tuple(cls.max_lengths.get(f, sys.maxsize) for f in plain)  # type: ignore[assignment]
-            if set(cls.max_lengths) <= {*plain, "style"}
-            else None
-        )
+    #: The provider's task status endpoint: asked whether a source song is finished
+    #: (``wait_for_source``) and, for an async-task provider, for its persona task. None when it
+    #: has none, and then ``wait_for_source`` is refused.
+    source_status: ClassVar[StatusRoute | None] = None
+    #: Seconds a task may answer a state word its contract does not document before the SDK
+    #: stops waiting on it as "still running" (``MalformedResponseError``).
+    unknown_state_patience: ClassVar[float] = 300.0
 
     __slots__ = (
         "_api_key",
@@ -243,7 +217,7 @@ class Provider:
             raise ValueError(f"{owner}: max_concurrency must be >= 1 and timeouts > 0")
         self._api_key = key  # never in a repr, log line, URL or error
         # e.g. CRUN_BASE_URL: a test or staging endpoint without touching the code.
-        env_url = os.environ.get(f"{self.kind.upper()}_BASE_URL")
+        env_url = os.environ.get(f"{self.env_prefix()}_BASE_URL")
         self.base_url = _check_base_url(base_url or env_url or self.default_base_url, owner)
         self.url = self.base_url + self.path
         self.name = name or self.kind
@@ -263,6 +237,12 @@ class Provider:
             raise ValueError(f"{owner}: wait_for_source must be > 0 seconds (or None)")
         self.wait_for_source = wait_for_source  # seconds to wait for the source song, or None
         self.poll = poll  # status queries: their own budget and schedule
+
+    @classmethod
+    def env_prefix(cls) -> str:
+        """``kind`` as a shell can spell it, the prefix of this provider's environment
+        variables: upper case, ``-`` turned to ``_`` (``kie-jobs``: ``KIE_JOBS``)."""
+        return cls.kind.upper().replace("-", "_")
 
     def __repr__(self) -> str:
         rate = f"{self.rate_limit}/{self.rate_period:g}s" if self.rate_limit else "unlimited"
@@ -298,12 +278,10 @@ class Provider:
         return self.wire.decode(status, body)
 
     def task_url(self, task_id: str) -> str:
-        """Async-task providers: the status URL of a submitted task."""
-        raise NotImplementedError(f"{type(self).__name__} is not an async-task provider")
-
-    def decode_task(self, status: int, body: bytes) -> TaskStatus:
-        """Async-task providers: parse a status reply (msgspec errors if it is not the shape)."""
-        raise NotImplementedError(f"{type(self).__name__} is not an async-task provider")
+        """The status URL of a task (a source song, or an async-task provider's persona)."""
+        if self.source_status is None:
+            raise NotImplementedError(f"{type(self).__name__} has no status endpoint")
+        return self.source_status.url(self.base_url, task_id)
 
     def classify(self, code: int | str, message: str) -> int | str:
         """The table code a reply stands for; providers with code quirks override this."""
@@ -313,127 +291,18 @@ class Provider:
         """``text`` with this provider's key blanked out (for messages echoed by providers)."""
         return text.replace(self._api_key, "***") if self._api_key in text else text
 
-    # -- rules checked before sending ---------------------------------------------------------
 
-    def _invalid(self, request: PersonaRequest, field: str, rule: str) -> InvalidRequestError:
-        return InvalidRequestError(
-            f"{field} {rule}",
-            field=field,
-            provider=self.name,
-            task_id=request.task_id if isinstance(request.task_id, str) else None,
-            audio_id=request.audio_id if isinstance(request.audio_id, str) else None,
-            attempts=0,
-        )
+class PublicFlagProvider(Provider):
+    """A provider whose create takes ``is_public`` (the gateways, MountSea). It defaults to
+    False: a persona stays private on the upstream account unless asked."""
 
-    def validate(self, request: PersonaRequest) -> None:
-        """Raise ``InvalidRequestError`` naming the field and the rule, or return."""
-        # The common request, four non-blank strings within their limits and nothing else, is
-        # accepted here in one expression; anything else takes the full rules below.
-        t, a, n, d = request.task_id, request.audio_id, request.name, request.description
-        limits = self._plain_limits
-        if (
-            limits is not None
-            and type(t) is str
-            and type(a) is str
-            and type(n) is str
-            and type(d) is str
-            and 0 < len(t) <= limits[0]
-            and 0 < len(a) <= limits[1]
-            and 0 < len(n) <= limits[2]
-            and 0 < len(d) <= limits[3]
-            and not (t.isspace() or a.isspace() or n.isspace() or d.isspace())
-            and request.provider_task_id is None
-            and request.vocal_start is None
-            and request.vocal_end is None
-            and request.style is None
-        ):
-            return
-        self._validate_fully(request)
+    __slots__ = ("is_public",)
 
-    def _validate_fully(self, request: PersonaRequest) -> None:
-        task = request.provider_task_id
-        if task is not None and self.mode != "task":
-            raise self._invalid(
-                request,
-                "provider_task_id",
-                f"is only for async-task providers; {type(self).__name__} answers at once",
-            )
-        if task is not None and (not isinstance(task, str) or not task.strip()):
-            raise self._invalid(
-                request, "provider_task_id", "must be a non-empty string (the provider's task id)"
-            )
-        for field, value in (
-            ("task_id", request.task_id),
-            ("audio_id", request.audio_id),
-            ("name", request.name),
-            ("description", request.description),
-        ):
-            if type(value) is not str or not value or value.isspace():
-                if not isinstance(value, str):
-                    raise self._invalid(
-                        request, field, f"must be a string, got {type(value).__name__}"
-                    )
-                if not value.strip():
-                    raise self._invalid(request, field, "must not be empty")
-        extras = [
-            f
-            for f, v in (
-                ("vocal_start", request.vocal_start),
-                ("vocal_end", request.vocal_end),
-                ("style", request.style),
-            )
-            if v is not None
-        ]
-        if not extras and not self.max_lengths:
-            return  # the common request: four strings, checked above
-        for field in extras:
-            if field in self.unsupported_fields:
-                raise self._invalid(
-                    request,
-                    field,
-                    f"is not supported by {type(self).__name__} (its API documents no "
-                    f"{field}); remove it rather than have it dropped",
-                )
-        if self.vocal_pair and ("vocal_start" in extras) != ("vocal_end" in extras):
-            given, missing = ("vocal_start", "vocal_end")
-            if "vocal_end" in extras:
-                given, missing = missing, given
-            raise self._invalid(
-                request, missing, f"must be given together with {given} ({type(self).__name__})"
-            )
-        if "style" in extras and not isinstance(request.style, str):
-            raise self._invalid(
-                request, "style", f"must be a string, got {type(request.style).__name__}"
-            )
-        for field, limit in self.max_lengths.items():
-            value = getattr(request, field)
-            if isinstance(value, str) and len(value) > limit:
-                raise self._invalid(
-                    request, field, f"must be at most {limit} characters, got {len(value)}"
-                )
-        for field in ("vocal_start", "vocal_end"):
-            value = getattr(request, field)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise self._invalid(
-                    request, field, f"must be a number of seconds, got {type(value).__name__}"
-                )
-            if not math.isfinite(value) or value < 0:
-                raise self._invalid(request, field, f"must be a finite number >= 0, got {value!r}")
-        start, end = request.vocal_start, request.vocal_end
-        if start is not None and end is not None and not end > start:
-            raise self._invalid(
-                request, "vocal_end", f"must be greater than vocal_start ({end!r} <= {start!r})"
-            )
-        if self.vocal_window is not None and (start is not None or end is not None):
-            lo, hi = self.vocal_window
-            start = self.vocal_defaults[0] if start is None else start
-            end = self.vocal_defaults[1] if end is None else end
-            if not lo <= end - start <= hi:
-                raise self._invalid(
-                    request,
-                    "vocal_end",
-                    f"minus vocal_start must be between {lo:g} and {hi:g} seconds, "
-                    f"got {end - start:g}",
-                )
+    def __init__(self, *, is_public: bool = False, **kw: Any) -> None:
+        super().__init__(**kw)
+        if not isinstance(is_public, bool):
+            raise ValueError(f"{type(self).__name__}: is_public must be True or False")
+        self.is_public = is_public
+
+    def encode(self, request: PersonaRequest) -> bytes:
+        return self.wire.encode(request, is_public=self.is_public)

@@ -10,9 +10,10 @@ AceData's ``used_up``) for an error. A body that is not the style's shape raises
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -23,35 +24,53 @@ __all__ = [
     "ObjectReply",
     "Reply",
     "ReplyStyle",
+    "ErrorObject",
+    "FinishedSubmit",
     "StatusReply",
-    "TaskStatus",
+    "code_envelope",
 ]
 
 
 class Reply(msgspec.Struct, frozen=True, gc=False):
     """A decoded reply. ``id`` is set only when ``code`` is 200: the persona id, or for an
-    async-task submit the provider's task id. (A Struct: made per reply, in C.)"""
+    async-task submit the provider's task id, or a ``FinishedSubmit`` when the submit answered
+    with the persona id itself. (A Struct: made per reply, in C.)"""
 
     code: int | str
     message: str
     id: str | None = None
 
 
-class TaskStatus(NamedTuple):
-    """A decoded status reply of an async persona task.
+class FinishedSubmit(str):
+    """The persona id an async-task provider's submit answered with, instead of a task id
+    (kie's market route may): there is no task to poll, the request is done. (A ``str``, so the
+    one id a reply carries needs no second field on the hot path.)"""
 
-    ``code`` is the status query's own outcome (200: answered; else an error code as in
-    ``Reply``). ``state`` is ``"running"``, ``"succeeded"`` or ``"failed"``; ``word`` is the
-    provider's own word for it. A failed task carries the provider's ``fail_code`` (as text) and
-    its message in ``message``.
-    """
+    __slots__ = ()
 
-    code: int | str
-    message: str
-    state: str = ""
-    word: str = ""
-    persona_id: str | None = None
-    fail_code: str = ""
+
+class ErrorObject(msgspec.Struct):
+    """An ``error`` object: AceData's, Evolink's, the gateways', TTAPI's and MountSea's."""
+
+    code: str | int | None = None
+    message: str | None = None
+
+
+@functools.cache
+def code_envelope(message_key: str) -> Callable[[bytes], Any]:
+    """The decoder of ``{code: int, <message_key>: str, data}`` (crun, the sunoapi.org family,
+    kie's market route, on every endpoint): ``.code``, ``.message``, ``.data`` kept raw, so an
+    error reply with an odd ``data`` is still read."""
+    return msgspec.json.Decoder(
+        msgspec.defstruct(
+            "CodeEnvelope",
+            [
+                ("code", int),
+                ("message", str | None, msgspec.field(default=None, name=message_key)),
+                ("data", msgspec.Raw, msgspec.Raw(b"null")),
+            ],
+        )
+    ).decode
 
 
 class ReplyStyle(Protocol):
@@ -68,23 +87,22 @@ def _id_decoder(key: str) -> Any:
 
 class CodeEnvelopeReply:
     """``{code: int, msg|message, data: {<id_key>}}``, business code inside HTTP 200
-    (crun, the sunoapi.org family, kie's market route)."""
+    (crun, the sunoapi.org family, kie's market route). ``finished_keys``: keys of ``data``
+    that, instead of ``id_key``, name the persona itself (a ``FinishedSubmit``)."""
 
-    __slots__ = ("_data", "_envelope", "_success")
+    __slots__ = ("_data", "_envelope", "_finished", "_success")
 
-    def __init__(self, *, message_key: str = "message", id_key: str = "persona_id") -> None:
-        self._envelope: Any = msgspec.json.Decoder(
-            msgspec.defstruct(
-                "Envelope",
-                [
-                    ("code", int),
-                    ("message", str | None, msgspec.field(default=None, name=message_key)),
-                    # Raw: decoded only on success, so an error reply with an odd `data` is read.
-                    ("data", msgspec.Raw, msgspec.Raw(b"null")),
-                ],
-            )
-        ).decode
+    def __init__(
+        self,
+        *,
+        message_key: str = "message",
+        id_key: str = "persona_id",
+        finished_keys: tuple[str, ...] = (),
+    ) -> None:
+        self._envelope = code_envelope(message_key)
         self._data = _id_decoder(id_key)
+        #: An async submit's ``data`` keys that hold the persona itself (the task is over).
+        self._finished = tuple(_id_decoder(key) for key in finished_keys)
         # A success read in one pass; anything else fails it and takes the two steps above.
         self._success: Any = msgspec.json.Decoder(
             msgspec.defstruct(
@@ -108,18 +126,18 @@ class CodeEnvelopeReply:
         message: str = envelope.message or ""
         if envelope.code != 200:
             return Reply(envelope.code, message)
+        for finished in self._finished:
+            try:
+                return Reply(200, message, FinishedSubmit(finished(envelope.data).id))
+            except msgspec.ValidationError:
+                continue
         return Reply(200, message, self._data(envelope.data).id)
-
-
-class _AceError(msgspec.Struct):
-    code: str
-    message: str = ""
 
 
 class _AceEnvelope(msgspec.Struct):
     success: bool = False
     data: msgspec.Raw = msgspec.Raw(b"null")
-    error: _AceError | None = None
+    error: ErrorObject | None = None
 
 
 class AceDataReply:
@@ -134,8 +152,11 @@ class AceDataReply:
 
     def decode(self, status: int, body: bytes) -> Reply:
         envelope = self._envelope(body)
-        if envelope.error is not None:
-            return Reply(envelope.error.code, envelope.error.message)
+        error = envelope.error
+        if error is not None:
+            if error.code is None and status < 400:
+                raise msgspec.ValidationError("`error` without a `code` in a 2xx reply")
+            return Reply(status if error.code is None else error.code, error.message or "")
         if not envelope.success:
             if status >= 400:
                 return Reply(status, "")
@@ -172,14 +193,9 @@ class StatusReply:
         raise msgspec.ValidationError(f"status {envelope.status!r} is not an outcome")
 
 
-class _ObjectError(msgspec.Struct):
-    code: int | str | None = None
-    message: str | None = None
-
-
 class _Object(msgspec.Struct):
     id: str | None = None
-    error: _ObjectError | str | None = None
+    error: ErrorObject | str | None = None
     message: str | None = None
     msg: str | None = None
 
@@ -197,7 +213,7 @@ class ObjectReply:
     def decode(self, status: int, body: bytes) -> Reply:
         obj = self._envelope(body)
         error = obj.error
-        if isinstance(error, _ObjectError):
+        if isinstance(error, ErrorObject):
             message = error.message or ""
             if isinstance(error.code, str) and error.code:
                 message = f"{error.code}: {message}" if message else error.code

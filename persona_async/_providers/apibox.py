@@ -8,10 +8,14 @@ __all__ = ["ApiBoxProvider"]
 
 
 class ApiBoxProvider(SunoApiFamilyProvider):
-    """api.box (apibox.erweima.ai)."""
+    """api.box (apibox.erweima.ai). Its current page documents no 10-30 s vocal window, only
+    "vocalEnd must be greater than vocalStart" (PROVIDERS-MORE.md §16), so only that is checked
+    here; api.box judges the rest itself."""
 
     kind = "apibox"
     api_key_env = "APIBOX_API_KEY"
     default_base_url = "https://apibox.erweima.ai"
+    documentation = "in full"
+    vocal_window = None
 
     __slots__ = ()

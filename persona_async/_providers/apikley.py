@@ -15,6 +15,7 @@ class ApikleyProvider(SunoApiFamilyProvider):
     kind = "apikley"
     api_key_env = "APIKLEY_API_KEY"
     default_base_url = "https://api.apikley.ru"
+    documentation = "in full"
     unsupported_fields = OPTIONAL_FIELDS
     vocal_window = None
 

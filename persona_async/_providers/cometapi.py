@@ -16,5 +16,6 @@ class CometApiProvider(SunoGatewayProvider):
     kind = "cometapi"
     api_key_env = "COMETAPI_API_KEY"
     default_base_url = "https://api.cometapi.com"
+    documentation = "in full, errors included"
 
     __slots__ = ()

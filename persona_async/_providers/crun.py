@@ -1,16 +1,20 @@
-"""crun: ``POST /api/v1/client/job/suno-persona-generate``, snake_case, ``x-api-key``."""
+"""crun: ``POST /api/v1/client/job/suno-persona-generate``, snake_case, ``x-api-key``; source
+status at ``GET /api/v1/client/job/TaskInfo?task_id=`` (PROVIDERS-MORE.md §1)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
 import msgspec
 
-from .._sources import CrunStatus
+from .._exceptions import CODE_TO_EXCEPTION, AuthenticationError, PersonaError
 from ._base import Provider, Wire
-from ._styles import CodeEnvelopeReply
+from ._status import Refusal, StatusRoute, TaskInfo, TaskState, duration, state_of, state_table
+from ._styles import CodeEnvelopeReply, code_envelope
 
-__all__ = ["CrunProvider"]
+__all__ = ["CRUN_ERRORS", "CRUN_STATES", "CrunProvider"]
 
 
 class _Body(msgspec.Struct, omit_defaults=True):
@@ -21,6 +25,59 @@ class _Body(msgspec.Struct, omit_defaults=True):
     vocal_start: float | None = None
     vocal_end: float | None = None
     style: str | None = None
+
+
+#: crun's codes (its wording is kie's), and 403 "API key disabled" from a client's error map
+#: (PROVIDERS-MORE.md §16): a refused key stops the lane as a 401 does.
+CRUN_ERRORS: Mapping[Any, type[PersonaError]] = MappingProxyType(
+    {**CODE_TO_EXCEPTION, 403: AuthenticationError}
+)
+
+#: TaskInfo's ``status`` (§1b: crun's own pages show only "running"; the rest is from a
+#: third-party schema; some clients see ``SUCCESS``, hence no regard to case).
+CRUN_STATES = state_table(
+    {
+        "pending": TaskState.RUNNING,
+        "running": TaskState.RUNNING,
+        "success": TaskState.READY,
+        "failed": TaskState.FAILED,
+    }
+)
+#: Where a clip id may sit in a ``result.suno_data[]`` item: crun's docs do not show the item, and
+#: its create calls the clip ``suno_id``. The first key present wins.
+_CLIP_KEYS = ("suno_id", "id", "clip_id", "audio_id")
+
+
+class _Result(msgspec.Struct):
+    code: int | str | None = None
+    message: str | None = None
+    suno_data: list[dict[str, Any]] | None = None
+
+
+class _Task(msgspec.Struct):
+    status: str
+    result: _Result | None = None
+
+
+_envelope = code_envelope("message")
+_task = msgspec.json.Decoder(_Task).decode
+
+
+def decode_status(status: int, body: bytes) -> TaskInfo | Refusal:
+    """TaskInfo: ``data.status``; on success, clips at ``data.result.suno_data[]`` (assumed)."""
+    envelope = _envelope(body)
+    if envelope.code != 200 or status >= 400:
+        return Refusal(envelope.code if envelope.code != 200 else status, envelope.message or "")
+    task = _task(envelope.data)
+    result = task.result or _Result()
+    clips: dict[str, float | None] | None = None
+    for item in result.suno_data or ():
+        clip_id = next((item[k] for k in _CLIP_KEYS if isinstance(item.get(k), str)), None)
+        if clip_id is not None:
+            clips = clips or {}
+            clips[clip_id] = duration(item.get("duration"))
+    state = state_of(CRUN_STATES, task.status)
+    return TaskInfo(state, task.status, clips, result.code, result.message or "")
 
 
 class CrunProvider(Provider):
@@ -35,10 +92,12 @@ class CrunProvider(Provider):
     kind = "crun"
     api_key_env = "CRUN_API_KEY"
     default_base_url = "https://api.crun.ai"
+    documentation = "in full but for its TaskInfo status words"
     path = "/api/v1/client/job/suno-persona-generate"
     wire = Wire(body=_Body, reply=CodeEnvelopeReply(message_key="message", id_key="persona_id"))
     max_lengths = MappingProxyType({"name": 100, "description": 1000, "style": 1000})
-    source_status = CrunStatus()
+    errors = CRUN_ERRORS
+    source_status = StatusRoute("/api/v1/client/job/TaskInfo?task_id={task_id}", decode_status)
 
     __slots__ = ()
 

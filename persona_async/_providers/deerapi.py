@@ -13,5 +13,6 @@ class DeerApiProvider(SunoGatewayProvider):
     kind = "deerapi"
     api_key_env = "DEERAPI_API_KEY"
     default_base_url = "https://api.deerapi.com"
+    documentation = "partly: its errors are read as CometAPI's"
 
     __slots__ = ()

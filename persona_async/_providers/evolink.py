@@ -1,19 +1,20 @@
 """Evolink: ``POST /v1/audios/generations`` with ``model: "suno-persona"``, an async task
-polled at ``GET /v1/tasks/{id}``; the persona id arrives as ``result_data.persona_id``."""
+polled at ``GET /v1/tasks/{id}``, the endpoint that also answers for the source song
+(PROVIDERS-MORE.md §5, §16). The persona id arrives as ``result_data.persona_id``; music tasks
+answer ``result_data`` as an array (or, per Evolink's playground, ``result_data.songs[]``), so an
+array is read for a persona too."""
 
 from __future__ import annotations
-
-from urllib.parse import quote
 
 import msgspec
 
 from .._exceptions import HTTP_STATUS_TO_EXCEPTION
 from .._models import PersonaRequest
-from .._sources_more import EvolinkStatus
 from ._base import Provider, Wire, request_struct
-from ._styles import ObjectReply, TaskStatus
+from ._status import Refusal, StatusRoute, TaskInfo, TaskState, duration, state_of, state_table
+from ._styles import ErrorObject, ObjectReply
 
-__all__ = ["EvolinkProvider"]
+__all__ = ["EVOLINK_STATES", "EvolinkProvider"]
 
 MODEL = "suno-persona"
 
@@ -33,30 +34,62 @@ class _Body(msgspec.Struct):
     model_params: _Params
 
 
-class _Error(msgspec.Struct):
-    code: str | int | None = None
-    message: str | None = None
+#: Evolink's task ``status`` (§5a/§5b).
+EVOLINK_STATES = state_table(
+    {
+        "pending": TaskState.RUNNING,
+        "processing": TaskState.RUNNING,
+        "completed": TaskState.READY,
+        "failed": TaskState.FAILED,
+    }
+)
 
 
-class _ResultData(msgspec.Struct):
+class _Item(msgspec.Struct):
+    """An entry of ``result_data``: a song (``result_id``, ``duration``) or the persona."""
+
+    result_id: str | None = None
+    duration: float | str | None = None
     persona_id: str | None = None
+
+
+class _Object(msgspec.Struct):
+    persona_id: str | None = None
+    songs: list[_Item] | None = None
 
 
 class _Task(msgspec.Struct):
     status: str | None = None
-    result_data: _ResultData | None = None
-    error: _Error | str | None = None
+    result_data: list[_Item] | _Object | None = None
+    error: ErrorObject | str | None = None
     message: str | None = None
 
 
-_decode_task = msgspec.json.Decoder(_Task).decode
-_RUNNING = frozenset({"pending", "processing"})
+class _Status(msgspec.Struct):
+    status: str
 
 
-def _said(error: _Error | str | None) -> tuple[str, str]:
-    if isinstance(error, _Error):
-        return ("" if error.code is None else str(error.code)), error.message or ""
-    return "", error or ""
+_task = msgspec.json.Decoder(_Task).decode
+_status = msgspec.json.Decoder(_Status).decode  # names the missing field of a 200 without one
+
+
+def decode_status(status: int, body: bytes) -> TaskInfo | Refusal:
+    """``status``; the persona id at ``result_data`` (an object or an array), a song's clips at
+    ``result_data[]`` or ``result_data.songs[]``."""
+    task = _task(body)
+    error = task.error if isinstance(task.error, ErrorObject) else ErrorObject(None, task.error)
+    said = error.message or task.message or ""
+    if status >= 400:
+        code = "" if error.code is None else str(error.code)
+        return Refusal(status, f"{code}: {said}" if code and said else code or said)
+    word = task.status or _status(body).status
+    data = task.result_data
+    items = data.songs or [] if isinstance(data, _Object) else data or []
+    found = [data.persona_id if isinstance(data, _Object) else None]
+    persona_id = next((p for p in found + [i.persona_id for i in items] if p), None)
+    clips = {i.result_id: duration(i.duration) for i in items if i.result_id} or None
+    state = state_of(EVOLINK_STATES, word)
+    return TaskInfo(state, word, clips, error.code, said, persona_id)
 
 
 class EvolinkProvider(Provider):
@@ -76,6 +109,7 @@ class EvolinkProvider(Provider):
     kind = "evolink"
     api_key_env = "EVOLINK_API_KEY"
     default_base_url = "https://api.evolink.ai"
+    documentation = "partly, Beta: its limits and model_params are not published"
     path = "/v1/audios/generations"
     wire = Wire(body=_Body, reply=ObjectReply())
     errors = HTTP_STATUS_TO_EXCEPTION
@@ -83,7 +117,7 @@ class EvolinkProvider(Provider):
     estimated_time = 15.0
     vocal_window = (10.0, 30.0)
     vocal_pair = True
-    source_status = EvolinkStatus()
+    source_status = StatusRoute("/v1/tasks/{task_id}", decode_status)
 
     __slots__ = ()
 
@@ -93,21 +127,3 @@ class EvolinkProvider(Provider):
     def encode(self, request: PersonaRequest) -> bytes:
         params = request_struct(_Params, request)
         return msgspec.json.encode(_Body(model=MODEL, model_params=params))
-
-    def task_url(self, task_id: str) -> str:
-        return f"{self.base_url}/v1/tasks/{quote(task_id, safe='')}"
-
-    def decode_task(self, status: int, body: bytes) -> TaskStatus:
-        task = _decode_task(body)
-        code, said = _said(task.error)
-        said = said or task.message or ""
-        if status >= 400:
-            return TaskStatus(status, f"{code}: {said}" if code and said else code or said)
-        if task.status in _RUNNING:
-            return TaskStatus(200, said, "running", task.status or "")
-        if task.status == "completed":
-            persona_id = task.result_data.persona_id if task.result_data else None
-            return TaskStatus(200, said, "succeeded", task.status, persona_id)
-        if task.status == "failed":
-            return TaskStatus(200, said, "failed", task.status, None, code)
-        raise msgspec.ValidationError(f"unknown task status {task.status!r}")

@@ -1,24 +1,25 @@
 """kie.ai's market route: ``POST /api/v1/jobs/createTask`` with ``model:
-"ai-music-api/generate-persona"``, an async task polled at ``GET /api/v1/jobs/recordInfo``.
+"ai-music-api/generate-persona"``, an async task polled at ``GET /api/v1/jobs/recordInfo``, the
+endpoint that also answers for the source song (PROVIDERS-MORE.md §3, §16).
 
 kie marks the legacy ``generate-persona`` route (``KieProvider``) as the old version; its V6
-models ride only this one. The persona id arrives in ``resultJson``, a JSON *string*, under a key
-kie does not document: ``persona_id`` or ``personaId``, at its top level or under ``data``.
+models ride only this one. kie does not publish the submit reply in full nor the key of the
+persona id in ``resultJson`` (a JSON *string*): other clients accept a persona id straight in the
+submit reply, and read ``persona_id`` or ``personaId`` at the top of ``resultJson`` or under its
+``data``, an object or (as kie's music results are) an array. All of these are read.
 """
 
 from __future__ import annotations
 
-from typing import Any
-from urllib.parse import quote
-
 import msgspec
 
 from .._models import PersonaRequest
-from .._sources_more import KieJobsStatus
 from ._base import Provider, Wire, request_struct
-from ._styles import CodeEnvelopeReply, TaskStatus
+from ._status import Refusal, StatusRoute, TaskInfo, TaskState, duration, state_of, state_table
+from ._styles import CodeEnvelopeReply, code_envelope
+from .kie import KIE_ERRORS
 
-__all__ = ["KieJobsProvider"]
+__all__ = ["KIE_JOBS_STATES", "KieJobsProvider"]
 
 MODEL = "ai-music-api/generate-persona"
 
@@ -38,52 +39,77 @@ class _Body(msgspec.Struct):
     input: _Input
 
 
+_envelope = code_envelope("msg")
+
+#: recordInfo's ``state`` (§3b); ``failed`` and ``error`` are failure too (§16).
+KIE_JOBS_STATES = state_table(
+    {
+        "waiting": TaskState.RUNNING,
+        "queuing": TaskState.RUNNING,
+        "generating": TaskState.RUNNING,
+        "success": TaskState.READY,
+        "fail": TaskState.FAILED,
+    }
+)
+
+
 class _Record(msgspec.Struct):
     state: str
-    resultJson: str | None = None  # kie's spellings
+    resultJson: str | None = None
     failCode: str | int | None = None
     failMsg: str | None = None
 
 
-class _RecordEnvelope(msgspec.Struct):
-    code: int
-    msg: str | None = None
-    data: msgspec.Raw = msgspec.Raw(b"null")
+class _Item(msgspec.Struct):
+    """An entry of ``resultJson``'s ``data``: a clip of a song, or the persona."""
 
-
-class _PersonaKeys(msgspec.Struct):
+    id: str | None = None
+    duration: float | str | None = None
     persona_id: str | None = None
     personaId: str | None = None
 
 
-class _Result(_PersonaKeys):
-    data: _PersonaKeys | None = None
+class _Result(msgspec.Struct):
+    persona_id: str | None = None
+    personaId: str | None = None
+    data: list[_Item] | _Item | None = None
 
 
-_decode_envelope = msgspec.json.Decoder(_RecordEnvelope).decode
-_decode_record = msgspec.json.Decoder(_Record).decode
-_decode_result = msgspec.json.Decoder(_Result).decode
-_RUNNING = frozenset({"waiting", "queuing", "generating"})
+_record = msgspec.json.Decoder(_Record).decode
+_result = msgspec.json.Decoder(_Result).decode
 
 
-def _persona_id(result_json: str | None) -> str | None:
-    if not result_json:
-        return None
-    result: Any = _decode_result(result_json)
-    for where in (result, result.data):
-        if where is not None and (where.persona_id or where.personaId):
-            return str(where.persona_id or where.personaId)
-    return None
+def decode_status(status: int, body: bytes) -> TaskInfo | Refusal:
+    """recordInfo, for a persona task and a music task alike: ``data.state``; on success the
+    persona id, or the song's clips at ``resultJson``'s ``data[]`` (``id``, ``duration``)."""
+    envelope = _envelope(body)
+    if envelope.code != 200 or status >= 400:
+        return Refusal(envelope.code if envelope.code != 200 else status, envelope.message or "")
+    record = _record(envelope.data)
+    state = state_of(KIE_JOBS_STATES, record.state)
+    persona_id, clips = None, None
+    if state is TaskState.READY and record.resultJson:
+        result = _result(record.resultJson)
+        items = [result.data] if isinstance(result.data, _Item) else result.data or []
+        found = [result.persona_id, result.personaId]
+        found += [i.persona_id or i.personaId for i in items]
+        persona_id = next((p for p in found if p), None)
+        clips = {i.id: duration(i.duration) for i in items if i.id} or None
+    code = record.failCode or None
+    if isinstance(code, str) and code.isdigit():
+        code = int(code)  # kie sends its numeric codes as strings ("501")
+    return TaskInfo(state, record.state, clips, code, record.failMsg or "", persona_id)
 
 
 class KieJobsProvider(Provider):
     """kie.ai's current persona route (api.kie.ai): submit a task, then poll it.
 
-    The submit answers ``data.taskId`` at once; the SDK polls ``recordInfo`` (kie allows about
-    3 status queries per second per task; polls have their own budget, ``poll=``) until the
-    task's ``state`` is ``success`` or ``fail``. A task that fails raises its ``failCode`` and
-    ``failMsg``. No duplicate detection is documented for this route, so a lost submit is an
-    ``OutcomeUnknownError`` unless ``retry_ambiguous=True``::
+    The submit answers ``data.taskId`` (or the persona id itself, which then is the answer);
+    the SDK polls ``recordInfo`` (kie allows about 3 status queries per second per task; polls
+    have their own budget, ``poll=``) until the task's ``state`` is ``success`` or a failure
+    (``fail``, ``failed``, ``error``), any case. A task that fails raises its ``failCode`` and
+    ``failMsg``. No duplicate detection is documented for this route, so a lost submit (or a
+    408) is an ``OutcomeUnknownError`` unless ``retry_ambiguous=True``::
 
         KieJobsProvider(api_key="...", rate_limit=20, rate_period=10)
     """
@@ -91,12 +117,22 @@ class KieJobsProvider(Provider):
     kind = "kie-jobs"
     api_key_env = "KIE_API_KEY"
     default_base_url = "https://api.kie.ai"
+    documentation = (
+        "partly: its submit reply and persona id key are not published; kie's current route"
+    )
     path = "/api/v1/jobs/createTask"
-    wire = Wire(body=_Body, reply=CodeEnvelopeReply(message_key="msg", id_key="taskId"))
+    wire = Wire(
+        body=_Body,
+        reply=CodeEnvelopeReply(
+            message_key="msg", id_key="taskId", finished_keys=("persona_id", "personaId")
+        ),
+    )
+    errors = KIE_ERRORS
     mode = "task"
     estimated_time = 2.0
     vocal_window = (10.0, 30.0)
-    source_status = KieJobsStatus()
+    vocal_step = 0.01
+    source_status = StatusRoute("/api/v1/jobs/recordInfo?taskId={task_id}", decode_status)
 
     __slots__ = ()
 
@@ -104,23 +140,5 @@ class KieJobsProvider(Provider):
         return {"Authorization": f"Bearer {self._api_key}"}
 
     def encode(self, request: PersonaRequest) -> bytes:
-        return msgspec.json.encode(_Body(model=MODEL, input=request_struct(_Input, request)))
-
-    def task_url(self, task_id: str) -> str:
-        return f"{self.base_url}/api/v1/jobs/recordInfo?taskId={quote(task_id, safe='')}"
-
-    def decode_task(self, status: int, body: bytes) -> TaskStatus:
-        envelope = _decode_envelope(body)
-        message = envelope.msg or ""
-        if envelope.code != 200:
-            return TaskStatus(envelope.code, message)
-        record = _decode_record(envelope.data)
-        if record.state in _RUNNING:
-            return TaskStatus(200, message, "running", record.state)
-        if record.state == "success":
-            persona_id = _persona_id(record.resultJson)
-            return TaskStatus(200, message, "succeeded", record.state, persona_id)
-        if record.state == "fail":
-            fail_code = "" if record.failCode is None else str(record.failCode)
-            return TaskStatus(200, record.failMsg or "", "failed", record.state, None, fail_code)
-        raise msgspec.ValidationError(f"unknown task state {record.state!r}")
+        inner = request_struct(_Input, self.stepped(request))
+        return msgspec.json.encode(_Body(model=MODEL, input=inner))

@@ -1,4 +1,5 @@
-"""TTAPI: ``POST /suno/v1/persona``, ``TT-API-KEY`` header, ``{status, message, data}``."""
+"""TTAPI: ``POST /suno/v1/persona``, ``TT-API-KEY`` header, ``{status, message, data}``; source
+status at ``GET /suno/v2/fetch?jobId=`` (PROVIDERS-MORE.md §6)."""
 
 from __future__ import annotations
 
@@ -15,19 +16,17 @@ from .._exceptions import (
     PersonaError,
     RateLimitError,
 )
-from .._sources_more import TtapiStatus
 from ._base import Provider, Wire
-from ._styles import StatusReply
+from ._status import Refusal, StatusRoute, TaskInfo, TaskState, clips_of, state_of, state_table
+from ._styles import ErrorObject, StatusReply
 
-__all__ = ["TTAPI_ERRORS", "TtapiProvider"]
+__all__ = ["TTAPI_ERRORS", "TTAPI_STATES", "TtapiProvider"]
 
 
 class _Body(msgspec.Struct, omit_defaults=True):
     audio_id: str = msgspec.field(name="music_id")
     name: str
     description: str = msgspec.field(name="describe")
-    vocal_start: float | None = msgspec.field(default=None, name="vocal_start_s")
-    vocal_end: float | None = msgspec.field(default=None, name="vocal_end_s")
     style: str | None = msgspec.field(default=None, name="styles")
 
 
@@ -43,12 +42,55 @@ TTAPI_ERRORS: Mapping[Any, type[PersonaError]] = MappingProxyType(
     }
 )
 
+#: TTAPI's body ``status`` (§6: the fetch page's ON_QUEUE/SUCCESS/FAILED, and PENDING_QUEUE
+#: from its response page).
+TTAPI_STATES = state_table(
+    {
+        "PENDING_QUEUE": TaskState.RUNNING,
+        "ON_QUEUE": TaskState.RUNNING,
+        "SUCCESS": TaskState.READY,
+        "FAILED": TaskState.FAILED,
+    }
+)
+
+
+class _Music(msgspec.Struct):
+    musicId: str  # TTAPI's spellings
+    duration: float | str | None = None
+
+
+class _Job(msgspec.Struct):
+    musics: list[_Music] | None = None
+
+
+class _Fetch(msgspec.Struct):
+    status: str
+    message: str | None = None
+    data: _Job | None = None
+
+
+_fetch = msgspec.json.Decoder(_Fetch).decode
+_error = msgspec.json.Decoder(ErrorObject).decode  # {"status": "FAILED", "message": ...}
+
+
+def decode_status(status: int, body: bytes) -> TaskInfo | Refusal:
+    """``status``; clips at ``data.musics[]`` (``musicId``, ``duration`` a string)."""
+    if status >= 400:
+        return Refusal(status, _error(body).message or "")
+    reply = _fetch(body)
+    state = state_of(TTAPI_STATES, reply.status)
+    clips = clips_of(reply.data.musics if reply.data is not None else None, "musicId")
+    said = (reply.message or "") if state is TaskState.FAILED else ""
+    return TaskInfo(state, reply.status, clips, None, said)
+
 
 class TtapiProvider(Provider):
     """TTAPI (api.ttapi.io): synchronous; the key rides in ``TT-API-KEY``.
 
     The clip is sent as ``music_id``, the description as ``describe``, the style as
-    ``styles``, the vocal window as ``vocal_start_s``/``vocal_end_s``; ``task_id`` is not sent.
+    ``styles``; ``task_id`` is not sent. TTAPI documents the vocal window only for a vocal
+    ("vox") persona, "required when vox_audio_id is provided", and the SDK sends no vox id, so
+    vocal_start and vocal_end are refused.
     A 499 (queue exhausted) cools the lane like a 429; a 504 (the synchronous call timed out)
     may have made the persona and is not resent. No duplicate detection is documented.
     """
@@ -56,10 +98,13 @@ class TtapiProvider(Provider):
     kind = "ttapi"
     api_key_env = "TTAPI_API_KEY"
     default_base_url = "https://api.ttapi.io"
+    documentation = "partly: no vox persona, no published limits"
     path = "/suno/v1/persona"
     wire = Wire(body=_Body, reply=StatusReply())
     errors = TTAPI_ERRORS
-    source_status = TtapiStatus()
+    unsupported_fields = frozenset({"vocal_start", "vocal_end"})
+    unsupported_note = "documented only for a vox persona, with a vox_audio_id"
+    source_status = StatusRoute("/suno/v2/fetch?jobId={task_id}", decode_status)
 
     __slots__ = ()
 

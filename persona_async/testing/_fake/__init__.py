@@ -1,4 +1,5 @@
-"""The fake provider, one file per contract: ``crun``, ``family``; the server in ``_server``."""
+"""The fake provider: one module per contract (its status endpoint included), listed in
+``_registry``; the server in ``_server`` iterates that list."""
 
 from ._faults import DEFAULT_FAULT_MIX, Fault
 from ._limits import RATE_SHAPES, RateShape, RateWindow

@@ -1,19 +1,58 @@
-"""One provider contract as the fake needs to know it: field names, limits, state rules and how
-its replies look (one of the reply styles of ``persona_async/_providers/_styles.py``)."""
+"""One provider contract as the fake needs to know it: field names, limits, state rules, how its
+replies look (the reply styles of PROVIDERS-MORE.md §13d) and its status endpoint. Each contract's
+module builds one ``_Contract``; ``_registry`` lists them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import msgspec
 from aiohttp import web
 
-from ._wire import Kind, RequestRecord, _decode, _encode
+from ._song import Song
+from ._tasks import FakeTask
+from ._wire import Kind, RequestRecord, _decode, _encode, _envelope
 
-if TYPE_CHECKING:
-    from ._tasks import FakeTask, StatusReply, StatusRoute
+# The task id a request on a status path asks about (path, query, JSON body), or None.
+TaskOf = Callable[[str, Mapping[str, str], Any], "str | None"]
+# (HTTP status, table code, body) of a persona task's status; the task is None when unknown.
+TaskReply = Callable[["FakeTask | None", float], tuple[int, int, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEndpoint:
+    """A contract's status endpoint: where it is asked, how it answers for a song (the 200
+    body at a phase, and an error reply), and, for an async contract, for a persona task."""
+
+    method: str
+    #: Where it is asked, as ``--help`` shows it (``/suno/fetch/{task_id}``).
+    where: str
+    task_of: TaskOf
+    song: Callable[[Song, float], bytes]
+    error: Callable[[int, str], tuple[int, bytes]]
+    task: TaskReply | None = None
+
+    def fail(self, code: int, message: str) -> tuple[int, int, bytes, None]:
+        status, body = self.error(code, message)
+        return status, code, body, None
+
+
+def param(path: str, name: str) -> TaskOf:
+    """A status endpoint at ``path`` with the task id in the query parameter ``name``."""
+    return lambda p, q, j: q.get(name, "") if p == path else None
+
+
+def tail(prefix: str) -> TaskOf:
+    """A status endpoint whose path ends with the task id."""
+    return lambda p, q, j: p[len(prefix) :] if p.startswith(prefix) else None
+
+
+def envelope_error(key: str) -> Callable[[int, str], tuple[int, bytes]]:
+    """Errors in the code envelope inside HTTP 200 (a 429 as a real 429)."""
+    return lambda code, message: ((429 if code == 429 else 200), _envelope(key, code, message))
+
 
 Style = Literal["code", "acedata", "status", "object"]
 
@@ -61,12 +100,12 @@ class _Contract:
     extra_required: Mapping[str, type] = field(default_factory=dict)
     #: False where the contract documents the description as optional.
     description_required: bool = True
-    #: Async-task contracts: the key holding the fields (``input``, ``model_params``), the
-    #: ``model`` the body must name, and how status queries are found and answered.
+    #: Where and how the contract answers "is task X done?" (songs, and persona tasks).
+    status: StatusEndpoint | None = None
+    #: Async-task contracts: the key holding the fields (``input``, ``model_params``) and the
+    #: ``model`` the body must name.
     wrap: str | None = None
     model: str | None = None
-    status_route: StatusRoute | None = None
-    status_reply: StatusReply | None = None
     #: Async-task contracts whose submit is not answered by ``success``: the submit reply.
     submit_reply: Callable[[FakeTask], bytes] | None = None
 
@@ -157,15 +196,16 @@ class _Contract:
 
 
 def find_status(
-    contracts: tuple[_Contract, ...], path: str, query: Mapping[str, str]
-) -> tuple[_Contract | None, str | None]:
-    """The async contract whose status endpoint ``path`` is, and the task id asked about."""
+    contracts: tuple[_Contract, ...], method: str, path: str, query: Mapping[str, str], body: Any
+) -> tuple[_Contract, str] | None:
+    """The contract whose status endpoint a request is, and the task id it asks about."""
     for contract in contracts:
-        assert contract.status_route is not None
-        task_id = contract.status_route(path, query)
-        if task_id is not None:
-            return contract, task_id
-    return None, None
+        status = contract.status
+        if status is not None and status.method == method:
+            task_id = status.task_of(path, query, body)
+            if task_id is not None:
+                return contract, task_id
+    return None
 
 
 _SECRET_HEADERS = frozenset({"authorization", "x-api-key", "tt-api-key", "proxy-authorization"})

@@ -31,6 +31,8 @@ from aiohttp import web
 from ._contract import _Contract, _record, find_status
 from ._faults import _PASS_THROUGH, DEFAULT_FAULT_MIX, Fault, _Injection, _reset_connection
 from ._limits import RATE_SHAPES, RateShape, RateWindow
+from ._registry import ASYNC, BY_PATH, CONTRACTS
+from ._songs import Songs
 from ._tasks import FakeTask, TaskBook
 from ._wire import (
     _MESSAGES,
@@ -44,20 +46,7 @@ from ._wire import (
     _Outcome,
     _retry_after_headers,
 )
-from .acedata import ACEDATA
-from .crun import CRUN
-from .evolink import EVOLINK
-from .family import FAMILY
-from .gateway import GATEWAY
-from .kie_jobs import KIE_JOBS
-from .mountsea import MOUNTSEA
-from .status import Songs
-from .ttapi import TTAPI
 
-_CONTRACTS: Final[Mapping[str, _Contract]] = {
-    c.path: c for c in (CRUN, FAMILY, ACEDATA, GATEWAY, TTAPI, MOUNTSEA, KIE_JOBS, EVOLINK)
-}
-_ASYNC: Final = (KIE_JOBS, EVOLINK)
 # Kinds always listed in stats(); the others appear once they have been seen.
 _STATS_KINDS: Final = ("crun", "family", "other")
 
@@ -358,7 +347,7 @@ class FakeProvider:
         """
         if times < 1:
             raise ValueError("times must be >= 1")
-        kinds = {c.kind for c in _CONTRACTS.values()} | {f"{c.kind}-status" for c in _ASYNC}
+        kinds = {c.kind for c in CONTRACTS} | {f"{c.kind}-status" for c in ASYNC}
         if path is not None and path not in kinds:
             raise ValueError(f"path must be None or one of {', '.join(sorted(kinds))}")
         self._injections.append(_Injection(fault, times, path))
@@ -442,14 +431,14 @@ class FakeProvider:
         try:
             arrived = time.monotonic()
             body = await request.read()
-            contract = _CONTRACTS.get(request.path) if request.method == "POST" else None
+            contract = BY_PATH.get(request.path) if request.method == "POST" else None
             kind: Kind = "other" if contract is None else contract.kind
             task_id = None
             song = self.songs.claims("GET", request.path, request.query)  # shared status paths
-            if request.method == "GET" and not song:
-                contract, task_id = find_status(_ASYNC, request.path, request.query)
-                if contract is not None:
-                    kind = "kie-jobs-status" if contract is KIE_JOBS else "evolink-status"
+            found = find_status(ASYNC, request.method, request.path, request.query, None)
+            if found is not None and not song:  # a persona task's status query
+                contract, task_id = found
+                kind = f"{contract.kind}-status"  # type: ignore[assignment]
             record = _record(request, body, kind, arrived, contract)
             self._request_count += 1
             self._kinds[kind] += 1
@@ -483,7 +472,7 @@ class FakeProvider:
             if task_id is None:
                 outcome = self._process(contract, record)
             else:
-                outcome = (*self._tasks.status(contract, task_id), None)
+                outcome = (*self._task_status(contract, task_id), None)
         else:
             await self._wait(self.latency)
         if fault is not None and fault.kind == "reset_after":
@@ -558,7 +547,7 @@ class FakeProvider:
         for wire, name in contract.fields():
             if wire is not None and body.get(wire) is not None:
                 details[name] = body[wire]
-        if contract.status_reply is not None:
+        if contract in ASYNC:
             return self._submit(contract, body[contract.audio], persona_id, details)
         self.personas[persona_id] = details
         status, reply = contract.success(persona_id, body)
@@ -568,13 +557,18 @@ class FakeProvider:
         self, contract: _Contract, audio_id: str, persona_id: str, details: dict[str, Any]
     ) -> _Outcome:
         fails = audio_id in self.failing_tasks
-        task = self._tasks.submit(contract, audio_id, persona_id, self.task_seconds, fails)
+        task = self._tasks.submit(contract.kind, audio_id, persona_id, self.task_seconds, fails)
         if not fails:  # the persona exists once the task is made; it is readable when done
             self.personas[persona_id] = details | {"provider_task_id": task.task_id}
         if contract.submit_reply is not None:
             return 200, 200, contract.submit_reply(task), None
         status, reply = contract.success(task.task_id, {})
         return status, 200, reply, None
+
+    def _task_status(self, contract: _Contract, task_id: str) -> tuple[int, int, bytes]:
+        reply = contract.status.task if contract.status is not None else None
+        assert reply is not None  # only async contracts reach here
+        return reply(self._tasks.polled(contract.kind, task_id), time.monotonic())
 
     def _send(self, record: RequestRecord, outcome: _Outcome) -> web.Response:
         status, code, body, headers = outcome

@@ -8,12 +8,7 @@ own way (``status_reply`` on the contract's module).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ._contract import _Contract
 
 
 @dataclass(slots=True)
@@ -37,12 +32,6 @@ class FakeTask:
         return "failed" if self.fails else "succeeded"
 
 
-# (HTTP status, table code, body) of a status reply; the task is None when it is unknown.
-StatusReply = Callable[["FakeTask | None", float], tuple[int, int, bytes]]
-# Finds (contract, task id) in a status request's path and query, or None.
-StatusRoute = Callable[[str, Mapping[str, str]], "str | None"]
-
-
 class TaskBook:
     """Every task the fake was asked to make, by id."""
 
@@ -53,23 +42,22 @@ class TaskBook:
         self._next = 1
 
     def submit(
-        self, contract: _Contract, audio_id: str, persona_id: str, seconds: float, fails: bool
+        self, kind: str, audio_id: str, persona_id: str, seconds: float, fails: bool
     ) -> FakeTask:
         now = time.monotonic()
-        task_id = f"{contract.kind}-task-{self._next}"
+        task_id = f"{kind}-task-{self._next}"
         self._next += 1
-        task = FakeTask(task_id, contract.kind, audio_id, persona_id, now, now + seconds, fails)
+        task = FakeTask(task_id, kind, audio_id, persona_id, now, now + seconds, fails)
         self.tasks[task_id] = task
         return task
 
-    def status(self, contract: _Contract, task_id: str) -> tuple[int, int, bytes]:
-        assert contract.status_reply is not None
+    def polled(self, kind: str, task_id: str) -> FakeTask | None:
+        """The task a status query of contract ``kind`` asks about (counted), or None."""
         task = self.tasks.get(task_id)
-        if task is not None and task.kind != contract.kind:
-            task = None  # another contract's task is unknown here
-        if task is not None:
-            task.polls += 1
-        return contract.status_reply(task, time.monotonic())
+        if task is None or task.kind != kind:
+            return None  # another contract's task is unknown here
+        task.polls += 1
+        return task
 
     def clear(self) -> None:
         self.tasks.clear()

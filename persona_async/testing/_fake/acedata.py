@@ -1,13 +1,59 @@
-"""AceData Cloud's contract (docs.acedata.cloud/api-reference/suno/suno-persona): Bearer, real
-HTTP statuses, string codes."""
+"""AceData Cloud's contract (PROVIDERS-MORE.md §4): Bearer, real HTTP statuses, string codes.
+
+Songs: ``POST /suno/tasks {"id", "action": "retrieve"}`` (§4b): ``state`` pending/processing/
+complete/failed, clips at ``response.data[]`` (an empty ``response`` until complete).
+"""
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final
 
-from ._contract import _Contract
+from ._contract import StatusEndpoint, _Contract
+from ._song import Song, word
+from ._wire import _encode
 
 ACEDATA_PATH: Final = "/suno/persona"
+ACEDATA_STATUS_PATH: Final = "/suno/tasks"
+_NAMES: Final = {401: "invalid_token", 404: "no_api", 429: "too_many_requests"}
+
+
+def _task_of(path: str, query: Mapping[str, str], body: Any) -> str | None:
+    if path != ACEDATA_STATUS_PATH:
+        return None
+    asked = body.get("id") if isinstance(body, dict) and body.get("action") == "retrieve" else None
+    return asked if isinstance(asked, str) else ""
+
+
+def _song(song: Song, phase: float) -> bytes:
+    state = word(phase, song.fails, ("pending", "processing", "complete", "failed"))
+    response: dict[str, Any] = {}
+    if state == "complete":
+        clips = [
+            {"id": cid, "audio_url": f"https://example.invalid/{cid}.mp3", "duration": d}
+            for cid, d in song.clips.items()
+        ]
+        response = {"success": True, "task_id": song.task_id, "data": clips}
+    elif state == "failed":
+        error = {"code": str(song.error_code), "message": song.error_message}
+        response = {"success": False, "task_id": song.task_id, "error": error}
+    return _encode(
+        {
+            "_id": "fake",
+            "id": song.task_id,
+            "api_id": "fake-api",
+            "state": state,
+            "request": {"action": "generate"},
+            "trace_id": "trace-fake",
+            "response": response,
+        }
+    )
+
+
+def _error(code: int, message: str) -> tuple[int, bytes]:
+    name = _NAMES.get(code, "api_error")
+    return code, _encode({"error": {"code": name, "message": message}, "trace_id": "trace-fake"})
+
 
 ACEDATA: Final = _Contract(
     kind="acedata",
@@ -28,4 +74,7 @@ ACEDATA: Final = _Contract(
     missing_task_message="audio_id not found",
     one_per_audio=False,
     echoes_details=False,
+    status=StatusEndpoint(
+        "POST", f'{ACEDATA_STATUS_PATH} {{"id", "action": "retrieve"}}', _task_of, _song, _error
+    ),
 )

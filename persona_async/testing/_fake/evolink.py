@@ -1,13 +1,14 @@
-"""Evolink's contract (docs.evolink.ai, Suno persona creation): ``POST /v1/audios/generations``
-answers a task object; ``GET /v1/tasks/{id}`` answers its ``status`` and
-``result_data.persona_id``."""
+"""Evolink's contract (PROVIDERS-MORE.md §5): ``POST /v1/audios/generations`` answers a task
+object; ``GET /v1/tasks/{id}`` answers its ``status`` and ``result_data.persona_id``. The same
+endpoint answers for songs: ``status``, clips at ``result_data[]`` (``result_id``,
+``duration``); the server routes by task id as for kie."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, Final
 
-from ._contract import _Contract
+from ._contract import StatusEndpoint, _Contract, tail
+from ._song import Song, word
 from ._tasks import FakeTask
 from ._wire import _encode
 
@@ -16,21 +17,15 @@ EVOLINK_STATUS_PREFIX: Final = "/v1/tasks/"
 EVOLINK_MODEL: Final = "suno-persona"
 
 
-def status_route(path: str, query: Mapping[str, str]) -> str | None:
-    if path.startswith(EVOLINK_STATUS_PREFIX):
-        return path[len(EVOLINK_STATUS_PREFIX) :]
-    return None
-
-
 def task_object(task: FakeTask, state: str) -> dict[str, Any]:
-    word = {"submitted": "pending", "running": "processing"}.get(state, state)
+    said = {"submitted": "pending", "running": "processing"}.get(state, state)
     body: dict[str, Any] = {
         "created": int(task.submitted),
         "id": task.task_id,
         "model": EVOLINK_MODEL,
         "object": "audio.generation.task",
         "progress": 100 if state in ("succeeded", "failed") else 0,
-        "status": {"succeeded": "completed"}.get(word, word),
+        "status": {"succeeded": "completed"}.get(said, said),
         "task_info": {"can_cancel": False, "estimated_time": 15},
         "type": "audio",
     }
@@ -41,10 +36,27 @@ def task_object(task: FakeTask, state: str) -> dict[str, Any]:
     return body
 
 
-def status_reply(task: FakeTask | None, now: float) -> tuple[int, int, bytes]:
+def _task(task: FakeTask | None, now: float) -> tuple[int, int, bytes]:
     if task is None:
         return 404, 404, _encode({"error": {"code": "not_found", "message": "task not found"}})
     return 200, 200, _encode(task_object(task, task.state(now)))
+
+
+def _song(song: Song, phase: float) -> bytes:
+    status = word(phase, song.fails, ("pending", "processing", "completed", "failed"))
+    body: dict[str, Any] = {"id": song.task_id, "model": "suno-v5", "status": status}
+    body["progress"] = 100 if phase >= 1.0 else int(phase * 100)
+    if status == "completed":
+        body["result_data"] = [
+            {"result_id": cid, "title": "t", "duration": d} for cid, d in song.clips.items()
+        ]
+    elif status == "failed":
+        body["error"] = {"code": str(song.error_code), "message": song.error_message}
+    return _encode(body)
+
+
+def _error(code: int, message: str) -> tuple[int, bytes]:
+    return code, _encode({"error": {"code": str(code), "message": message}})
 
 
 EVOLINK: Final = _Contract(
@@ -67,7 +79,8 @@ EVOLINK: Final = _Contract(
     echoes_details=False,
     wrap="model_params",
     model=EVOLINK_MODEL,
-    status_route=status_route,
-    status_reply=status_reply,
+    status=StatusEndpoint(
+        "GET", f"{EVOLINK_STATUS_PREFIX}{{id}}", tail(EVOLINK_STATUS_PREFIX), _song, _error, _task
+    ),
     submit_reply=lambda task: _encode(task_object(task, "submitted")),
 )

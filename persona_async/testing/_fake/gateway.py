@@ -1,13 +1,43 @@
-"""The Suno-API gateways' contract (CometAPI, DeerAPI: apidoc.deerapi.com, "new persona"): the raw
-Suno persona object back, its ``id`` the persona id; errors as HTTP statuses."""
+"""The Suno-API gateways' contract (CometAPI, DeerAPI; PROVIDERS-MORE.md §8): the raw Suno
+persona object back, its ``id`` the persona id; errors as HTTP statuses.
+
+Songs: ``GET /suno/fetch/{task_id}`` (§8b): ``code: "success"``, ``data.status``
+NOT_START/QUEUED/IN_PROGRESS/SUCCESS/FAILURE, clips at ``data.data[]`` with raw Suno's
+``metadata.duration``.
+"""
 
 from __future__ import annotations
 
 from typing import Final
 
-from ._contract import _Contract
+from ._contract import StatusEndpoint, _Contract, tail
+from ._song import Song, word
+from ._wire import _encode
 
 GATEWAY_PATH: Final = "/suno/persona/create"
+GATEWAY_STATUS_PREFIX: Final = "/suno/fetch/"
+
+
+def _song(song: Song, phase: float) -> bytes:
+    status = word(phase, song.fails, ("QUEUED", "IN_PROGRESS", "SUCCESS", "FAILURE"))
+    clips = [
+        {"id": cid, "state": "succeeded", "title": "t", "metadata": {"duration": d}}
+        for cid, d in song.clips.items()
+    ]
+    data = {
+        "task_id": song.task_id,
+        "action": "MUSIC",
+        "status": status,
+        "fail_reason": song.error_message if status == "FAILURE" else "",
+        "progress": "100%" if phase >= 1.0 else f"{int(phase * 100)}%",
+        "data": clips if status == "SUCCESS" else [],
+    }
+    return _encode({"code": "success", "message": "", "data": data})
+
+
+def _error(code: int, message: str) -> tuple[int, bytes]:
+    return code, _encode({"code": "error", "message": message, "data": None})
+
 
 GATEWAY: Final = _Contract(
     kind="gateway",
@@ -28,4 +58,7 @@ GATEWAY: Final = _Contract(
     one_per_audio=False,
     echoes_details=True,
     extra_required={"clips": list, "is_public": bool},
+    status=StatusEndpoint(
+        "GET", f"{GATEWAY_STATUS_PREFIX}{{task_id}}", tail(GATEWAY_STATUS_PREFIX), _song, _error
+    ),
 )

@@ -1,13 +1,40 @@
-"""TTAPI's contract (docs.ttapi.io/api/en/suno/suno_persona): ``TT-API-KEY``, ``{status,
-message, data}``."""
+"""TTAPI's contract (PROVIDERS-MORE.md §6): ``TT-API-KEY``, ``{status, message, data}``.
+
+Songs: ``GET /suno/v2/fetch?jobId=``: ``status`` ON_QUEUE/SUCCESS/FAILED, clips at
+``data.musics[]`` (``musicId``, ``duration`` a *string*).
+"""
 
 from __future__ import annotations
 
 from typing import Final
 
-from ._contract import _Contract
+from ._contract import StatusEndpoint, _Contract, param
+from ._song import Song, word
+from ._wire import _encode
 
 TTAPI_PATH: Final = "/suno/v1/persona"
+TTAPI_STATUS_PATH: Final = "/suno/v2/fetch"
+
+
+def _song(song: Song, phase: float) -> bytes:
+    status = word(phase, song.fails, ("ON_QUEUE", "ON_QUEUE", "SUCCESS", "FAILED"))
+    musics = [
+        {"musicId": cid, "title": "t", "audioUrl": "https://example.invalid", "duration": f"{d}"}
+        for cid, d in song.clips.items()
+    ]
+    data = {
+        "jobId": song.task_id,
+        "action": "music",
+        "progress": "100%" if phase >= 1.0 else f"{int(phase * 100)}%",
+        "musics": musics if status == "SUCCESS" else [],
+    }
+    message = song.error_message if status == "FAILED" else "success"
+    return _encode({"status": status, "message": message, "jobId": song.task_id, "data": data})
+
+
+def _error(code: int, message: str) -> tuple[int, bytes]:
+    return code, _encode({"status": "FAILED", "message": message, "data": None})
+
 
 TTAPI: Final = _Contract(
     kind="ttapi",
@@ -28,4 +55,7 @@ TTAPI: Final = _Contract(
     missing_task_message="music_id not found",
     one_per_audio=False,
     echoes_details=False,
+    status=StatusEndpoint(
+        "GET", f"{TTAPI_STATUS_PATH}?jobId=", param(TTAPI_STATUS_PATH, "jobId"), _song, _error
+    ),
 )
