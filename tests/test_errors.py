@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from _support import CRUN_PATH, FAMILY_PATH, crun, kie
 from _support import free_port as closed_port
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -50,8 +51,6 @@ from persona_async.testing import FakeProvider, Fault
 
 pytestmark = pytest.mark.anyio
 
-CRUN_PATH = "/api/v1/client/job/suno-persona-generate"
-FAMILY_PATH = "/api/v1/generate/generate-persona"
 
 DOCUMENTED = {
     401: AuthenticationError,
@@ -75,14 +74,6 @@ CRUN_CODES = (401, 402, 404, 422, 429, 455, 500, 501, 505)
 FAMILY_CODES = (401, 402, 404, 409, 422, 429, 451, 455, 500, 501, 505)
 
 MakeProvider = Callable[..., Provider]
-
-
-def crun(fake: FakeProvider, **kw: Any) -> Provider:
-    return CrunProvider(api_key=fake.api_key, base_url=fake.url, rate_limit=None, **kw)
-
-
-def kie(fake: FakeProvider, **kw: Any) -> Provider:
-    return KieProvider(api_key=fake.api_key, base_url=fake.url, rate_limit=None, **kw)
 
 
 PROVIDERS = [pytest.param(crun, id="crun"), pytest.param(kie, id="family")]

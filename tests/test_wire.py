@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from _support import make
+from _support import CRUN_PATH, FAMILY_PATH, make
 
 from persona_async import (
     ApiBoxProvider,
@@ -27,8 +27,6 @@ from persona_async.testing import FakeProvider, Fault, RequestRecord
 
 pytestmark = pytest.mark.anyio
 
-CRUN_PATH = "/api/v1/client/job/suno-persona-generate"
-FAMILY_PATH = "/api/v1/generate/generate-persona"
 FAMILY = [SunoApiProvider, KieProvider, ApiBoxProvider]
 
 
