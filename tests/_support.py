@@ -49,12 +49,17 @@ def free_port() -> int:
     return port
 
 
-def req(i: int, lane: str | None = None) -> PersonaRequest:
-    """The ``i``-th request of a test: its own task and clip ids, a name and a description;
-    for the lane named ``lane`` if one is given."""
-    return PersonaRequest(
-        f"task-{i}", f"clip-{i}", f"Persona {i}", "Smoky late-night R&B", provider=lane
-    )
+def req(i: int, lane: str | None = None, **fields: Any) -> PersonaRequest:
+    """The ``i``-th request of a test: its own task and clip ids, a name and a description
+    (``fields`` replace them); for the lane named ``lane`` if one is given."""
+    values = {
+        "task_id": f"task-{i}",
+        "audio_id": f"clip-{i}",
+        "name": f"Persona {i}",
+        "description": "Smoky late-night R&B",
+        **fields,
+    }
+    return PersonaRequest(**values, provider=lane)
 
 
 def fast_retry(**fields: Any) -> RetryPolicy:
