@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from _support import CRUN_PATH, FAMILY_PATH
+from _support import CRUN_PATH, FAMILY_PATH, fast_retry
 from _support import free_port as closed_port
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -79,8 +79,7 @@ def request(audio_id: str = "clip_1", provider: str | None = None) -> PersonaReq
 
 def client(*providers: Provider, **kw: Any) -> PersonaClient:
     """A client that resends once (``max_retries=1``): a leak on a resend shows too."""
-    settings: dict[str, Any] = {"backoff_initial": 0.01, "backoff_max": 0.05, "max_retries": 1}
-    return PersonaClient(list(providers), **{**settings, **kw})
+    return PersonaClient(list(providers), retry=fast_retry(**{"max_retries": 1, **kw}))
 
 
 async def error_from(provider: Provider, **kw: Any) -> PersonaError:

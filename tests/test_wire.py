@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from _support import CRUN_PATH, FAMILY_PATH, make
+from _support import CRUN_PATH, FAMILY_PATH, FAST_RETRY, make
 
 from persona_async import (
     ApiBoxProvider,
@@ -43,7 +43,7 @@ MINIMAL = PersonaRequest("task_1", "clip_1", "Neon Siren", "Smoky late-night R&B
 
 
 async def create(provider: Provider, req: PersonaRequest) -> Persona:
-    async with PersonaClient([provider], backoff_initial=0.01, backoff_max=0.05) as c:
+    async with PersonaClient([provider], retry=FAST_RETRY) as c:
         return await c.create_persona(req)
 
 
