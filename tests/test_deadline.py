@@ -458,7 +458,7 @@ async def test_create_many_default_deadline_at_its_last_start(
     assert fake.request_count == 1
 
 
-# -- moved from the lane's tests: the queue, the wire, a blocked loop, a busy lane ---------------
+# -- the last start time: a call in the queue, one on the wire, a blocked loop, a busy lane -----
 
 
 async def test_a_call_whose_deadline_passes_in_the_queue_leaves_it_saying_where_and_how_long(

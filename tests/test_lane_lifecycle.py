@@ -16,15 +16,8 @@ import logging
 import random
 
 import anyio
-import anyio.lowlevel
 import pytest
-from _support import (
-    FAST_RETRY,
-    JITTER,
-    collect,
-    crun,
-    req,
-)
+from _support import FAST_RETRY, JITTER, collect, crun, req
 
 from persona_async import (
     LaneState,

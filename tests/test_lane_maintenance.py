@@ -15,16 +15,8 @@ import time
 from collections.abc import Iterator
 
 import anyio
-import anyio.lowlevel
 import pytest
-from _support import (
-    FAST_RETRY,
-    JITTER,
-    Scripted,
-    collect,
-    crun,
-    req,
-)
+from _support import FAST_RETRY, JITTER, Scripted, collect, crun, req
 from test_redis import RedisServer
 
 from persona_async import (

@@ -13,16 +13,8 @@ import random
 import time
 
 import anyio
-import anyio.lowlevel
 import pytest
-from _support import (
-    FAST_RETRY,
-    collect,
-    crun,
-    fast_retry,
-    kie,
-    req,
-)
+from _support import FAST_RETRY, collect, crun, fast_retry, kie, req
 
 from persona_async import (
     OutcomeUnknownError,

@@ -12,15 +12,8 @@ import logging
 import time
 
 import anyio
-import anyio.lowlevel
 import pytest
-from _support import (
-    FAST_RETRY,
-    Scripted,
-    collect,
-    crun,
-    req,
-)
+from _support import FAST_RETRY, Scripted, collect, crun, req
 
 from persona_async import (
     AuthenticationError,

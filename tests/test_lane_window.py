@@ -17,16 +17,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from _support import (
-    FAST_RETRY,
-    JITTER,
-    Scripted,
-    arrivals,
-    collect,
-    crun,
-    most_in_any_window,
-    req,
-)
+from _support import FAST_RETRY, JITTER, Scripted, arrivals, collect, crun, most_in_any_window, req
 
 from persona_async import (
     CrunProvider,
