@@ -37,7 +37,7 @@ from ._exceptions import (
     ValidationError,
 )
 from ._lane import LaneState, LaneStats
-from ._models import Outcome, Persona, PersonaRequest
+from ._models import Created, Failed, Outcome, Persona, PersonaRequest
 from ._polling import PollPolicy
 from ._providers import (
     AceDataProvider,
@@ -65,9 +65,11 @@ __all__ = [
     "ApikleyProvider",
     "AuthenticationError",
     "CometApiProvider",
+    "Created",
     "CrunProvider",
     "DeerApiProvider",
     "EvolinkProvider",
+    "Failed",
     "FeatureDisabledError",
     "GenerationFailedError",
     "InsufficientCreditsError",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import warnings
 from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
@@ -16,9 +17,11 @@ from ._exceptions import InvalidRequestError, PersonaError
 from ._job import Deliver, OnSend, OnSubmitted, _Job
 from ._lane import Lane, LaneStats
 from ._models import Persona, PersonaRequest
-from ._orphans import OnOrphan, report_orphan
+from ._orphans import OnOrphan
 from ._providers import Provider
+from ._remembered import DEFAULT_REMEMBER_FOR, DEFAULT_REMEMBER_MAX
 from ._retry import DEFAULT_RETRY_POLICY, RetryPolicy, with_aliases
+from ._sharing import SharedCreates
 from ._stream import OutcomeStream, _StreamState
 from ._transport import SessionPool
 
@@ -67,6 +70,12 @@ class PersonaClient:
     ``outcome.persona`` is set, or ``outcome.error`` says why the outcome is unknown. It runs
     in the lane, synchronously: keep it quick. An exception it raises is logged, never
     propagated. Orphans are logged at WARNING on the ``persona_async`` logger either way.
+
+    Identical requests (the same lane and encoded body) share one create: a ``create_persona``
+    identical to one in flight joins it, and a persona made is returned to the same request
+    for ``remember_for`` seconds (``0``: off; at most ``remember_max`` requests, least recently
+    used out) without sending. A failure is never remembered. With a ``RedisLimiter`` this
+    holds between the processes sharing it; otherwise within this client.
     """
 
     def __init__(
@@ -76,6 +85,8 @@ class PersonaClient:
         retry: RetryPolicy = DEFAULT_RETRY_POLICY,
         deadline: float | None = None,
         on_orphan: OnOrphan | None = None,
+        remember_for: float = DEFAULT_REMEMBER_FOR,
+        remember_max: int = DEFAULT_REMEMBER_MAX,
         max_retries: int | None = None,
         backoff_initial: float | None = None,
         backoff_max: float | None = None,
@@ -98,7 +109,9 @@ class PersonaClient:
             retry_budget=retry_budget,
         )
         self._deadline = check_deadline(deadline)
-        self._on_orphan = on_orphan
+        self._shared = SharedCreates(
+            remember_for=remember_for, remember_max=remember_max, on_orphan=on_orphan
+        )
         self._pool = SessionPool()
         self._lanes = {p.name: Lane(p, self._pool, policy) for p in providers}
         #: The lane of a one-lane client, where a request need not name its provider.
@@ -199,6 +212,7 @@ class PersonaClient:
                 await self._pool.aclose()
                 for lane in self._lanes.values():
                     await lane.aclose()
+                await self._shared.aclose()
         finally:
             self._close_done.set()
 
@@ -250,21 +264,9 @@ class PersonaClient:
         _check_max_retries(max_retries)
         lane = self._lane_for(request)
         tg = await self._ensure_started()
-        future: asyncio.Future[Persona] = asyncio.get_running_loop().create_future()
-        deliver = _settle(future, lane.provider.name, self._on_orphan)
-        job = lane.submit(request, deliver, tg, deadline=seconds, max_retries=max_retries)
-        try:
-            return await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                # Answered, then cancelled before the answer could be returned.
-                error = future.exception()
-                persona = None if error is not None else future.result()
-                assert error is None or isinstance(error, PersonaError)
-                report_orphan(lane.provider.name, job, persona, error, self._on_orphan)
-            else:
-                lane.abandon(job)
-            raise
+        return await self._shared.create(
+            lane, request, tg, deadline=seconds, max_retries=max_retries
+        )
 
     def _resolve_deadline(self, deadline: float | None, default: float) -> float:
         seconds = check_deadline(deadline)
@@ -356,6 +358,19 @@ class _SubmitMany:
         except InvalidRequestError as err:
             deliver(_Job(request, b"", deliver, seq), None, err)
             return None
+        # What the client remembers, or is creating for create_persona, is not sent again.
+        # (What a stream makes is not remembered: ~1 us a request, and a bulk run's repeats
+        # are its journal's business.)
+        shared, name = self._client._shared, lane.provider.name
+        body = lane.provider.encode(request)
+        persona = shared.memory.recall(name, body, request)
+        if persona is not None:
+            deliver(_Job(request, body, deliver, seq), persona, None)
+            return None
+        joined = shared.join(name, body, request, self._deadline)
+        if joined is not None:
+            joined.add_done_callback(functools.partial(_joined, _Job(request, body, deliver, seq)))
+            return None
         return lane.submit(
             request,
             deliver,
@@ -365,23 +380,22 @@ class _SubmitMany:
             self._on_submitted,
             deadline=self._deadline,
             max_retries=self._max_retries,
+            body=body,
         )
+
+
+def _joined(job: _Job, answer: asyncio.Future[Persona]) -> None:
+    """A stream's request answered by an identical ``create_persona`` flight."""
+    if answer.cancelled():
+        return
+    error = answer.exception()
+    if error is not None:
+        assert isinstance(error, PersonaError)
+        job.deliver(job, None, error)
+    else:
+        job.deliver(job, answer.result(), None)
 
 
 def _check_max_retries(max_retries: int | None) -> None:
     if max_retries is not None and (isinstance(max_retries, bool) or max_retries < 0):
         raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
-
-
-def _settle(future: asyncio.Future[Persona], lane: str, on_orphan: OnOrphan | None) -> Deliver:
-    def deliver(job: _Job, persona: Persona | None, error: PersonaError | None) -> None:
-        if future.done():  # the caller was cancelled; the result has nowhere to go
-            report_orphan(lane, job, persona, error, on_orphan)
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            assert persona is not None
-            future.set_result(persona)
-
-    return deliver

@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_DEADLINE",
     "Deadlines",
     "DEFAULT_STREAM_DEADLINE",
+    "cannot_start_error",
     "check_deadline",
     "give_up_error",
     "maintenance_error",
@@ -106,6 +107,33 @@ def give_up_error(
         retryable=True,
         provider=lane,
     )
+
+
+def cannot_start_error(
+    said: RateLimitError | OverloadedError | MaintenanceError,
+    resumes_in: float,
+    left: float,
+    lane: str,
+) -> PersonaError:
+    """A request the lane cannot send before its last start time, failed at once.
+
+    ``said`` is what made the lane cool (429, 503) or pause (455); the lane sends nothing for
+    ``resumes_in`` seconds, and the request must start within ``left``. A cooling lane's error
+    carries ``retry_after``: the whole seconds until the lane sends again.
+    """
+    clone = said.for_request(None, None)
+    if isinstance(clone, (RateLimitError, OverloadedError)):
+        clone.retry_after = float(math.ceil(resumes_in))  # whole seconds, as in a header
+        why = f"the lane sends nothing for another {resumes_in:.3g}s (cooling down)"
+    else:
+        why = f"the lane is paused for maintenance; its next probe is in {resumes_in:.3g}s"
+    clone.message = (
+        f"{said.message}; {why}, after the request's last start in {left:.3g}s: "
+        "it was not sent, and failed at once"
+    )
+    clone.args = (clone.message,)
+    clone.provider = lane
+    return clone
 
 
 def _held_error(held: Hold, lane: str, waited: float) -> PersonaError:

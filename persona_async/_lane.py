@@ -35,13 +35,22 @@ from types import MappingProxyType
 import aiolimiter
 import anyio.abc
 
-from ._deadline import Deadlines, give_up_error, maintenance_error, min_attempt_time
+from ._deadline import (
+    Deadlines,
+    cannot_start_error,
+    give_up_error,
+    maintenance_error,
+    min_attempt_time,
+)
 from ._decoding import interpret
 from ._exceptions import (
     AuthenticationError,
     InsufficientCreditsError,
+    MaintenanceError,
     OutcomeUnknownError,
+    OverloadedError,
     PersonaError,
+    RateLimitError,
 )
 from ._job import Deliver, OnSend, OnSubmitted, _Job
 from ._lanestate import LaneStatus
@@ -115,7 +124,7 @@ class Lane:
         self._status = LaneStatus(provider.name, policy, self._state_changed)
         self._last_success = -math.inf  # when the provider last accepted a request
         # statistics
-        self._sent = 0
+        self._hooks: list[SentHook] = []  # the workers' send hooks: they count what left
         self._succeeded = 0
         self._failed: Counter[str] = Counter()
         self._retries = 0
@@ -134,18 +143,21 @@ class Lane:
         *,
         deadline: float,
         max_retries: int | None = None,
+        body: bytes | None = None,
     ) -> _Job:
         """Queue a validated request; ``deliver`` is called once with its result (never for a
         job a stream abandoned before it was sent).
 
         ``deadline`` (seconds, ``math.inf``: none) bounds it; ``max_retries`` overrides the policy.
+        ``body`` is ``request`` encoded by the lane's provider, if the caller has it already.
         """
         now = self._clock()
         ends = now + deadline
         # _Job's fields in order: request .. on_submitted, submitted, deadline, last_start, ...
         job = _Job(
-            request, self.provider.encode(request), deliver, tag, on_send, on_submitted,
-            now, ends, ends - min_attempt_time(self.provider.timeout, deadline),
+            request, self.provider.encode(request) if body is None else body, deliver, tag,
+            on_send, on_submitted, now, ends,
+            ends - min_attempt_time(self.provider.timeout, deadline),
             self._policy.max_retries if max_retries is None else max_retries,
         )  # fmt: skip
         if (stopped := self._status.stop_error) is not None:
@@ -181,6 +193,35 @@ class Lane:
             self._ready.remove(job)  # a delayed retry stays in its heap, skipped when due
         self._finish(job, None, self._give_up(job))
 
+    @property
+    def limiter(self) -> LaneLimiter:
+        """The lane's rate limiter (a shared one's view of this lane)."""
+        return self._limiter
+
+    def why_unsent(self, job: _Job) -> PersonaError:
+        """Why ``job``, still unsent, has not gone out: the error its deadline would give."""
+        return self._give_up(job)
+
+    def _cannot_start(self, job: _Job, now: float) -> PersonaError | None:
+        """The error a job gets at once when the lane cannot send it before its last start.
+
+        A cooling lane sends nothing before its cooldown ends; a paused lane nothing before its
+        next probe: a request whose last start comes first would only hold its caller until
+        its deadline to fail with the same answer.
+        """
+        status = self._status
+        if status.state is COOLING:
+            resumes = status.cooldown_until
+            said: RateLimitError | OverloadedError | MaintenanceError | None = status.last_429
+        elif status.state is PAUSED:
+            resumes = status.next_probe
+            said = status.last_455
+        else:
+            return None
+        if said is None or resumes <= job.last_start:
+            return None
+        return cannot_start_error(said, resumes - now, job.last_start - now, self.provider.name)
+
     def _give_up(self, job: _Job) -> PersonaError:
         now = self._clock()
         return give_up_error(
@@ -201,6 +242,11 @@ class Lane:
             if isinstance(err, (AuthenticationError, InsufficientCreditsError)):
                 self._stop(err)  # the status query's key is the creates' key
             return
+        if self._status.state is not RUNNING:
+            late = self._cannot_start(job, self._clock())
+            if late is not None:  # paused or cooling past its last start: it fails now
+                self._finish(job, None, late)
+                return
         self._ready.append(job)
         if not (self._park.idle and self._park.wake_one()) or self._status.state is not RUNNING:
             self._deadlines.arm(job)  # it will wait in the queue
@@ -221,7 +267,7 @@ class Lane:
             state=self._status.state,
             in_flight=len(self._in_flight),
             queued=len(self._ready) + len(self._delayed),
-            sent=self._sent,
+            sent=sum(hook.left for hook in self._hooks),
             succeeded=self._succeeded,
             failed=MappingProxyType(dict(self._failed)),
             retries=self._retries,
@@ -267,6 +313,7 @@ class Lane:
 
     async def _worker(self) -> None:
         sent = SentHook(self._limiter)  # this worker's: told when each request leaves
+        self._hooks.append(sent)  # and counts them, for stats()
         hook_sends(sent)
         ready = self._ready
         limiter = self._limiter
@@ -415,7 +462,6 @@ class Lane:
         left = job.deadline - now  # min() is a slow builtin for two floats, per request
         timeout = left if left < provider.timeout else provider.timeout
         job.attempts += 1
-        self._sent += 1
         job.on_wire = True
         job.start = start
         sent.start = start
@@ -574,8 +620,17 @@ class Lane:
             for job in [*self._ready, *(entry[2] for entry in self._delayed)]:
                 job.since_maintenance = None
         if self._status.state is not RUNNING:
-            for job in self._ready:  # they wait now
+            now, waiting = self._clock(), self._ready
+            late = [(job, err) for job in waiting if (err := self._cannot_start(job, now))]
+            if late:  # in place: each worker holds the deque itself
+                failing = {job for job, _ in late}
+                keep = [job for job in waiting if job not in failing]
+                waiting.clear()
+                waiting.extend(keep)
+            for job in waiting:  # they wait now
                 self._arm(job)
+            for job, err in late:  # they cannot go before their last start: they fail now
+                self._finish(job, None, err)
         self._park.wake_all()
 
     def _finish(self, job: _Job, persona: Persona | None, err: PersonaError | None) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal, TypeAlias
+
 import msgspec
 
 from ._exceptions import PersonaError
 
-__all__ = ["Outcome", "Persona", "PersonaRequest"]
+__all__ = ["Created", "Failed", "Outcome", "Persona", "PersonaRequest", "outcome_of"]
 
 
 # gc=False: these hold only strings and numbers, so they cannot be part of a reference cycle;
@@ -53,24 +55,68 @@ class Persona(msgspec.Struct, frozen=True, gc=False):
     provider_task_id: str | None = None
 
 
-class Outcome(msgspec.Struct, frozen=True):
-    """How one request of a batch ended: exactly one of ``persona`` and ``error`` is set.
+class Created(msgspec.Struct, frozen=True):
+    """A request of a batch that made its persona: ``persona`` is set, ``error`` is None.
+
+    ``attempts`` counts the requests actually sent.
+    """
+
+    request: PersonaRequest
+    persona: Persona
+    attempts: int = 0
+
+    @property
+    def ok(self) -> Literal[True]:
+        return True
+
+    @property
+    def error(self) -> None:
+        return None
+
+    @property
+    def provider_task_id(self) -> str | None:
+        """The async-task provider's task id, when a task was submitted."""
+        return self.persona.provider_task_id
+
+
+class Failed(msgspec.Struct, frozen=True):
+    """A request of a batch that made no persona (or none it can name): ``error`` says why,
+    ``persona`` is None.
 
     ``attempts`` counts the requests actually sent (0 when the request failed before sending).
     """
 
     request: PersonaRequest
-    persona: Persona | None = None
-    error: PersonaError | None = None
+    error: PersonaError
     attempts: int = 0
 
     @property
-    def ok(self) -> bool:
-        return self.persona is not None
+    def ok(self) -> Literal[False]:
+        return False
+
+    @property
+    def persona(self) -> None:
+        return None
 
     @property
     def provider_task_id(self) -> str | None:
-        """The async-task provider's task id, when a task was submitted (success or not)."""
-        if self.persona is not None:
-            return self.persona.provider_task_id
-        return self.error.provider_task_id if self.error is not None else None
+        """The async-task provider's task id, when a task was submitted."""
+        return self.error.provider_task_id
+
+
+#: How one request of a batch ended: ``Created`` or ``Failed``. ``outcome.ok``,
+#: ``outcome.persona is not None``, ``outcome.error is None`` and ``isinstance`` each narrow it
+#: for a type checker, so ``outcome.persona.persona_id`` needs no ``assert`` after ``if
+#: outcome.ok:``. Both carry ``request``, ``persona``, ``error``, ``attempts`` and
+#: ``provider_task_id``.
+Outcome: TypeAlias = Created | Failed
+
+
+def outcome_of(
+    request: PersonaRequest, persona: Persona | None, error: PersonaError | None, attempts: int
+) -> Outcome:
+    """The ``Outcome`` of a request that ended with ``persona`` or else ``error``."""
+    if persona is not None:
+        return Created(request, persona, attempts)
+    assert error is not None  # every request ends with one of the two
+    return Failed(request, error, attempts)

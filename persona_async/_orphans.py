@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from ._exceptions import OutcomeUnknownError, PersonaError, _MaybeSent
 from ._job import _Job
-from ._models import Outcome, Persona
+from ._models import Outcome, Persona, outcome_of
 
 __all__ = ["OnOrphan", "report_orphan"]
 
@@ -61,7 +61,7 @@ def report_orphan(
         return  # never sent, or refused: nothing was made
     if hook is not None:
         try:
-            hook(lane, Outcome(request, persona, error, job.attempts))
+            hook(lane, outcome_of(request, persona, error, job.attempts))
         except Exception:
             # The hook is the application's; a bug there must not cost the lane anything.
             logger.exception("lane %s: the on_orphan hook raised", lane)

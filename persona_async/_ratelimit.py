@@ -88,17 +88,21 @@ class SentHook:
     """A lane worker's ``on_sent``: moves its current start to the moment the request leaves.
 
     One per worker, reused for every request it sends: nothing is allocated per request.
+    ``left`` counts the requests that left through it (a connection was open for them: a DNS
+    or connect failure never gets that far).
     """
 
-    __slots__ = ("_sent", "start")
+    __slots__ = ("_sent", "left", "start")
 
     def __init__(self, limiter: LaneLimiter) -> None:
         self._sent = limiter.sent  # bound once
         self.start: Start | None = None  # the request on its way, if any
+        self.left = 0
 
     def __call__(self) -> None:
         start = self.start
         if start is not None:
+            self.left += 1
             self._sent(start)
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ._exceptions import PersonaError
-from ._models import Outcome, Persona, PersonaRequest
+from ._models import Created, Failed, Outcome, Persona, PersonaRequest
 
 if TYPE_CHECKING:
     from ._job import _Job
@@ -135,7 +135,13 @@ class _StreamState:
         self._jobs.pop(seq, None)
         if self._closed:
             return
-        outcome = Outcome(job.request, persona, error, job.attempts)
+        # The two constructors inline (not ``outcome_of``): this runs once per request.
+        outcome: Outcome
+        if persona is not None:
+            outcome = Created(job.request, persona, job.attempts)
+        else:
+            assert error is not None  # every request ends with one of the two
+            outcome = Failed(job.request, error, job.attempts)
         if not self._ordered:
             self._ready.append(outcome)
         elif seq == self._next_seq:

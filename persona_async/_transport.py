@@ -11,6 +11,7 @@ import asyncio
 import contextvars
 import functools
 import logging
+import os
 import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
@@ -84,20 +85,42 @@ def _scrub(exc: BaseException, provider: Provider) -> None:
         exc.args = (exc.request_info, exc.history)
 
 
+#: What a failure to open a connection means, in our words (aiohttp's name the connection
+#: "ssl:default" even for http://, and its class names mean nothing to a user). First match.
+_CONNECT_WORDS: tuple[tuple[type[aiohttp.ClientConnectorError], str], ...] = (
+    (aiohttp.ClientConnectorDNSError, "could not resolve the host name {host}"),
+    (aiohttp.ClientConnectorCertificateError, "the TLS certificate of {host}:{port} was refused"),
+    (aiohttp.ClientConnectorSSLError, "the TLS handshake with {host}:{port} failed"),
+    (aiohttp.ClientConnectorError, "could not connect to {host}:{port}"),
+)
+
+
 def _translate(exc: BaseException, provider: Provider) -> PersonaError:
     _scrub(exc, provider)
     for foreign, ours, sent, retryable in _EXCEPTION_TABLE:
         if isinstance(exc, foreign):
-            what = type(exc).__name__
-            detail = provider.redact(str(exc))[:200]
-            when = "after the request was sent" if sent else "before the request was sent"
-            return ours(
-                f"{what} {when}" + (f": {detail}" if detail else ""),
-                sent=sent,
-                retryable=retryable,
-                provider=provider.name,
-            )
+            if isinstance(exc, aiohttp.ClientConnectorError):
+                message = _connect_failure(exc, provider)
+            else:
+                what = type(exc).__name__
+                detail = provider.redact(str(exc))[:200]
+                when = "after the request was sent" if sent else "before the request was sent"
+                message = f"{what} {when}" + (f": {detail}" if detail else "")
+            return ours(message, sent=sent, retryable=retryable, provider=provider.name)
     raise exc
+
+
+def _connect_failure(exc: aiohttp.ClientConnectorError, provider: Provider) -> str:
+    """``could not connect to host:port (Connection refused): the request was not sent``."""
+    words = next(text for cls, text in _CONNECT_WORDS if isinstance(exc, cls))
+    cause = exc.os_error
+    if isinstance(exc, aiohttp.ClientConnectorDNSError) or not cause.errno or cause.errno < 0:
+        reason = cause.strerror or str(cause)  # the resolver's words
+    else:
+        reason = os.strerror(cause.errno)  # "Connection refused", not asyncio's "Connect call"
+    reason = provider.redact(reason)[:200]
+    said = words.format(host=exc.host, port=exc.port)
+    return f"{said}" + (f" ({reason})" if reason else "") + ": the request was not sent"
 
 
 def excerpt(provider: Provider, body: bytes) -> str:
@@ -180,22 +203,31 @@ async def _read_rest(provider: Provider, resp: aiohttp.ClientResponse, payload: 
     # A reply that did not come in one read: a long one, or one still arriving.
     length = resp.content_length
     if length is not None and length > MAX_BODY_BYTES:
-        raise MalformedResponseError(
-            f"reply of {length} bytes exceeds {MAX_BODY_BYTES}",
-            http_status=resp.status,
-            provider=provider.name,
-            excerpt=excerpt(provider, payload[: EXCERPT_CHARS * 8]),
-        )
+        raise _too_large(
+            provider, resp, f"reply of {length} bytes exceeds {MAX_BODY_BYTES}",
+            payload[: EXCERPT_CHARS * 8],
+        )  # fmt: skip
     while len(payload) <= MAX_BODY_BYTES and not resp.content.at_eof():
         payload += await resp.content.read(MAX_BODY_BYTES + 1 - len(payload))
     if len(payload) > MAX_BODY_BYTES:
-        raise MalformedResponseError(
-            f"reply exceeds {MAX_BODY_BYTES} bytes",
-            http_status=resp.status,
-            provider=provider.name,
-            excerpt=excerpt(provider, payload),
-        )
+        raise _too_large(provider, resp, f"reply exceeds {MAX_BODY_BYTES} bytes", payload)
     return payload
+
+
+def _too_large(
+    provider: Provider, resp: aiohttp.ClientResponse, message: str, payload: bytes
+) -> MalformedResponseError:
+    # A 2xx the client cannot read is the provider taking the request (a provider echoing a
+    # huge description): an unknown outcome, so it is retryable as a lost reply is, and the
+    # lane treats it as one (a resend where duplicates are detected, OutcomeUnknownError else).
+    taken = 200 <= resp.status < 300
+    return MalformedResponseError(
+        message + ("; the provider accepted the request, so a persona may exist" if taken else ""),
+        http_status=resp.status,
+        provider=provider.name,
+        excerpt=excerpt(provider, payload),
+        retryable=taken,
+    )
 
 
 def _timeout(provider: Provider, seconds: float) -> aiohttp.ClientTimeout:

@@ -28,6 +28,10 @@ the key):
   recent start must be a paced interval old, as ``SlidingWindowLimiter`` does locally; a paced
   start refused alone at the configured rate widens every process's pace (uneven arrivals).
 
+* **Identical requests.** The same ``create_persona`` request (same lane, same body) is sent
+  by one process at a time, under a renewed lease, and the persona it made is kept for the
+  client's ``remember_for``: see ``persona_async._redis_sharing``.
+
 What is not shared: ``max_concurrency`` caps each process on its own. Every process sharing a key
 should configure the same ``rate_limit`` and ``rate_period``.
 
@@ -80,8 +84,10 @@ from ._ratelimit import (
     SlidingWindowLimiter,
     Start,
 )
+from ._redis_sharing import DEFAULT_LEASE, RedisFlights
 
 __all__ = [
+    "DEFAULT_LEASE",
     "DEFAULT_PREFIX",
     "DEFAULT_RECHECK",
     "DEFAULT_TIMEOUT",
@@ -321,9 +327,22 @@ class RedisLimiter:
     :param margin: Widens the window by this fraction of ``rate_period``, for network jitter.
     :param timeout: Seconds to connect, and to wait for a reply.
     :param recheck: Seconds after a failure before Redis is tried again.
+    :param lease: Seconds a process owns an identical request's flight without renewing it
+        (renewed every third of it while in flight): how long other processes wait for one
+        that died mid-flight before one of them sends.
     """
 
-    __slots__ = ("_secrets", "_url", "fallback", "margin", "prefix", "recheck", "timeout", "url")
+    __slots__ = (
+        "_secrets",
+        "_url",
+        "fallback",
+        "lease",
+        "margin",
+        "prefix",
+        "recheck",
+        "timeout",
+        "url",
+    )
 
     def __init__(
         self,
@@ -334,6 +353,7 @@ class RedisLimiter:
         margin: float = DEFAULT_WINDOW_MARGIN,
         timeout: float = DEFAULT_TIMEOUT,
         recheck: float = DEFAULT_RECHECK,
+        lease: float = DEFAULT_LEASE,
     ) -> None:
         if not isinstance(url, str):
             raise TypeError(f"RedisLimiter: url must be a string, got {type(url).__name__}")
@@ -352,6 +372,8 @@ class RedisLimiter:
             raise ValueError(f'RedisLimiter: fallback must be None or "local", got {fallback!r}')
         if margin < 0 or not timeout > 0 or recheck < 0:
             raise ValueError("RedisLimiter: margin and recheck must be >= 0 and timeout > 0")
+        if not lease > 0:
+            raise ValueError(f"RedisLimiter: lease must be > 0 seconds, got {lease!r}")
         self._url = url  # holds the password: only ever given to redis-py
         self._secrets = found
         #: The URL with any password replaced by ``***``: safe to log.
@@ -361,6 +383,7 @@ class RedisLimiter:
         self.margin = margin
         self.timeout = timeout
         self.recheck = recheck
+        self.lease = lease
 
     def __repr__(self) -> str:
         return f"RedisLimiter({self.url!r}, prefix={self.prefix!r}, fallback={self.fallback!r})"
@@ -371,6 +394,13 @@ class RedisLimiter:
     def for_lane(self, provider: Provider) -> LaneLimiter:
         """The limiter of one lane (called by the client, once per lane)."""
         return _RedisLane(self, provider)
+
+    def flights_for(self, provider: Provider, limiter: LaneLimiter) -> RedisFlights:
+        """Where one lane's identical requests meet those of other processes (called by the
+        client, once per lane, with the lane's ``for_lane`` limiter, whose connection and
+        outage state they share): see ``persona_async._redis_sharing``."""
+        assert isinstance(limiter, _RedisLane)
+        return RedisFlights(self, provider, limiter.run)
 
     def _connect(self) -> Redis:
         return Redis.from_url(
@@ -409,6 +439,7 @@ class _RedisLane:
         "_provider",
         "_retry_at",
         "_script",
+        "_scripts",
         "_seq",
         "_settled_at",
         "_span_us",
@@ -433,6 +464,7 @@ class _RedisLane:
         self._lock = asyncio.Lock()  # one waiter per process asks Redis; the rest queue FIFO
         self._client: Redis | None = None  # opened on first use, in the lane's event loop
         self._script: AsyncScript | None = None
+        self._scripts: dict[str, AsyncScript] = {}  # other scripts run on this connection
         self._local: SlidingWindowLimiter | None = None  # fallback="local" during an outage
         self._down: RedisUnavailableError | None = None  # the current outage, if any
         self._retry_at = 0.0  # monotonic time when Redis may be tried again
@@ -525,9 +557,31 @@ class _RedisLane:
 
     async def aclose(self) -> None:
         client, self._client, self._script = self._client, None, None
+        self._scripts.clear()
         if client is not None:
             with contextlib.suppress(RedisError, OSError):
                 await client.aclose()
+
+    async def run(self, script: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        """Run another Lua ``script`` on this lane's connection (the flights of identical
+        requests, ``_redis_sharing``), with the limiter's outage handling: while Redis is known
+        to be down (until ``recheck``) it fails at once; a failure is logged once per outage.
+        Raises ``RedisUnavailableError``."""
+        if self._down is not None and time.monotonic() < self._retry_at:
+            raise self._down.for_request(None, None)
+        if self._script is None:
+            self._client = self._owner._connect()
+            self._script = self._client.register_script(_SCRIPT)
+        registered = self._scripts.get(script)
+        if registered is None:
+            assert self._client is not None
+            registered = self._scripts[script] = self._client.register_script(script)
+        try:
+            reply = await registered(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            raise self._outage(exc) from None
+        self._answered()
+        return reply
 
     async def _call(self, mode: str, last: str) -> tuple[bool, int]:
         """Run the script; (admitted, microseconds to wait). Raises RedisUnavailableError."""
@@ -563,6 +617,11 @@ class _RedisLane:
         self._sustained = int(sustained) or None
         period_us = 2 * self._period_us
         self._settled_at = time.monotonic() + max(0, period_us - int(since_us)) / 1e6
+        self._answered()
+        return bool(admitted), int(wait_us)
+
+    def _answered(self) -> None:
+        """Redis answered: an outage, if any, is over."""
         if self._down is not None:
             self._down = None
             logger.info(
@@ -570,7 +629,6 @@ class _RedisLane:
                 self._provider.name,
                 self._owner.url,
             )
-        return bool(admitted), int(wait_us)
 
     def _outage(self, exc: BaseException) -> RedisUnavailableError:
         why = self._owner._describe(exc)

@@ -406,10 +406,11 @@ async def test_validate_says_per_lane_what_a_batch_would_send_and_how_long_it_ta
     def table(output: bytes) -> dict[str, list[str]]:
         return {lane: row for lane, row in summary_rows(output).items() if lane in ("crun", "kie")}
 
-    # lane, kind, to send, settled, time at the limits, limit: 20 at once, then 20 per 10 s.
-    assert table(fresh.stdout)["crun"][2:5] == ["50", "-", "15s"]
+    # lane, kind, to send, settled, time at the limits, limit: 20 at once, the next 20 10 s
+    # later, and so on (50: the last 10 go at 20 s; 30: the last 10 at 10 s).
+    assert table(fresh.stdout)["crun"][2:5] == ["50", "-", "20s"]
     assert table(resumed.stdout)["crun"][2:5] == ["40", "10", "10s"]
-    assert table(resumed.stdout)["kie"][2:5] == ["30", "0", "5s"]
+    assert table(resumed.stdout)["kie"][2:5] == ["30", "0", "10s"]
     assert "at least 10s in all" in resumed.stdout.decode()
 
 

@@ -325,7 +325,7 @@ async def test_a_certificate_the_client_refuses_sends_nothing_and_the_next_run_s
         assert record["error"]["type"] == "ProviderConnectionError"
         # Never sent, so safe to send again: crun has no duplicate detection, and yet the
         # next run sends these.
-        assert record["error"]["retryable"] is True, record
+        assert record["error"]["next_run_retries"] is True, record
     assert fixed.returncode == 0, fixed.stderr
     last = last_records(read_journal(tmp_path / "results.jsonl"))
     assert {r["status"] for r in last.values()} == {"created"}
@@ -492,7 +492,7 @@ async def test_an_unknown_outcome_says_how_to_resend_and_is_counted_and_other_fa
     assert unknown["message"].endswith(
         "; to send it again, run the same command with --resend-unknown"
     )
-    assert unknown["retryable"] is False
+    assert unknown["next_run_retries"] is False
     assert "--resend-unknown" not in refused["message"]
     assert re.search(rb"(^|\n)2 item\(s\) have an unknown outcome", result.stdout), result.stdout
     summary = summary_rows(result.stdout)
@@ -521,6 +521,6 @@ async def test_a_failure_after_sending_says_a_persona_may_exist_and_whether_a_re
     page, cut = errors["MalformedResponseError"], errors["ProviderConnectionError"]
     maybe = "; it may have reached the provider, so a persona may exist"
     assert page["message"].endswith(maybe), page
-    assert page["retryable"] is False
+    assert page["next_run_retries"] is False
     assert cut["message"].endswith(maybe + " (running the same command again settles it)"), cut
-    assert cut["retryable"] is True
+    assert cut["next_run_retries"] is True

@@ -326,3 +326,32 @@ async def test_a_duplicate_line_never_becomes_the_state_of_the_item_it_duplicate
     assert journal.read_bytes() == after_first
     assert invalid[3]["error"]["message"].encode() in checked.stdout
     assert invalid[4]["error"]["message"].encode() in checked.stdout
+
+
+# -- what a record's fields mean ---------------------------------------------------------------
+
+
+async def test_a_refused_key_is_not_retryable_in_the_sdk_but_the_journal_says_the_next_run_retries(
+    tmp_path: Path,
+) -> None:
+    rows = items(2, lanes=("crun",))
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    journal = tmp_path / "results.jsonl"
+    async with fake_provider() as fake:
+        (tmp_path / "persona.toml").write_text(config_text(fake.url, lanes=("crun",)))
+        refused = await run_cli(
+            *batch_args(tmp_path), env=cli_env(CLI_TEST_CRUN_KEY="sk-wrong-key")
+        )
+        first = last_records(read_journal(journal))
+        fixed = await run_cli(*batch_args(tmp_path))
+
+    assert refused.returncode == 1, refused.stderr
+    for record in first.values():
+        assert record["status"] == "failed"
+        # One name, one meaning: the SDK's AuthenticationError.retryable is False (the same
+        # request fails again); the journal's field says the next run sends the item again.
+        assert record["error"]["type"] == "AuthenticationError"
+        assert record["error"]["next_run_retries"] is True
+        assert "retryable" not in record["error"]
+    assert fixed.returncode == 0, fixed.stderr
+    assert {r["status"] for r in last_records(read_journal(journal)).values()} == {"created"}

@@ -61,7 +61,7 @@ def assert_every_persona_is_accounted_for(
                 record["status"] == "failed" and record["error"]["type"] == "OutcomeUnknownError"
             ), record
         elif record["status"] == "failed":  # gave up after a reset and more: the next run
-            assert record["error"]["retryable"], record  # resends it, and a 409 settles it
+            assert record["error"]["next_run_retries"], record  # resends it, and a 409 settles it
         else:
             assert record["status"] in ("created", "exists"), record
     for record in last.values():
@@ -389,11 +389,11 @@ async def test_when_the_grace_period_ends_open_requests_are_recorded_not_left_pe
     waited = interrupted[identity(rows[0])]  # answered 429, its retry not sent
     assert waited["status"] == "failed"
     assert waited["error"]["type"] == "Interrupted"
-    assert waited["error"]["retryable"]
+    assert waited["error"]["next_run_retries"]
     cut = [r for r in interrupted.values() if r["status"] == "failed" and r["provider"] == "kie"]
     assert cut, interrupted  # on the wire when the grace period ended: outcome unknown
     assert all(r["error"]["type"] == "OutcomeUnknownError" for r in cut)
-    assert all(r["error"]["retryable"] for r in cut), "the family may resend them safely"
+    assert all(r["error"]["next_run_retries"] for r in cut), "the family may resend them safely"
     assert resumed.returncode == 0, resumed.stdout
     final = last_records(read_journal(journal))
     assert {r["status"] for r in final.values()} <= {"created", "exists"}

@@ -85,7 +85,7 @@ async def test_a_not_finished_song_fails_retryably_and_a_rerun_sends_it_again(
     (record,) = after_first.values()
     assert record["status"] == "failed"
     assert record["error"]["type"] == "SourceNotReadyError"
-    assert record["error"]["retryable"] is True
+    assert record["error"]["next_run_retries"] is True
     assert second.returncode == 0, second.stderr
     (record,) = last_records(read_journal(tmp_path / "results.jsonl")).values()
     assert record["status"] == "created"

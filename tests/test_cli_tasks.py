@@ -129,7 +129,7 @@ async def test_task_outliving_the_deadline_is_polled_again_by_the_next_run(tmp_p
     for record in timed_out.values():
         assert record["status"] == "failed"
         assert record["error"]["type"] == "ProviderTimeoutError"
-        assert record["error"]["retryable"] is True
+        assert record["error"]["next_run_retries"] is True
         assert record["provider_task_id"] in record["error"]["message"]
     assert second.returncode == 0, second.stderr
     assert submits(fake) == Counter()
@@ -157,7 +157,8 @@ async def test_a_task_the_provider_failed_is_final_the_next_run_neither_polls_no
     assert failed["status"] == "failed"
     assert failed["error"]["type"] == "GenerationFailedError"
     assert failed["provider_task_id"] in set(fake.tasks)
-    assert failed["error"]["retryable"] is False  # the task is over: its id will not change that
+    # The task is over: its id will not change that.
+    assert failed["error"]["next_run_retries"] is False
     assert second.returncode == 1, second.stderr  # the failure stands
     assert fake.requests == []  # nothing polled, nothing submitted
     last = last_records(read_journal(journal))

@@ -17,6 +17,8 @@ import pytest
 from _support import FAST_RETRY, crun, req
 
 from persona_async import (
+    Created,
+    Failed,
     InvalidRequestError,
     Outcome,
     OutcomeStream,
@@ -312,3 +314,18 @@ async def test_closing_the_client_under_a_running_stream_ends_it_with_outcomes()
     # The two on the wire may have made personas; the four queued were never sent.
     errors = sorted(type(o.error).__name__ for o in received)
     assert errors == ["OutcomeUnknownError"] * 2 + ["PersonaError"] * 4
+
+
+async def test_an_outcome_is_created_with_a_persona_or_failed_with_an_error(
+    fake: FakeProvider,
+) -> None:
+    async with PersonaClient([crun(fake)], retry=FAST_RETRY) as client:
+        outcomes = [o async for o in client.create_many([req(0), req(1, name="")], ordered=True)]
+    created, failed = outcomes
+    assert isinstance(created, Created)
+    assert isinstance(created, Outcome)
+    assert (created.ok, created.error, created.attempts) == (True, None, 1)
+    assert created.persona.persona_id in fake.personas
+    assert isinstance(failed, Failed)
+    assert (failed.ok, failed.persona, failed.attempts) == (False, None, 0)
+    assert isinstance(failed.error, InvalidRequestError)

@@ -155,6 +155,65 @@ async def test_a_cooldown_longer_than_the_deadline_fails_queued_calls_with_the_4
     assert min(elapsed for _, elapsed in errors) < 0.5
 
 
+async def test_a_call_arriving_in_a_lane_cooling_past_its_deadline_fails_at_once(
+    fake: FakeProvider,
+) -> None:
+    fake.inject(Fault.http(429, retry_after=20))
+    async with client(crun(fake)) as c:
+        await timed_failure(c, req(1), deadline=1.0)  # the 429: the lane cools for 20 s
+        err, elapsed = await timed_failure(c, req(2), deadline=7.5)  # a web handler's call
+        stats = c.stats()["crun"]
+    assert type(err) is RateLimitError
+    assert elapsed < 0.3  # not the 7.5 s its deadline would have allowed
+    assert err.retry_after == 20  # the whole seconds until the lane sends again
+    assert "failed at once" in err.message
+    assert (err.task_id, err.attempts) == ("task-2", 0)
+    assert fake.request_count == 1
+    assert stats.failed["RateLimitError"] == 2
+
+
+async def test_calls_queued_when_the_lane_starts_cooling_past_their_deadline_fail_at_once(
+    fake: FakeProvider,
+) -> None:
+    fake.inject(Fault.http(429, retry_after=20).later(0.2))
+    async with client(crun(fake, max_concurrency=1)) as c, anyio.create_task_group() as tg:
+        errors: list[Any] = []
+
+        async def call(i: int) -> None:
+            errors.append(await timed_failure(c, req(i), deadline=5.0))
+
+        tg.start_soon(call, 1)  # on the wire for 0.2 s, then the 429: cooling for 20 s
+        await anyio.sleep(0.05)
+        tg.start_soon(call, 2)  # queued behind it
+        tg.start_soon(call, 3)
+    assert fake.request_count == 1
+    assert [type(err) for err, _ in errors] == [RateLimitError] * 3
+    assert max(elapsed for _, elapsed in errors) < 0.2 + SLACK  # not their 5 s deadline
+
+
+async def test_calls_in_a_lane_paused_past_their_last_start_fail_at_once(
+    fake: FakeProvider,
+) -> None:
+    fake.maintenance(60.0)
+    async with client(crun(fake), backoff_initial=10.0, backoff_max=30.0) as c:
+        await timed_failure(c, req(1), deadline=0.5)  # the 455: next probe in 10 s
+        err, elapsed = await timed_failure(c, req(2), deadline=5.0)
+    assert type(err) is MaintenanceError
+    assert elapsed < 0.3
+    assert "next probe" in err.message
+    assert fake.request_count == 1
+
+
+async def test_a_cooldown_the_call_can_wait_out_is_waited_out(fake: FakeProvider) -> None:
+    fake.inject(Fault.http(429, retry_after=1))
+    async with client(crun(fake)) as c:
+        await timed_failure(c, req(1), deadline=0.5)  # the 429: the lane cools for 1 s
+        started = time.monotonic()
+        persona = await c.create_persona(req(2), deadline=5.0)
+    assert persona.persona_id in fake.personas
+    assert time.monotonic() - started >= 0.5  # it waited for the lane, then went
+
+
 # -- attempts that could not finish are not started --------------------------------------------
 
 
@@ -248,7 +307,8 @@ async def test_create_persona_defaults_to_a_web_handlers_30_seconds(fake: FakePr
         err, elapsed = await timed_failure(c, req(1))
         assert type(err) is RateLimitError
         assert elapsed < 0.5
-        fake.inject(Fault.http(429, retry_after=20))
+    fake.inject(Fault.http(429, retry_after=20))
+    async with client(crun(fake), retry_after_max=120.0) as c:  # a lane not cooling yet
         with anyio.move_on_after(0.5) as waiting:
             await c.create_persona(req(2))  # waits out the 20 s cooldown
     assert waiting.cancelled_caught

@@ -1,17 +1,25 @@
-"""examples/fastapi_app.py, served in process (httpx's ASGI transport, the app's own lifespan)
-against the fake provider: a persona, a 503 with Retry-After, a refused request."""
+"""examples/fastapi_app.py against the fake provider, served in process (httpx's ASGI transport,
+the app's own lifespan): a persona, 503s with Retry-After, a refused request; and under a real
+uvicorn process with a real HTTP client that hangs up (its timeout)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.util
+import os
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import httpx
 import pytest
+from _support import free_port
 
 from persona_async.testing import FakeProvider, Fault
 
@@ -88,3 +96,78 @@ async def test_a_request_breaking_a_rule_is_a_422_naming_the_field_and_nothing_i
     assert response.status_code == 422
     assert response.json()["field"] == "name"
     assert fake.request_count == 0
+
+
+async def test_a_request_the_queue_could_not_send_in_time_is_a_503_with_retry_after(
+    fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRUN_API_KEY", fake.api_key)
+    monkeypatch.setenv("CRUN_BASE_URL", fake.url)
+    module = load_example()
+    app: Any = module.create_app(lambda: [module.CrunProvider(max_concurrency=1)], deadline=0.6)
+    fake.inject(Fault.slow(1.5))  # holds the lane's one connection
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+            first = asyncio.ensure_future(http.post("/personas", json=BODY))
+            await asyncio.sleep(0.1)
+            queued = await http.post("/personas", json={**BODY, "audio_id": "clip_other"})
+            await first
+    assert queued.status_code == 503
+    assert queued.headers["Retry-After"] == "5"
+    assert queued.json()["error"] == "ProviderTimeoutError"
+    assert fake.request_count == 1  # the queued one was never sent
+
+
+# -- under a real uvicorn, with a real client that hangs up ------------------------------------
+
+
+@contextlib.contextmanager
+def uvicorn_serving(fake: FakeProvider, log: Path) -> Iterator[str]:
+    """``uvicorn examples.fastapi_app:app`` in its own process, as the README runs it."""
+    port = free_port()
+    env = {**os.environ, "CRUN_API_KEY": fake.api_key, "CRUN_BASE_URL": fake.url}
+    command = [sys.executable, "-m", "uvicorn", "examples.fastapi_app:app", "--port", str(port)]
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(command, cwd=EXAMPLE.parent.parent, env=env, stderr=sink)
+    try:
+        deadline = time.monotonic() + 20
+        while "Application startup complete" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+
+
+async def test_under_uvicorn_a_hang_up_after_sending_goes_to_on_orphan_and_a_retry_gets_it(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    fake.latency = 1.5
+    log = tmp_path / "uvicorn.log"
+    with uvicorn_serving(fake, log) as url:
+        async with httpx.AsyncClient(base_url=url) as http:
+            with pytest.raises(httpx.ReadTimeout):  # the client gives up: it hangs up
+                await http.post("/personas", json=BODY, timeout=0.5)
+            await asyncio.sleep(1.5)  # the provider answers; nobody is there to read it
+            [persona_id] = fake.personas
+            assert f"orphan on crun: clip_abc -> {persona_id}" in log.read_text()
+            retried = await http.post("/personas", json=BODY, timeout=10)
+    assert retried.status_code == 201
+    assert retried.json()["persona_id"] == persona_id  # the one made for nobody
+    assert fake.request_count == 1
+
+
+async def test_under_uvicorn_a_hang_up_while_queued_sends_nothing(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    fake.maintenance(60.0)  # the first request gets 455: the lane pauses, the call waits
+    with uvicorn_serving(fake, tmp_path / "uvicorn.log") as url:
+        async with httpx.AsyncClient(base_url=url) as http:
+            with pytest.raises(httpx.ReadTimeout):
+                await http.post("/personas", json=BODY, timeout=0.5)
+            fake.end_maintenance()
+            await asyncio.sleep(1.0)  # the lane's next probe would have sent it by now
+    assert fake.request_count == 1  # the 455 only: the call left, its request never went

@@ -285,7 +285,9 @@ def test_a_journal_that_cannot_be_opened_or_read_is_an_error_naming_it(tmp_path:
     missing = tmp_path / "no-such-dir" / "results.jsonl"
     with pytest.raises(JournalError) as refused:
         _journal(missing)
-    assert str(refused.value) == f"{missing}: cannot open the journal: No such file or directory"
+    assert str(refused.value) == (
+        f"{missing}: cannot create the journal: the directory {missing.parent} does not exist"
+    )
     assert read_resume(str(missing)).states == {}  # nothing earlier
     with pytest.raises(JournalError) as refused:
         read_resume(str(tmp_path))  # a directory
@@ -352,19 +354,19 @@ def test_outcome_submitted_and_invalid_records_carry_what_the_reader_and_the_nex
         {**common, "provider": "crun", "task_id": "task-3", "audio_id": "clip-3",
          "status": "failed", "attempts": 1, "line": 3, "provider_task_id": "t-3",
          "error": {"type": "RateLimitError", "code": 429, "message": "slow down",
-                   "retryable": True, "field": None}},
+                   "next_run_retries": True, "field": None}},
         {**common, "provider": "crun", "task_id": "task-4", "audio_id": "clip-4",
          "status": "invalid", "line": 4,
          "error": {"type": "InvalidRequestError", "code": None, "message": "name: too long",
-                   "retryable": False, "field": "name"}},
+                   "next_run_retries": False, "field": "name"}},
         {**common, "provider": None, "task_id": None, "audio_id": None, "status": "invalid",
          "line": 5, "error": {"type": "InvalidRequestError", "code": None,
-                              "message": "not a JSON object", "retryable": False,
+                              "message": "not a JSON object", "next_run_retries": False,
                               "field": None}},
         {**common, "id": "row-6", "provider": None, "task_id": None, "audio_id": None,
          "status": "invalid", "line": 6, "error": {"type": "InvalidRequestError", "code": None,
                                                    "message": "name: empty",
-                                                   "retryable": False, "field": "name"}},
+                                                   "next_run_retries": False, "field": "name"}},
     ]  # fmt: skip
     resume = read_resume(str(path))
     assert resume.records == 6
@@ -390,6 +392,13 @@ _RESUME_RULES = [
       "attempts": 1}, State.UNKNOWN, False, False, True),
     ({"status": "failed", "error": {"type": "InvalidRequestError", "retryable": False},
       "attempts": 1}, State.FAILED, False, False, False),
+    # The same rules under the field's name since issue 21 (the rows above are older journals).
+    ({"status": "failed", "error": {"type": "RateLimitError", "next_run_retries": True},
+      "attempts": 0}, State.RETRY, True, True, True),
+    ({"status": "failed", "error": {"type": "ServerError", "next_run_retries": True},
+      "attempts": 2}, State.RETRY_SENT, True, True, True),
+    ({"status": "failed", "error": {"type": "OutcomeUnknownError", "next_run_retries": False},
+      "attempts": 1}, State.UNKNOWN, False, False, True),
     ({"status": "failed", "error": None, "attempts": 1}, State.FAILED, False, False, False),
 ]  # fmt: skip
 
@@ -397,7 +406,11 @@ _RESUME_RULES = [
 @pytest.mark.parametrize(
     ("last", "state", "crun", "kie", "resend"),
     _RESUME_RULES,
-    ids=[f"{rule[0]['status']} {rule[1].name}" for rule in _RESUME_RULES],
+    ids=[
+        f"{rule[0]['status']} {rule[1].name}"
+        + (" (old journal)" if "retryable" in (rule[0].get("error") or {}) else "")
+        for rule in _RESUME_RULES
+    ],
 )
 def test_the_last_record_of_an_item_decides_whether_the_next_run_sends_it(
     tmp_path: Path, last: dict, state: State, crun: bool, kie: bool, resend: bool
@@ -638,7 +651,7 @@ async def test_a_409_is_put_down_to_an_earlier_run_only_for_an_item_that_run_may
         "may have created this persona"
     )
     for record in last.values():  # settled: one attempt, nothing to send again
-        assert (record["attempts"], record["error"]["retryable"]) == (1, False)
+        assert (record["attempts"], record["error"]["next_run_retries"]) == (1, False)
     # The summary counts them: 0 created, 4 exists, 0 failed, 0 invalid.
     assert re.search(rb"^kie +kie +0 +4 +0 +0 ", result.stdout, re.M), result.stdout
 
@@ -709,7 +722,7 @@ async def test_a_crun_item_left_in_flight_is_not_sent_again_and_its_record_says_
     records = read_journal(journal)[len(rows) :]
     assert [(record["status"], record["attempts"]) for record in records] == [("failed", 0)] * 2
     assert records[0]["error"] == {
-        "type": "OutcomeUnknownError", "code": None, "retryable": False, "field": None,
+        "type": "OutcomeUnknownError", "code": None, "next_run_retries": False, "field": None,
         "message": "an earlier run sent this request and stopped before its outcome was "
         "recorded; a persona may or may not exist. crun documents no duplicate detection, so "
         "it was not sent again: check the provider's dashboard for a persona of audio_id "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -86,3 +87,21 @@ async def test_every_runnable_snippet_runs_against_the_fake_provider(
         assert fake.personas
         printed = done.stdout.decode()
         assert any(persona_id in printed for persona_id in fake.personas)
+
+
+def test_every_snippet_passes_mypy_strict(tmp_path: Path) -> None:
+    # A typed user pastes these too: each must type-check as it stands, with no `assert` or
+    # cast added (issue 21: `if outcome.ok:` must narrow `outcome.persona`).
+    files = [str(EXAMPLE)]  # the FastAPI snippet is an excerpt of it (checked above)
+    for line, source in SNIPPETS:
+        if "FastAPI(lifespan" in source:
+            continue
+        path = tmp_path / f"readme_line{line}.py"
+        path.write_text(source, encoding="utf-8")
+        files.append(str(path))
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental",
+         "--cache-dir", str(tmp_path / ".mypy_cache"), *files],
+        capture_output=True, check=False, cwd=tmp_path, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -150,7 +150,8 @@ async def test_many_requests_for_one_finished_task_cost_one_status_query(
 ) -> None:
     fake.songs.add("task_1", clips={f"clip_{i}": 120.0 for i in range(20)})
     requests = [req(audio=f"clip_{i}") for i in range(20)]
-    async with PersonaClient([waiting(CrunProvider, fake)]) as client:
+    # remember_for=0: the later request is sent (not answered with the persona already made).
+    async with PersonaClient([waiting(CrunProvider, fake)], remember_for=0) as client:
         outcomes = [o async for o in client.create_many(requests)]
         # A later request for the same task is served from the lane's memory.
         await client.create_persona(req(audio="clip_3"))

@@ -23,6 +23,7 @@ from persona_async import (
     CrunProvider,
     KieProvider,
     MalformedResponseError,
+    OutcomeUnknownError,
     PersonaClient,
     PersonaError,
     PersonaRequest,
@@ -111,15 +112,23 @@ async def test_a_reply_timeout_says_so_in_plain_words(fake: FakeProvider) -> Non
 
 # -- replies too large --------------------------------------------------------------------------
 
+#: What a 2xx reply too large to read adds: the provider took the request.
+TAKEN = "; the provider accepted the request, so a persona may exist"
+
 
 async def test_a_reply_announcing_too_many_bytes_is_refused_by_its_length(
     fake: FakeProvider,
 ) -> None:
     size = MAX_BODY_BYTES + 10
     fake.inject(Fault.body(b'{"code": 200, "pad": "' + b"x" * (size - 24) + b'"}'))
-    err = await error_of(CrunProvider(api_key=fake.api_key, base_url=fake.url, rate_limit=None))
+    unknown = await error_of(
+        CrunProvider(api_key=fake.api_key, base_url=fake.url, rate_limit=None)
+    )
+    # A 2xx too large to read: the provider took the request, so crun's outcome is unknown.
+    assert type(unknown) is OutcomeUnknownError
+    err = unknown.__cause__
     assert type(err) is MalformedResponseError
-    assert err.message == f"reply of {size} bytes exceeds {MAX_BODY_BYTES}"
+    assert err.message == f"reply of {size} bytes exceeds {MAX_BODY_BYTES}" + TAKEN
     assert err.excerpt.startswith('{"code": 200, "pad": "xxx')
 
 
@@ -139,9 +148,11 @@ async def test_a_reply_that_never_ends_is_cut_at_the_size_limit_not_read_until_t
     async with raw_server(endless) as url:
         provider = CrunProvider(api_key=KEY, base_url=url, rate_limit=None, timeout=10.0)
         started = time.monotonic()
-        err = await error_of(provider)
+        unknown = await error_of(provider)
+    err = unknown.__cause__
+    assert type(unknown) is OutcomeUnknownError
     assert type(err) is MalformedResponseError
-    assert err.message == f"reply exceeds {MAX_BODY_BYTES} bytes"
+    assert err.message == f"reply exceeds {MAX_BODY_BYTES} bytes" + TAKEN
     assert err.provider == provider.name
     assert time.monotonic() - started < 5.0
 
@@ -164,9 +175,11 @@ async def test_a_reply_one_byte_over_the_limit_is_refused_even_when_that_byte_co
         writer.close()
 
     async with raw_server(late_byte) as url:
-        err = await error_of(CrunProvider(api_key=KEY, base_url=url, rate_limit=None))
+        unknown = await error_of(CrunProvider(api_key=KEY, base_url=url, rate_limit=None))
+    assert type(unknown) is OutcomeUnknownError
+    err = unknown.__cause__
     assert type(err) is MalformedResponseError
-    assert err.message == f"reply exceeds {MAX_BODY_BYTES} bytes"
+    assert err.message == f"reply exceeds {MAX_BODY_BYTES} bytes" + TAKEN
 
 
 # -- what a bad reply's error names --------------------------------------------------------------

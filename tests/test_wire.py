@@ -322,7 +322,8 @@ async def test_family_second_persona_for_one_audio_is_exists_not_ambiguous(
     fake: FakeProvider,
 ) -> None:
     provider = make(KieProvider, fake)
-    async with PersonaClient([provider], max_retries=0) as c:
+    # remember_for=0: the client would otherwise answer the same request from its memory.
+    async with PersonaClient([provider], max_retries=0, remember_for=0) as c:
         await c.create_persona(MINIMAL)
         with pytest.raises(PersonaExistsError) as info:
             await c.create_persona(MINIMAL)
@@ -332,7 +333,8 @@ async def test_family_second_persona_for_one_audio_is_exists_not_ambiguous(
 
 
 async def test_crun_makes_a_new_persona_for_every_create(fake: FakeProvider) -> None:
-    async with PersonaClient([make(CrunProvider, fake)]) as c:
+    # remember_for=0: the client would otherwise answer the same request from its memory.
+    async with PersonaClient([make(CrunProvider, fake)], remember_for=0) as c:
         first = await c.create_persona(MINIMAL)
         second = await c.create_persona(MINIMAL)
     assert first.persona_id != second.persona_id

@@ -55,16 +55,19 @@ from .._exceptions import (
 from .._lane import LaneStats
 from .._models import Outcome, PersonaRequest
 from .._providers import Provider
+from ._exists import name_existing
 from ._gate import Gate, Interrupted
-from ._input import Input, Invalid, Item, duplicate
+from ._input import Input, InputError, Invalid, Item, duplicate
 from ._journal import ErrorInfo, Journal, JournalWriteError, State, sent_again
 from ._pipe import threaded
 from ._progress import Progress, Terminal
+from ._report import Report, journal_error
 from ._summary import Tally, render_summary
 
 __all__ = [
     "DEFAULT_GRACE",
     "EXIT_FAILED",
+    "EXIT_INPUT",
     "EXIT_INTERRUPTED",
     "EXIT_JOURNAL",
     "EXIT_OK",
@@ -75,6 +78,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 #: The journal could not be written (at start, or mid-run: disk full, I/O error, removed).
 EXIT_JOURNAL = 2
+#: The input failed while being read (an I/O error, a terminal that hung up).
+EXIT_INPUT = 2
 EXIT_INTERRUPTED = 130
 #: Seconds the first Ctrl-C waits for requests on the wire before giving up on them.
 DEFAULT_GRACE = 30.0
@@ -85,6 +90,8 @@ _TICK = 0.2
 # While stopping: how often to look whether requests are still on the wire.
 _POLL = 0.05
 _SETTLE = 0.01
+# Invalid lines the summary names (the journal and ``validate`` have them all).
+_INVALID_SHOWN = 3
 # After closing the client at the end of the grace period: how long its last outcomes may take
 # to come out before the run stops without them (their records then stay pending).
 _DRAIN = 2.0
@@ -151,6 +158,8 @@ class Batch:
         self._stop_then = ""
         self._stop_said = False
         self._stats: Mapping[str, LaneStats] = {}
+        self._unreadable: InputError | None = None  # the input failed mid-read
+        self._invalid_shown: list[Invalid] = []  # the first invalid lines, for the summary
         self._client: PersonaClient | None = None
         self._total = entries.count() if self._terminal.live or on_progress else None
         self._progress = Progress(self.tally, self._total, self._lane_stats,
@@ -163,6 +172,7 @@ class Batch:
         loop = asyncio.get_running_loop()
         installed = self._install_signals(loop)
         started = time.monotonic()
+        journal_start = self._journal.size  # this run's records come after it
         self._terminal.show(self._progress.line)
         try:
             async with PersonaClient(
@@ -184,6 +194,8 @@ class Batch:
                     tg.cancel_scope.cancel()
                 if self._stopping:  # the run ended before the watcher could say so
                     self._say_stopping(0)
+            if self.tally.exists_no_id and not self._aborted:
+                self.tally.exists_no_id -= await name_existing(self._journal, journal_start)
         finally:
             for signum in installed:
                 loop.remove_signal_handler(signum)
@@ -192,55 +204,52 @@ class Batch:
         return self._finish(time.monotonic() - started)
 
     def _finish(self, elapsed: float) -> int:
-        notes = []
         cut_off = sum(1 for item in self._pulled.values() if item.sent)
-        if self._aborted and cut_off:
-            notes.append(
-                f"aborted with {cut_off} request(s) in flight: their records stay 'pending'. "
-                "On resume the sunoapi.org family sends them again (a 409 then reads 'exists'); "
-                "crun reports them as OutcomeUnknownError unless you pass --resend-unknown."
-            )
-        if self._stopping:
-            notes.append(self._not_sent_note())
-        unknown = self.tally.unknown + self.tally.skipped["unknown"]
-        if unknown:
-            notes.append(
-                f"{unknown} item(s) have an unknown outcome (OutcomeUnknownError): a persona may "
-                "or may not exist. Check the provider's dashboard for their audio ids (in the "
-                "journal); to send them again, run the same command with --resend-unknown."
-            )
-        if self._signalled:
-            notes.append("interrupted: run the same command again to continue.")
-        summary = render_summary(
-            self.tally, self._stats, elapsed=elapsed, journal=self._journal_label, notes=notes
+        not_sent, rest_uncounted = self._not_sent() if self._stopping else (0, False)
+        report = Report(
+            self.tally,
+            self._entries.name,
+            self._entries.format,
+            lines_read=self._lines_read,
+            aborted_in_flight=cut_off if self._aborted else 0,
+            stopped=self._stopping,
+            not_sent=not_sent,
+            rest_uncounted=rest_uncounted,
+            signalled=self._signalled,
+            unreadable=self._unreadable,
+            invalid_shown=self._invalid_shown,
         )
+        summary = render_summary(
+            self.tally, self._stats, elapsed=elapsed, journal=self._journal_label,
+            notes=report.notes(),
+        )  # fmt: skip
         self._terminal.say(summary)
+        if (said := report.input_error()) is not None:
+            self._terminal.say(said, self._err)
         failed = self._journal.failed
         if failed is not None:
-            lost = self._journal.lost
             self._terminal.say(
-                f"persona-async: error: the journal {self._journal.path} could not be written: "
-                f"{failed.strerror or failed}"
-                + (f" ({lost} record(s) lost)" if lost else "")
-                + "; it is whole up to there. Fix that (free space, another disk: move the "
-                "journal there and point --out at it), then run the same command to continue.",
-                self._err,
+                journal_error(self._journal.path, failed, self._journal.lost), self._err
             )
             return EXIT_JOURNAL
         if self._signalled:
             return EXIT_INTERRUPTED
+        if self._unreadable is not None:
+            return EXIT_INPUT
         return EXIT_OK if self.tally.all_succeeded else EXIT_FAILED
 
-    def _not_sent_note(self) -> str:
-        """How many items of the input this run left unsent, read or not."""
+    def _not_sent(self) -> tuple[int, bool]:
+        """How many items of the input this run left unsent, read or not, and True when the
+        rest of the input cannot be counted (stdin)."""
         not_sent = sum(t.not_sent for t in self.tally.lanes.values())
-        not_sent += sum(1 for item in self._pulled.values() if not item.sent)
+        not_sent += sum(
+            1
+            for item in self._pulled.values()
+            if not item.sent and item.request.provider_task_id is None  # a task is polled
+        )
         total = self._total if self._total is not None else self._entries.count()
-        if total is None:  # stdin: the rest cannot be counted
-            return (
-                f"{not_sent} item(s) read were not sent and the rest of the input was not "
-                "read, because the run stopped."
-            )
+        if total is None:
+            return not_sent, True
         # The rest of the input, not parsed (that could take long): its lines, less the items
         # and lines the journal already settles.
         resume = self._journal.resume
@@ -248,8 +257,7 @@ class Batch:
         settled = resume.settled_unread() + sum(
             1 for line in resume.invalid_lines if line > self._last_line
         )
-        not_sent += max(unread - settled, 0)
-        return f"{not_sent} item(s) were not sent because the run stopped."
+        return not_sent + max(unread - settled, 0), False
 
     async def _tick(self) -> None:
         while True:
@@ -273,6 +281,15 @@ class Batch:
     # -- reading: what to send ------------------------------------------------------------------
 
     async def _requests(self) -> AsyncIterator[PersonaRequest]:
+        """The items to send; a read error ends them, as the end of the input would: what was
+        read is sent, and ``_finish`` says where reading stopped."""
+        try:
+            async for request in self._read_requests():
+                yield request
+        except InputError as exc:  # a read error, or stdin in UTF-16
+            self._unreadable = exc
+
+    async def _read_requests(self) -> AsyncIterator[PersonaRequest]:
         lines = self._entries.blocking_lines
         if lines is None:  # a file: its reads return at once
             for entry in self._reading:
@@ -316,6 +333,7 @@ class Batch:
             task_id = resume.task_ids.get(item.key)
             if task_id is not None:  # submitted by an earlier run: poll it, never resubmit
                 item.request = msgspec.structs.replace(item.request, provider_task_id=task_id)
+                self._polling(item)
             return True
         if state is State.DONE:
             tally.skipped["done"] += 1
@@ -365,6 +383,8 @@ class Batch:
             return
         self._journal.invalid(entry)
         self.tally.lane(entry.provider).invalid += 1
+        if len(self._invalid_shown) < _INVALID_SHOWN:
+            self._invalid_shown.append(entry)
 
     # -- sending and outcomes -------------------------------------------------------------------
 
@@ -378,7 +398,13 @@ class Batch:
         return self._durable(item)
 
     def _submitted(self, request: PersonaRequest, provider_task_id: str) -> None:
-        self._journal.submitted(self._pulled[id(request)], provider_task_id)
+        item = self._pulled[id(request)]
+        self._journal.submitted(item, provider_task_id)
+        self._polling(item)
+
+    def _polling(self, item: Item) -> None:
+        item.polled = True
+        self.tally.tasks_running += 1
 
     async def _durable(self, item: Item) -> None:
         try:
@@ -396,6 +422,8 @@ class Batch:
 
     def _settle(self, outcome: Outcome) -> None:
         item = self._pulled.pop(id(outcome.request))
+        if item.polled:
+            self.tally.tasks_running -= 1
         lane = self.tally.lane(item.lane)
         persona, err = outcome.persona, outcome.error
         attempts = outcome.attempts
@@ -405,7 +433,14 @@ class Batch:
                 provider_task_id=persona.provider_task_id,
             )  # fmt: skip
             lane.created += 1
-        elif isinstance(err, Interrupted) or (self._closing and type(err) is PersonaError):
+        elif self._stopped_before_answer(err) and (
+            outcome.provider_task_id or item.request.provider_task_id
+        ):
+            # Submitted to an async-task provider: the task runs there whatever this run does,
+            # and its last record (``submitted``) makes the next run poll it, never resubmit.
+            lane.running += 1
+            return
+        elif self._stopped_before_answer(err):
             lane.not_sent += 1
             if item.sent:  # its pending record must not outlive it: nothing is on the wire
                 self._journal.outcome(item, "failed", error=_NOT_SENT_AGAIN, attempts=attempts)
@@ -419,6 +454,7 @@ class Batch:
                 )
             self._journal.outcome(item, "exists", error=info, attempts=attempts)
             lane.exists += 1
+            self.tally.exists_no_id += 1  # until the journal names it (``name_existing``)
         elif isinstance(err, InvalidRequestError) and not attempts:
             self._invalid(
                 Invalid(
@@ -435,13 +471,13 @@ class Batch:
             return
         else:
             assert err is not None
-            info = self._info(err, self._retryable(err, item, attempts))
-            if isinstance(err, OutcomeUnknownError) and not info.retryable:
+            info = self._info(err, self._next_run_retries(err, item, attempts))
+            if isinstance(err, OutcomeUnknownError) and not info.next_run_retries:
                 info.message += "; to send it again, run the same command with --resend-unknown"
                 self.tally.unknown += 1
             elif isinstance(err, _MaybeSent) and err.sent:  # lost after sending
                 info.message += "; it may have reached the provider, so a persona may exist" + (
-                    " (running the same command again settles it)" if info.retryable else ""
+                    " (running the same command again settles it)" if info.next_run_retries else ""
                 )
             self._journal.outcome(
                 item, "failed", error=info, attempts=attempts,
@@ -452,8 +488,14 @@ class Batch:
         if attempts:
             self.tally.answered += 1
 
-    def _retryable(self, err: PersonaError, item: Item, attempts: int) -> bool:
-        """Whether the next run sends the item again (the journal's ``retryable``)."""
+    def _stopped_before_answer(self, err: PersonaError | None) -> bool:
+        """``err`` says only that this run stopped before the request was sent (again) or its
+        task answered."""
+        return isinstance(err, Interrupted) or (self._closing and type(err) is PersonaError)
+
+    def _next_run_retries(self, err: PersonaError, item: Item, attempts: int) -> bool:
+        """Whether the next run sends the item again, or polls its task (the journal's
+        ``next_run_retries``)."""
         if isinstance(err, OutcomeUnknownError):
             return self._resends(item.lane)  # a resend can only come back as 409 there
         if err.retryable or isinstance(err, _ACCOUNT_WIDE):
@@ -464,11 +506,11 @@ class Batch:
             return True  # this attempt never left (the deadline passed, TLS refused): harmless
         return attempts == 0 and not item.sent  # never reached the provider
 
-    def _info(self, err: PersonaError, retryable: bool) -> ErrorInfo:
+    def _info(self, err: PersonaError, next_run_retries: bool) -> ErrorInfo:
         message = err.message
         for provider in self._providers.values():
             message = provider.redact(message)
-        return ErrorInfo(type(err).__name__, err.code, message, retryable)
+        return ErrorInfo(type(err).__name__, err.code, message, next_run_retries)
 
     # -- stopping -------------------------------------------------------------------------------
 

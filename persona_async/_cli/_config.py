@@ -213,6 +213,8 @@ def load_config(path: str) -> Config:
     lanes = []
     for name, table in providers.items():
         where = f"{path}: [providers.{name}]"
+        if not name.strip():
+            raise ConfigError(f'{path}: [providers."{name}"]: a lane needs a name')
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: must be a table")
         lanes.append(_lane(where, name, table))

@@ -1,12 +1,15 @@
 """``validate``'s forecast: per lane, what a batch would send and how long that takes.
 
 The time is the floor the configured limits set: ``rate_limit`` starts per ``rate_period``, the
-first window's worth at once. Lanes run side by side, so the run takes as long as its slowest
-lane; retries, 429s and maintenance windows only add to it.
+first window's worth at once; for an async-task lane (kie-jobs, Evolink), also the wait before a
+task's first status query and the lane's poll budget (one query per task at least). Lanes run
+side by side, so the run takes as long as its slowest lane; retries, 429s and maintenance windows
+only add to it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,10 +28,24 @@ class _Lane:
     settled: int = 0
 
     def seconds(self) -> float:
-        limit = self.provider.rate_limit
-        if not limit or self.to_send <= limit:
-            return 0.0
-        return (self.to_send - limit) / limit * self.provider.rate_period
+        provider = self.provider
+        creates = _at(self.to_send, provider.rate_limit, provider.rate_period)
+        if provider.mode != "task" or not self.to_send:
+            return creates
+        # An async task is done no sooner than its first status query, which waits the
+        # provider's estimate (as ``TaskFlow`` does), and every task needs one query of the
+        # lane's poll budget: the last result comes after both.
+        poll = provider.poll
+        first = min(provider.estimated_time, poll.max_interval)
+        return first + max(creates, _at(self.to_send, poll.rate_limit, poll.rate_period))
+
+
+def _at(count: int, limit: int | None, period: float) -> float:
+    """Seconds before the last of ``count`` starts at ``limit`` per ``period``: a window's worth
+    at once, the next worth a period later (30 at 20 per 10 s: the last one at 10 s, not 5)."""
+    if not limit or count <= limit:
+        return 0.0
+    return math.ceil((count - limit) / limit) * period
 
 
 class Estimate:
@@ -79,5 +96,14 @@ class Estimate:
             f"at least {duration(longest)} in all (lanes run side by side; retries, 429s and "
             "maintenance windows add to it)"
         )
+        tasks = [lane.provider for lane in self._lanes.values() if lane.provider.mode == "task"]
+        if tasks:
+            lines.append(
+                "async-task lanes include the wait before a task's first status query ("
+                + ", ".join(
+                    f"{p.name} {min(p.estimated_time, p.poll.max_interval):g}s" for p in tasks
+                )
+                + ") and one status query per task within the lane's poll budget"
+            )
         return "\n".join(lines)
 

@@ -16,7 +16,7 @@ import hashlib
 import math
 import os
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any, Literal
 
@@ -25,12 +25,22 @@ import msgspec
 from .._exceptions import InvalidRequestError
 from .._models import PersonaRequest
 from .._providers import Provider
+from ._columns import (
+    FIELDS,
+    REQUIRED,
+    SAVE_AS_UTF8,
+    header_problems,
+    is_utf16,
+    quoted,
+    with_guess,
+)
 from ._pipe import BlockingLines, may_block
 
 __all__ = [
     "Input",
     "duplicate",
     "InputError",
+    "InputReadError",
     "Invalid",
     "Item",
     "identity_key",
@@ -39,8 +49,6 @@ __all__ = [
 
 Format = Literal["jsonl", "csv"]
 
-_TEXT = ("task_id", "audio_id", "name", "description")
-_FIELDS = ("provider", *_TEXT, "vocal_start", "vocal_end", "style", "id")
 _EXTENSIONS: Mapping[str, Format] = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
@@ -53,6 +61,11 @@ _decode_json = msgspec.json.Decoder().decode
 
 class InputError(Exception):
     """The input as a whole is unusable (missing file, unknown format, bad CSV header): exit 2."""
+
+
+class InputReadError(InputError):
+    """The input failed while being read (an I/O error, a terminal that hung up): exit 2. The
+    lines before it were read whole."""
 
 
 def identity_key(
@@ -75,6 +88,8 @@ class Item:
     sent_before: bool = False
     #: Its ``pending`` record is in the journal: from here on it may reach the provider.
     sent: bool = False
+    #: An async-task provider took it (this run or an earlier one): its task is polled.
+    polled: bool = False
 
     @property
     def lane(self) -> str:
@@ -133,6 +148,7 @@ class Input:
         lanes: Mapping[str, Provider],
         *,
         owns_file: bool,
+        skip_columns: Collection[str] = (),
     ) -> None:
         self.name = name
         self._owned = file
@@ -140,9 +156,23 @@ class Input:
         #: are read with ``os.read``, and ``Batch`` reads them off the event loop.
         self.blocking_lines = BlockingLines(file.fileno()) if _may_block(file) else None
         self._file: Iterable[bytes] = self.blocking_lines or file
-        self._format = fmt
+        self.format: Format = fmt
         self._lanes = lanes
         self._owns_file = owns_file
+        #: Columns (CSV) or fields (JSONL) the user named as extra: read past, never sent.
+        self._skip = frozenset(skip_columns)
+        required = sorted(self._skip.intersection(REQUIRED))
+        if required:
+            raise InputError(
+                f"--skip-columns names {quoted(required)}: a persona needs "
+                f"{'it' if len(required) == 1 else 'them'}"
+            )
+        if self.blocking_lines is None and fmt == "jsonl" and hasattr(file, "peek"):
+            try:
+                start = file.peek(4)[:4]
+            except OSError as exc:
+                raise self._read_error(0, exc) from None
+            _check_encoding(name, start)  # a regular file: said before anything is sent
         # CSV only: the column names, the row reader, and the lines that were not UTF-8.
         self._header: list[str] = []
         self._reader = csv.reader(self._lines())
@@ -167,10 +197,10 @@ class Input:
                         lines += 1
         except OSError:
             return None
-        return max(0, lines - (1 if self._format == "csv" else 0))
+        return max(0, lines - (1 if self.format == "csv" else 0))
 
     def __iter__(self) -> Iterator[Item | Invalid]:
-        if self._format == "csv":
+        if self.format == "csv":
             yield from self._csv()
         else:
             yield from self._jsonl()
@@ -178,31 +208,52 @@ class Input:
     # -- JSONL ---------------------------------------------------------------------------------
 
     def _jsonl(self) -> Iterator[Item | Invalid]:
-        for number, raw in enumerate(self._file, start=1):
-            if not raw.strip():
-                continue
-            try:
-                value = _decode_json(raw)
-            except msgspec.DecodeError as exc:
-                yield Invalid(number, None, f"not valid JSON: {exc}")
-                continue
-            if not isinstance(value, dict):
-                yield Invalid(number, None, f"not a JSON object (got {_kind(value)})")
-                continue
-            yield self._entry(number, value)
+        number = 0
+        try:
+            for number, raw in enumerate(self._file, start=1):
+                if number == 1:
+                    _check_encoding(self.name, raw)
+                if not raw.strip():
+                    continue
+                try:
+                    value = _decode_json(raw)
+                except msgspec.DecodeError as exc:
+                    yield Invalid(number, None, f"not valid JSON: {exc}")
+                    continue
+                if not isinstance(value, dict):
+                    yield Invalid(number, None, f"not a JSON object (got {_kind(value)})")
+                    continue
+                if self._skip:
+                    for name in self._skip:
+                        value.pop(name, None)
+                yield self._entry(number, value)
+        except OSError as exc:  # only the file's reads raise it: parsing raises none
+            raise self._read_error(number, exc) from None
+
+    def _read_error(self, lines: int, exc: OSError) -> InputReadError:
+        where = f"after line {lines}" if lines else "at its first line"
+        return InputReadError(
+            f"{self.name}: reading the input failed {where}: {exc.strerror or exc}"
+        )
 
     # -- CSV -----------------------------------------------------------------------------------
 
     def _lines(self) -> Iterator[str]:
         decoder = codecs.getincrementaldecoder("utf-8-sig")()
-        for raw in self._file:
-            self._line += 1
-            try:
-                yield decoder.decode(raw)
-            except UnicodeDecodeError:
-                self._bad_utf8.add(self._line)
-                decoder.reset()
-                yield raw.decode("utf-8", "replace")
+        try:
+            for raw in self._file:
+                self._line += 1
+                if self._line == 1:
+                    _check_encoding(self.name, raw)
+                try:
+                    text = decoder.decode(raw)
+                except UnicodeDecodeError:
+                    self._bad_utf8.add(self._line)
+                    decoder.reset()
+                    text = raw.decode("utf-8", "replace")
+                yield text
+        except OSError as exc:
+            raise self._read_error(self._line, exc) from None
 
     def _read_header(self) -> None:
         try:
@@ -212,21 +263,14 @@ class Input:
         except csv.Error as exc:
             raise InputError(f"{self.name}: line 1: not a valid CSV header: {exc}") from None
         names = [name.strip() for name in header]
-        unknown = [name for name in names if name not in _FIELDS]
-        if unknown:
-            raise InputError(
-                f"{self.name}: unknown column {unknown[0]!r} in the header; "
-                f"allowed: {', '.join(_FIELDS)}"
-            )
-        missing = [name for name in _TEXT if name not in names]
-        if missing:
-            raise InputError(f"{self.name}: the header has no {missing[0]!r} column")
-        if len(set(names)) != len(names):
-            raise InputError(f"{self.name}: a column appears twice in the header")
+        problems = header_problems(names, self._skip)
+        if problems is not None:
+            raise InputError(f"{self.name}: {problems}")
         self._header = names
 
     def _csv(self) -> Iterator[Item | Invalid]:
         header = self._header
+        skip = self._skip
         while True:
             start = self._line + 1
             try:
@@ -239,7 +283,10 @@ class Input:
             if not any(cell.strip() for cell in row):
                 continue
             if any(n in self._bad_utf8 for n in range(start, self._line + 1)):
-                yield Invalid(start, None, "not valid UTF-8")
+                yield Invalid(
+                    start, None, "not valid UTF-8: save the file as UTF-8 (in Excel: 'CSV UTF-8 "
+                    "(Comma delimited)')",
+                )  # fmt: skip
                 continue
             if len(row) != len(header):
                 yield Invalid(
@@ -251,7 +298,9 @@ class Input:
             fields: dict[str, Any] = {}
             bad: str | None = None  # the first cell that is not a number where one must be
             for name, cell in zip(header, row, strict=True):
-                if name in _TEXT:
+                if name in skip:
+                    continue
+                if name in REQUIRED:
                     fields[name] = cell
                 elif cell.strip() == "":
                     continue  # an empty optional cell is an absent field
@@ -291,8 +340,12 @@ class Input:
             )
 
         for name in fields:
-            if name not in _FIELDS:
-                return invalid(name, f"unknown field {name!r}; allowed: {', '.join(_FIELDS)}")
+            if name not in FIELDS:
+                return invalid(
+                    name,
+                    f"unknown field {with_guess(name)}; allowed: {', '.join(FIELDS)} (an extra "
+                    f"field is read past with --skip-columns {name})",
+                )
         raw_id = fields.get("id")
         if raw_id is not None and not _id_of(raw_id):
             return invalid("id", "id must be a non-empty string or an integer")
@@ -311,7 +364,7 @@ class Input:
             )
         if bad is not None:
             return invalid(*bad)
-        for name in _TEXT:
+        for name in REQUIRED:
             if name not in fields or fields[name] is None:
                 return invalid(name, f"{name} is missing")
             if not isinstance(fields[name], str):
@@ -347,10 +400,20 @@ class Input:
         return ", ".join(self._lanes)
 
 
-def open_input(name: str, lanes: Mapping[str, Provider], fmt: Format | None = None) -> Input:
-    """Open ``name`` (``-`` for JSONL on stdin); the format comes from the extension or ``fmt``."""
+def open_input(
+    name: str,
+    lanes: Mapping[str, Provider],
+    fmt: Format | None = None,
+    *,
+    skip_columns: Collection[str] = (),
+) -> Input:
+    """Open ``name`` (``-`` for JSONL on stdin); the format comes from the extension or ``fmt``.
+    ``skip_columns``: extra CSV columns (or JSONL fields) to read past."""
     if name == "-":
-        return Input("-", sys.stdin.buffer, fmt or "jsonl", lanes, owns_file=False)
+        return Input(
+            "-", sys.stdin.buffer, fmt or "jsonl", lanes, owns_file=False,
+            skip_columns=skip_columns,
+        )  # fmt: skip
     if fmt is None:
         fmt = _EXTENSIONS.get(os.path.splitext(name)[1].lower())
         if fmt is None:
@@ -363,10 +426,15 @@ def open_input(name: str, lanes: Mapping[str, Provider], fmt: Format | None = No
     except OSError as exc:
         raise InputError(f"{name}: cannot read the input: {exc.strerror or exc}") from None
     try:
-        return Input(name, file, fmt, lanes, owns_file=True)
+        return Input(name, file, fmt, lanes, owns_file=True, skip_columns=skip_columns)
     except BaseException:
         file.close()
         raise
+
+
+def _check_encoding(name: str, start: bytes) -> None:
+    if is_utf16(start):
+        raise InputError(f"{name}: the file is UTF-16; UTF-8 is needed: {SAVE_AS_UTF8}")
 
 
 def _may_block(file: IO[bytes]) -> bool:

@@ -31,6 +31,7 @@ import asyncio
 import enum
 import errno
 import os
+import stat
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -78,15 +79,21 @@ class JournalWriteError(Exception):
 
 
 class ErrorInfo(msgspec.Struct):
-    """A record's ``error``. ``retryable``: a later run sends the item again.
+    """A record's ``error``.
 
-    ``field`` names the field of an ``invalid`` record.
+    ``next_run_retries``: running the same command again takes the item up again (sends it, or
+    polls its task); False when the failure stands (or, for ``OutcomeUnknownError``, until
+    ``--resend-unknown``). It says nothing about the SDK's ``PersonaError.retryable`` (whether
+    the same request could succeed if sent again): an ``AuthenticationError`` is not
+    retryable, yet the next run, with the key fixed, sends the item again. Journals written
+    by earlier versions call it ``retryable``; ``_ErrorRead`` reads both. ``field`` names the
+    field of an ``invalid`` record.
     """
 
     type: str
     code: int | None
     message: str
-    retryable: bool = False
+    next_run_retries: bool = False
     field: str | None = None
 
 
@@ -115,6 +122,8 @@ class _PendingRecord(Record):
 
 class _ErrorRead(msgspec.Struct):
     type: str = ""
+    next_run_retries: bool = False
+    #: The same, in journals written before the field was renamed.
     retryable: bool = False
 
 
@@ -137,10 +146,10 @@ class State(enum.IntEnum):
 
     NEW = 0
     DONE = 1  # created or exists: skip
-    FAILED = 2  # failed, not retryable: skip
+    FAILED = 2  # failed for good: skip
     PENDING = 3  # sent, no outcome recorded: the process died with it in flight
-    RETRY = 4  # failed retryably, never reached the provider
-    RETRY_SENT = 5  # failed retryably after reaching the provider
+    RETRY = 4  # failed, the next run retries it; never reached the provider
+    RETRY_SENT = 5  # failed, the next run retries it; it reached the provider
     UNKNOWN = 6  # OutcomeUnknownError on a provider without duplicate detection
     SUBMITTED = 7  # an async-task provider took it: poll the task, never submit again
 
@@ -248,9 +257,19 @@ class Journal:
         existed = os.path.exists(path)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        except FileNotFoundError:
+            folder = os.path.dirname(path) or "."
+            raise JournalError(
+                f"{path}: cannot create the journal: the directory {folder} does not exist"
+            ) from None
         except OSError as exc:
             raise JournalError(f"{path}: cannot open the journal: {exc.strerror or exc}") from None
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise JournalError(
+                    f"{path} is not a regular file: the journal must be a file that keeps what "
+                    "is written (the next run resumes from it); name a file with --out"
+                )
             if fcntl is not None:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -268,6 +287,11 @@ class Journal:
         except BaseException:
             os.close(fd)
             raise
+
+    @property
+    def size(self) -> int:
+        """Where the whole records end: the byte offset the next record is written at."""
+        return self._size
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -562,7 +586,7 @@ def _state_of(record: _Read) -> State:
     if status in ("created", "exists"):
         return State.DONE
     error = record.error
-    if error is not None and error.retryable:
+    if error is not None and (error.next_run_retries or error.retryable):
         return State.RETRY_SENT if record.attempts else State.RETRY
     if error is not None and error.type == "OutcomeUnknownError":
         return State.UNKNOWN

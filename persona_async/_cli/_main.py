@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--config", required=True, help="the TOML config with the providers")
     batch.add_argument("--out", required=True, help="the journal (JSONL), created or resumed")
     batch.add_argument("--format", choices=("jsonl", "csv"), help="override the extension")
+    _skip_columns_option(batch)
     batch.add_argument(
         "--resend-unknown",
         action="store_true",
@@ -84,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("input", metavar="INPUT", help="JSONL or CSV file; - reads stdin")
     validate.add_argument("--config", required=True, help="the TOML config with the providers")
     validate.add_argument("--format", choices=("jsonl", "csv"), help="override the extension")
+    _skip_columns_option(validate)
     validate.add_argument(
         "--out", help="the journal a batch would resume: count what it already settles"
     )
@@ -138,7 +140,9 @@ def _batch(args: argparse.Namespace, terminal: Terminal) -> int:
     providers = config.providers(config.api_keys(), limiter=gate)
     if args.input != "-" and _same_file(args.input, args.out):
         raise UsageError(f"--out {args.out} is the input file; name a separate journal")
-    entries = open_input(args.input, {p.name: p for p in providers}, _format(args))
+    entries = open_input(
+        args.input, {p.name: p for p in providers}, _format(args), skip_columns=args.skip_columns
+    )
     try:
         # The sends of the dead run's last window count against the new run's.
         horizon = max(p.rate_period for p in providers) + RESTART_SLACK
@@ -156,11 +160,7 @@ def _batch(args: argparse.Namespace, terminal: Terminal) -> int:
                 grace=args.grace,
                 terminal=terminal,
             )
-            try:
-                return asyncio.run(batch.run())
-            except OSError as exc:  # the input failed mid-run
-                print(f"persona-async: error: {exc}", file=sys.stderr)
-                return EXIT_FAILED
+            return asyncio.run(batch.run())
         finally:
             journal.close()
     finally:
@@ -190,7 +190,9 @@ def _validate(args: argparse.Namespace, terminal: Terminal) -> int:
     keys = config.api_keys() if args.check_sources else None
     providers = config.providers(keys or {lane.name: _VALIDATE_ONLY_KEY for lane in config.lanes})
     resume = read_resume(args.out) if args.out is not None else None
-    entries = open_input(args.input, {p.name: p for p in providers}, _format(args))
+    entries = open_input(
+        args.input, {p.name: p for p in providers}, _format(args), skip_columns=args.skip_columns
+    )
     estimate = Estimate(providers, resume)
     invalid = 0
     first_lines: dict[bytes, int] = {}
@@ -211,6 +213,8 @@ def _validate(args: argparse.Namespace, terminal: Terminal) -> int:
             print(f"{where}:{field} {entry.message}")
     finally:
         entries.close()
+    if not estimate.valid and not invalid:
+        print(f"no items in {'stdin' if entries.name == '-' else entries.name}")
     print(f"{estimate.valid} valid item(s), {invalid} invalid line(s)")
     print(estimate.render())
     if keys is not None and not _report_sources(providers, to_check, entries.name):
@@ -233,6 +237,24 @@ def _demo(args: argparse.Namespace, terminal: Terminal) -> int:
     if args.out is not None and os.path.exists(args.out):
         raise UsageError(f"--out {args.out} exists; the demo writes a new journal")
     return asyncio.run(run_demo(args.count, out=args.out, terminal=terminal))
+
+
+def _skip_columns_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--skip-columns",
+        type=_column_names,
+        default=(),
+        metavar="NAMES",
+        help="comma-separated extra CSV columns (or JSONL fields) to read past, e.g. notes; "
+        "any other unknown column is refused",
+    )
+
+
+def _column_names(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError("must be column names separated by commas")
+    return names
 
 
 def _format(args: argparse.Namespace) -> Format | None:

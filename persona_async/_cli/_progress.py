@@ -149,6 +149,8 @@ class Progress:
             parts.append(f"{done}/{total} ({min(done, total) * 100 // max(total, 1)}%)")
         else:
             parts.append(f"{done} done")
+        if tally.tasks_running:  # submitted: not done, but not waiting for this run either
+            parts.append(f"{tally.tasks_running} task(s) running at the provider")
         stopping = self._stopping()
         if stopping is not None:
             return "  ".join(parts) + "  | " + stopping

@@ -11,6 +11,8 @@ from .._lane import LaneStats
 
 __all__ = ["LaneTally", "Tally", "render_summary"]
 
+#: Seconds a run must last before the summary shows a rate.
+_RATE_AFTER = 1.0
 #: The row for lines whose provider is missing or unknown.
 NO_LANE = "-"
 
@@ -26,6 +28,8 @@ class LaneTally:
     invalid: int = 0
     #: Pulled from the input but not sent because the run was interrupted.
     not_sent: int = 0
+    #: Submitted to an async-task provider, whose task still ran when the run stopped.
+    running: int = 0
 
 
 @dataclass(slots=True)
@@ -38,6 +42,10 @@ class Tally:
     done: int = 0
     #: Items recorded this run as OutcomeUnknownError that no run resends by itself.
     unknown: int = 0
+    #: Async tasks submitted (this run or an earlier one) whose result has not come yet.
+    tasks_running: int = 0
+    #: ``exists`` outcomes of this run with no persona id (a 409 names none).
+    exists_no_id: int = 0
     #: Outcomes of requests that reached a provider, for the rate.
     answered: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -55,7 +63,10 @@ class Tally:
     @property
     def all_succeeded(self) -> bool:
         """Every item seen is ``created`` or ``exists`` (this run or an earlier one)."""
-        bad = sum(sum(t.failed.values()) + t.invalid + t.not_sent for t in self.lanes.values())
+        bad = sum(
+            sum(t.failed.values()) + t.invalid + t.not_sent + t.running
+            for t in self.lanes.values()
+        )
         bad += self.skipped["failed"] + self.skipped["unknown"] + self.skipped["invalid"]
         return bad == 0
 
@@ -91,7 +102,7 @@ def render_summary(
                 str(t.invalid),
                 str(retries) if lane_stats is not None else "-",
                 f"{elapsed:.1f}s",
-                f"{answered / elapsed:.1f}" if elapsed > 0 else "-",
+                _rate(answered, elapsed),
             )
         )
         totals.created += t.created
@@ -111,7 +122,7 @@ def render_summary(
                 str(totals.invalid),
                 str(retries_total),
                 f"{elapsed:.1f}s",
-                f"{answered / elapsed:.1f}" if elapsed > 0 else "-",
+                _rate(answered, elapsed),
             )
         )
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
@@ -139,6 +150,11 @@ def render_summary(
     lines.extend(notes)
     lines.append(f"journal: {journal}")
     return "\n".join(lines)
+
+
+def _rate(answered: int, elapsed: float) -> str:
+    # Under a second, a rate is a guess from a handful of answers (8 in 0.05 s is not 160/s).
+    return f"{answered / elapsed:.1f}" if elapsed >= _RATE_AFTER else "-"
 
 
 def _row(cells: Sequence[str], widths: Sequence[int]) -> str:

@@ -228,6 +228,8 @@ class Provider:
         poll: PollPolicy = DEFAULT_POLL_POLICY,
     ) -> None:
         owner = type(self).__name__
+        if name is not None and not name.strip():
+            raise ValueError(f"{owner}: name must be a non-empty lane name (or None: the kind)")
         key = api_key if api_key is not None else os.environ.get(self.api_key_env, "")
         if not key:
             raise ValueError(f"{owner}: no API key; pass api_key= or set {self.api_key_env}")
