@@ -4,12 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from persona_async import PersonaRequest, Provider
+import anyio
+from aiohttp import web
+
+from persona_async import (
+    CrunProvider,
+    KieProvider,
+    Outcome,
+    PersonaClient,
+    PersonaRequest,
+    Provider,
+    RetryPolicy,
+)
 from persona_async.testing import FakeProvider
+
+#: The create endpoints the fake serves: crun's, and the sunoapi family's (kie and the others).
+CRUN_PATH = "/api/v1/client/job/suno-persona-generate"
+FAMILY_PATH = "/api/v1/generate/generate-persona"
+
+#: Retry and probe waits in centiseconds: the behaviour of seconds, in a fraction of the time.
+FAST_RETRY = RetryPolicy(backoff_initial=0.01, backoff_max=0.05)
 
 #: How much earlier than the client's window a test's fake provider ends its own. The fake
 #: stamps a request when its handler runs, after loopback and event-loop delays; a real provider
@@ -29,14 +49,57 @@ def free_port() -> int:
     return port
 
 
-def req(i: int) -> PersonaRequest:
-    """The ``i``-th request of a test: its own task and clip ids, a name and a description."""
-    return PersonaRequest(f"task-{i}", f"clip-{i}", f"Persona {i}", "Smoky late-night R&B")
+def req(i: int, lane: str | None = None, **fields: Any) -> PersonaRequest:
+    """The ``i``-th request of a test: its own task and clip ids, a name and a description
+    (``fields`` replace them); for the lane named ``lane`` if one is given."""
+    values = {
+        "task_id": f"task-{i}",
+        "audio_id": f"clip-{i}",
+        "name": f"Persona {i}",
+        "description": "Smoky late-night R&B",
+        **fields,
+    }
+    return PersonaRequest(**values, provider=lane)
 
 
-def make(cls: type[Provider], fake: FakeProvider, **kw: Any) -> Provider:
-    """A provider of ``cls`` pointed at ``fake``, with no rate limit unless one is given."""
-    return cls(api_key=fake.api_key, base_url=fake.url, **{"rate_limit": None, **kw})
+def fast_retry(**fields: Any) -> RetryPolicy:
+    """``FAST_RETRY`` with ``fields`` (``max_retries=``, ``retry_budget=``, ...) changed."""
+    return dataclasses.replace(FAST_RETRY, **fields)
+
+
+def make(cls: type[Provider], fake: FakeProvider, **options: Any) -> Provider:
+    """A provider of ``cls`` pointed at ``fake`` (its API key and URL unless given), with no
+    rate limit unless one is given."""
+    options.setdefault("api_key", fake.api_key)
+    options.setdefault("base_url", fake.url)
+    options.setdefault("rate_limit", None)
+    return cls(**options)
+
+
+def crun(fake: FakeProvider, **options: Any) -> CrunProvider:
+    """A :class:`CrunProvider` pointed at ``fake``, as :func:`make` makes one."""
+    provider = make(CrunProvider, fake, **options)
+    assert isinstance(provider, CrunProvider)
+    return provider
+
+
+def kie(fake: FakeProvider, **options: Any) -> KieProvider:
+    """A :class:`KieProvider` pointed at ``fake``, as :func:`make` makes one."""
+    provider = make(KieProvider, fake, **options)
+    assert isinstance(provider, KieProvider)
+    return provider
+
+
+async def collect(
+    client: PersonaClient, requests: Iterable[PersonaRequest], **options: Any
+) -> list[Outcome]:
+    """Every outcome of ``client.create_many(requests, **options)``, in the order it came."""
+    return [outcome async for outcome in client.create_many(requests, **options)]
+
+
+def arrivals(fake: FakeProvider, **match: Any) -> list[float]:
+    """When each request ``fake`` received whose attributes equal ``match`` arrived."""
+    return [r.arrived for r in fake.requests if all(getattr(r, k) == v for k, v in match.items())]
 
 
 def most_in_any_window(starts: Sequence[float], period: float) -> int:
@@ -48,6 +111,42 @@ def most_in_any_window(starts: Sequence[float], period: float) -> int:
             first += 1
         most = max(most, last - first + 1)
     return most
+
+
+class Scripted:
+    """A crun endpoint on loopback that answers its first requests as scripted, in order of
+    arrival: ``(delay, status, retry_after)``; every later request creates a persona."""
+
+    def __init__(self, *script: tuple[float, int, float | None]) -> None:
+        self.script = list(script)
+        self.arrived: list[tuple[float, str]] = []  # (when, audio id)
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def _create(self, request: web.Request) -> web.Response:
+        audio_id = (await request.json())["suno_id"]
+        self.arrived.append((time.monotonic(), audio_id))
+        if not self.script:
+            body = {"code": 200, "msg": "success", "data": {"persona_id": f"p-{audio_id}"}}
+            return web.json_response(body)
+        delay, status, retry_after = self.script.pop(0)
+        await anyio.sleep(delay)
+        headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
+        return web.json_response({"code": status, "msg": "no"}, status=status, headers=headers)
+
+    async def __aenter__(self) -> Scripted:
+        app = web.Application()
+        app.router.add_post(CRUN_PATH, self._create)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
 
 
 class HeldPort:

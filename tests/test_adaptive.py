@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 import pytest
 from _cli_support import KEYS, config_text, items, run_cli, write_jsonl
-from _support import most_in_any_window
+from _support import FAST_RETRY, most_in_any_window
 from test_redis import Worker, _fake_process, _fake_stats, redis_server  # noqa: F401
 
 from persona_async import CrunProvider, PersonaClient, PersonaRequest
@@ -46,7 +46,7 @@ async def run(fake: FakeProvider, configured: int | None, n: int, **kw: Any) -> 
         rate_period=PERIOD,
         max_concurrency=kw.pop("max_concurrency", 8),
     )
-    async with PersonaClient([provider], backoff_initial=0.01, backoff_max=0.05) as client:
+    async with PersonaClient([provider], retry=FAST_RETRY) as client:
         outcomes = [o async for o in client.create_many(requests(n))]
     assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok][:3]
     return client

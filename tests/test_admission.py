@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from _support import req
+from _support import FAST_RETRY, fast_retry, req
 
 from persona_async import (
     CrunProvider,
@@ -32,15 +32,16 @@ from persona_async.testing.nginx import NginxLimiter
 pytestmark = pytest.mark.anyio
 
 RATE = 10  # nginx's rate=10r/s: one request per 100 ms
-FAST = {"backoff_initial": 0.01, "backoff_max": 0.05}
 
 
-def crun(url: str, fake: FakeProvider, **kw: Any) -> CrunProvider:
+def crun_via(url: str, fake: FakeProvider, **kw: Any) -> CrunProvider:
+    """A crun lane sending to ``url`` (nginx in front of ``fake``, or ``fake`` itself) with
+    ``fake``'s key, eight at a time unless told."""
     return CrunProvider(api_key=fake.api_key, base_url=url, **{"max_concurrency": 8, **kw})
 
 
 async def run(provider: CrunProvider, n: int) -> PersonaClient:
-    async with PersonaClient([provider], **FAST) as client:
+    async with PersonaClient([provider], retry=FAST_RETRY) as client:
         outcomes = [o async for o in client.create_many(req(i) for i in range(n))]
     assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok][:3]
     return client
@@ -57,7 +58,7 @@ async def test_a_lane_configured_at_nginxs_rate_paces_and_uses_nearly_all_of_it(
     fake: FakeProvider, status: int | None
 ) -> None:
     async with NginxLimiter(fake.url, rate=RATE, status=status) as nginx:
-        client = await run(crun(nginx.url, fake, rate_limit=RATE, rate_period=1.0), 40)
+        client = await run(crun_via(nginx.url, fake, rate_limit=RATE, rate_period=1.0), 40)
     log = nginx.log()
     accepted = [t for t, code in log if code == 200]
     refused = [t for t, code in log if code != 200]
@@ -80,8 +81,8 @@ async def test_a_lane_configured_at_nginxs_rate_paces_and_uses_nearly_all_of_it(
 
 async def test_a_provider_that_takes_bursts_still_gets_them_at_once(fake: FakeProvider) -> None:
     async with NginxLimiter(fake.url, rate=RATE, burst=RATE - 1, nodelay=True) as nginx:
-        provider = crun(nginx.url, fake, rate_limit=RATE, rate_period=1.0, max_concurrency=10)
-        async with PersonaClient([provider], **FAST) as client:
+        provider = crun_via(nginx.url, fake, rate_limit=RATE, rate_period=1.0, max_concurrency=10)
+        async with PersonaClient([provider], retry=FAST_RETRY) as client:
             began = time.monotonic()
             await asyncio.gather(*(client.create_persona(req(i)) for i in range(10)))
             took = time.monotonic() - began
@@ -93,7 +94,7 @@ async def test_a_provider_that_takes_bursts_still_gets_them_at_once(fake: FakePr
 
 async def test_a_lane_with_no_limit_and_no_window_measures_nginxs(fake: FakeProvider) -> None:
     async with NginxLimiter(fake.url, rate=RATE, status=429) as nginx:
-        client = await run(crun(nginx.url, fake, rate_limit=None), 60)
+        client = await run(crun_via(nginx.url, fake, rate_limit=None), 60)
     log = nginx.log()
     accepted = [t for t, code in log if code == 200]
     refused = [t for t, code in log if code != 200]
@@ -114,7 +115,7 @@ async def test_a_request_that_gives_up_waiting_for_a_start_leaves_it_to_the_next
             api_key=fake.api_key, base_url=fake.url, rate_limit=1, rate_period=1.0,
             max_concurrency=1,
         )  # fmt: skip
-        async with PersonaClient([provider], **FAST) as client:
+        async with PersonaClient([provider], retry=FAST_RETRY) as client:
             await client.create_persona(req(0))  # the window is full until about t=1.02
             began = time.monotonic()
             impatient = asyncio.ensure_future(client.create_persona(req(1), deadline=0.3))
@@ -137,7 +138,7 @@ async def test_an_overloaded_lane_sends_its_full_rate_and_answers_every_caller_i
             max_concurrency=8,
         )  # fmt: skip
         late: list[float] = []
-        async with PersonaClient([provider], **FAST) as client:
+        async with PersonaClient([provider], retry=FAST_RETRY) as client:
             loop = asyncio.get_running_loop()
 
             async def caller(i: int) -> None:
@@ -167,8 +168,8 @@ async def test_a_provider_answering_only_503_fails_the_call_as_a_server_error(
     fake: FakeProvider,
 ) -> None:
     fake.inject(Fault.http(503), times=1000)
-    provider = crun(fake.url, fake, rate_limit=None, rate_period=1.0)
-    async with PersonaClient([provider], max_retries=2, **FAST) as client:
+    provider = crun_via(fake.url, fake, rate_limit=None, rate_period=1.0)
+    async with PersonaClient([provider], retry=fast_retry(max_retries=2)) as client:
         began = time.monotonic()
         with pytest.raises(OverloadedError) as caught:
             await client.create_persona(req(0), deadline=5.0)
@@ -182,8 +183,8 @@ async def test_a_gateway_page_that_says_when_to_come_back_is_resent_after_it(
     fake: FakeProvider,
 ) -> None:
     fake.inject(Fault.html(502, retry_after=0.3))
-    provider = crun(fake.url, fake, rate_limit=None, rate_period=1.0)
-    async with PersonaClient([provider], max_retries=0, **FAST) as client:
+    provider = crun_via(fake.url, fake, rate_limit=None, rate_period=1.0)
+    async with PersonaClient([provider], retry=fast_retry(max_retries=0)) as client:
         await client.create_persona(req(0))  # resent although max_retries=0: not processed
     first, second = fake.requests[0].arrived, fake.requests[1].arrived
     assert second - first >= 0.3

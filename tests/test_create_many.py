@@ -14,10 +14,10 @@ from typing import Any
 
 import anyio
 import pytest
+from _support import FAST_RETRY, crun, req
 
 from persona_async import (
     Created,
-    CrunProvider,
     Failed,
     InvalidRequestError,
     Outcome,
@@ -28,25 +28,6 @@ from persona_async import (
 from persona_async.testing import FakeProvider, Fault
 
 pytestmark = pytest.mark.anyio
-
-FAST: dict[str, Any] = {"backoff_initial": 0.01, "backoff_max": 0.05}
-
-
-def req(i: int, lane: str | None = None, **fields: Any) -> PersonaRequest:
-    values = {
-        "task_id": f"task-{i}",
-        "audio_id": f"clip-{i}",
-        "name": f"Persona {i}",
-        "description": "Smoky late-night R&B",
-    }
-    values.update(fields)
-    return PersonaRequest(**values, provider=lane)
-
-
-def crun(fake: FakeProvider, name: str = "crun", **options: Any) -> CrunProvider:
-    options.setdefault("rate_limit", None)
-    return CrunProvider(api_key=fake.api_key, base_url=fake.url, name=name, **options)
-
 
 class Endless:
     """An endless async source of requests that counts how far it was pulled."""
@@ -91,7 +72,7 @@ async def settle(fake: FakeProvider, seconds: float = 0.3) -> None:
 async def test_an_endless_async_generator_is_pulled_only_as_far_as_the_consumer_reads() -> None:
     source = Endless()
     async with FakeProvider(latency=0.002) as fake:
-        async with PersonaClient([crun(fake, max_concurrency=4)], **FAST) as client:
+        async with PersonaClient([crun(fake, max_concurrency=4)], retry=FAST_RETRY) as client:
             taken = 0
             ahead = []
             async with client.create_many(source, max_pending=10) as outcomes:
@@ -115,7 +96,7 @@ async def test_default_read_ahead_is_a_few_per_unit_of_concurrency_not_the_input
     counter = [0]
     async with (
         FakeProvider() as fake,
-        PersonaClient([crun(fake, max_concurrency=3)], **FAST) as client,
+        PersonaClient([crun(fake, max_concurrency=3)], retry=FAST_RETRY) as client,
         client.create_many(endless_sync(counter)) as outcomes,
     ):
         first = await outcomes.__anext__()
@@ -129,7 +110,7 @@ async def test_default_read_ahead_is_a_few_per_unit_of_concurrency_not_the_input
 async def test_a_sync_iterable_is_pulled_lazily_too() -> None:
     counter = [0]
     async with FakeProvider() as fake:
-        async with PersonaClient([crun(fake, max_concurrency=2)], **FAST) as client:
+        async with PersonaClient([crun(fake, max_concurrency=2)], retry=FAST_RETRY) as client:
             taken = 0
             async with client.create_many(endless_sync(counter), max_pending=4) as outcomes:
                 async for outcome in outcomes:
@@ -144,7 +125,7 @@ async def test_a_sync_iterable_is_pulled_lazily_too() -> None:
 
 async def test_a_finite_list_yields_one_outcome_per_request() -> None:
     async with FakeProvider() as fake:
-        async with PersonaClient([crun(fake)], **FAST) as client:
+        async with PersonaClient([crun(fake)], retry=FAST_RETRY) as client:
             outcomes = [o async for o in client.create_many([req(i) for i in range(50)])]
 
         assert sorted(o.request.task_id for o in outcomes) == sorted(f"task-{i}" for i in range(50))
@@ -157,7 +138,7 @@ async def test_a_finite_list_yields_one_outcome_per_request() -> None:
 
 async def test_ordered_yields_input_order_though_the_first_request_finishes_last() -> None:
     async with FakeProvider() as fake:
-        async with PersonaClient([crun(fake, max_concurrency=4)], **FAST) as client:
+        async with PersonaClient([crun(fake, max_concurrency=4)], retry=FAST_RETRY) as client:
             fake.inject(Fault.slow(0.2))
             unordered = [
                 o.request.task_id async for o in client.create_many([req(i) for i in range(8)])
@@ -176,7 +157,7 @@ async def test_ordered_yields_input_order_though_the_first_request_finishes_last
 async def test_ordered_mode_stops_pulling_when_its_reorder_window_is_full() -> None:
     source = Endless()
     async with FakeProvider() as fake:
-        async with PersonaClient([crun(fake, max_concurrency=8)], **FAST) as client:
+        async with PersonaClient([crun(fake, max_concurrency=8)], retry=FAST_RETRY) as client:
             fake.inject(Fault.slow(0.4))
             async with client.create_many(source, ordered=True, max_pending=5) as outcomes:
                 head = await outcomes.__anext__()
@@ -199,7 +180,7 @@ async def test_an_invalid_request_in_the_middle_is_an_outcome_and_the_rest_go_on
     requests[3] = req(3, name="   ")
     requests[5] = {"task_id": "task-5"}  # not a PersonaRequest at all
     requests[7] = req(7, lane="nowhere")
-    async with FakeProvider() as fake, PersonaClient([crun(fake)], **FAST) as client:
+    async with FakeProvider() as fake, PersonaClient([crun(fake)], retry=FAST_RETRY) as client:
         outcomes = [o async for o in client.create_many(requests)]
 
     assert len(outcomes) == 10
@@ -220,7 +201,7 @@ async def test_an_exception_from_the_async_input_reaches_the_consumer() -> None:
             yield req(i)
         raise LookupError("the export file ended mid-row")
 
-    async with FakeProvider() as fake, PersonaClient([crun(fake)], **FAST) as client:
+    async with FakeProvider() as fake, PersonaClient([crun(fake)], retry=FAST_RETRY) as client:
         received: list[Outcome] = []
         with pytest.raises(LookupError, match="mid-row"):
             await drain(client.create_many(broken()), received)
@@ -237,7 +218,7 @@ async def test_an_exception_from_a_sync_input_reaches_the_consumer() -> None:
         yield req(1)
         raise ValueError("bad row 3")
 
-    async with FakeProvider() as fake, PersonaClient([crun(fake)], **FAST) as client:
+    async with FakeProvider() as fake, PersonaClient([crun(fake)], retry=FAST_RETRY) as client:
         received: list[Outcome] = []
         with pytest.raises(ValueError, match="bad row 3"):
             await drain(client.create_many(broken()), received)
@@ -252,7 +233,7 @@ async def test_break_stops_the_stream_nothing_is_sent_after_it_and_no_task_is_le
     source = Endless()
     tasks_before = asyncio.all_tasks()
     async with FakeProvider(latency=0.01) as fake:
-        async with PersonaClient([crun(fake, max_concurrency=4)], **FAST) as client:
+        async with PersonaClient([crun(fake, max_concurrency=4)], retry=FAST_RETRY) as client:
             async for outcome in client.create_many(source):
                 assert outcome.ok
                 if int(outcome.request.task_id.split("-")[1]) >= 20:
@@ -273,7 +254,7 @@ async def test_cancelling_the_consumer_stops_the_stream_like_a_break() -> None:
     source = Endless()
     tasks_before = asyncio.all_tasks()
     async with FakeProvider(latency=0.01) as fake:
-        async with PersonaClient([crun(fake, max_concurrency=4)], **FAST) as client:
+        async with PersonaClient([crun(fake, max_concurrency=4)], retry=FAST_RETRY) as client:
             received = 0
             with anyio.move_on_after(0.15) as scope:
                 async for outcome in client.create_many(source):
@@ -296,7 +277,7 @@ async def test_leaving_async_with_closes_the_stream() -> None:
     source = Endless()
     async with (
         FakeProvider(latency=0.05) as fake,
-        PersonaClient([crun(fake, max_concurrency=1)], **FAST) as client,
+        PersonaClient([crun(fake, max_concurrency=1)], retry=FAST_RETRY) as client,
     ):
         async with client.create_many(source, max_pending=4) as outcomes:
             first = await outcomes.__anext__()
@@ -315,7 +296,7 @@ async def test_leaving_async_with_closes_the_stream() -> None:
 async def test_closing_the_client_under_a_running_stream_ends_it_with_outcomes() -> None:
     async with FakeProvider() as fake:
         fake.inject(Fault.slow(5.0), times=2)
-        client = PersonaClient([crun(fake, max_concurrency=2)], **FAST)
+        client = PersonaClient([crun(fake, max_concurrency=2)], retry=FAST_RETRY)
         received: list[Outcome] = []
 
         async def consume() -> None:
@@ -338,7 +319,7 @@ async def test_closing_the_client_under_a_running_stream_ends_it_with_outcomes()
 async def test_an_outcome_is_created_with_a_persona_or_failed_with_an_error(
     fake: FakeProvider,
 ) -> None:
-    async with PersonaClient([crun(fake)], **FAST) as client:
+    async with PersonaClient([crun(fake)], retry=FAST_RETRY) as client:
         outcomes = [o async for o in client.create_many([req(0), req(1, name="")], ordered=True)]
     created, failed = outcomes
     assert isinstance(created, Created)

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import random
+import re
 import time
 from typing import Any
 
 import anyio
 import pytest
-from _support import req
+from _support import FAST_RETRY, crun, fast_retry, req
 
 from persona_async import (
     CrunProvider,
     KieProvider,
     MaintenanceError,
     Outcome,
+    OutcomeUnknownError,
     Persona,
     PersonaClient,
     PersonaError,
@@ -43,11 +46,9 @@ pytestmark = pytest.mark.anyio
 SLACK = 0.4  # scheduling noise on a loaded 2-core machine
 
 
-def crun(fake: FakeProvider, **kw: Any) -> CrunProvider:
-    return CrunProvider(api_key=fake.api_key, base_url=fake.url, **{"rate_limit": None, **kw})
-
-
 def client(provider: CrunProvider | KieProvider, **kw: Any) -> PersonaClient:
+    """A client whose resends wait 0.02 s doubling to 0.1 s (not ``FAST_RETRY``'s 0.01-0.05 s):
+    the backoffs this file's deadline margins were set with."""
     return PersonaClient([provider], **{"backoff_initial": 0.02, "backoff_max": 0.1, **kw})
 
 
@@ -515,3 +516,114 @@ async def test_create_many_default_deadline_at_its_last_start(
         stream.close()
     assert waiting.cancelled_caught is waits
     assert fake.request_count == 1
+
+
+# -- the last start time: a call in the queue, one on the wire, a blocked loop, a busy lane -----
+
+
+async def test_a_call_whose_deadline_passes_in_the_queue_leaves_it_saying_where_and_how_long(
+    fake: FakeProvider,
+) -> None:
+    fake.inject(Fault.slow(0.5))  # holds the lane's one worker
+    provider = crun(fake, name="main", max_concurrency=1)
+    async with (
+        PersonaClient([provider], retry=FAST_RETRY) as client,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(client.create_persona, req(0))
+        await anyio.sleep(0.05)
+        with pytest.raises(ProviderTimeoutError) as info:
+            await client.create_persona(req(1), deadline=0.3)
+        queued = client.stats()["main"].queued  # request 0 is still on the wire
+    err = info.value
+    assert (err.provider, err.sent, err.attempts, err.audio_id) == ("main", False, 0, "clip-1")
+    # Failed at its last start time, 0.225 s after it was submitted (a quarter of the 0.3 s
+    # deadline left for an attempt), and says so.
+    found = re.search(r"deadline passed after ([0-9.]+)s", err.message)
+    assert found is not None
+    assert 0.2 <= float(found.group(1)) < 0.6
+    assert queued == 0
+    assert [(r.json or {}).get("suno_id") for r in fake.requests] == ["clip-0"]
+
+
+async def test_a_request_on_the_wire_at_its_last_start_time_is_never_cut(
+    fake: FakeProvider,
+) -> None:
+    # One worker. Request 1 waits in the queue behind request 0 (so its deadline timer is set)
+    # and goes out after 0.8 s. With a 1.6 s deadline its last start time is 1.2 s (a quarter
+    # of the deadline is left for an attempt); it is on the wire then, answered at about 1.4 s,
+    # before the deadline: that answer, a persona, is what the caller gets.
+    fake.inject(Fault.slow(0.8))
+    fake.inject(Fault.slow(0.6))
+    async with (
+        PersonaClient([crun(fake, max_concurrency=1)], retry=FAST_RETRY) as client,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(client.create_persona, req(0))
+        await anyio.sleep(0.01)
+        with anyio.fail_after(5):
+            persona = await client.create_persona(req(1), deadline=1.6)
+    assert persona.audio_id == "clip-1"
+    assert persona.persona_id in fake.personas
+
+
+async def test_a_request_whose_last_start_passed_while_the_event_loop_was_blocked_is_not_sent(
+    fake: FakeProvider,
+) -> None:
+    async with PersonaClient([crun(fake)], retry=FAST_RETRY) as client:
+        await client.create_persona(req(0))  # the lane's worker is up, waiting for work
+        errors: list[PersonaError] = []
+
+        async def call() -> None:
+            try:
+                await client.create_persona(req(1), deadline=0.2)
+            except PersonaError as err:
+                errors.append(err)
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                await anyio.lowlevel.checkpoint()  # it is submitted, an idle worker woken for it
+                time.sleep(0.3)  # noqa: ASYNC251 - a handler hogging the loop past its last start
+    (err,) = errors
+    assert type(err) is ProviderTimeoutError
+    assert err.message.startswith("the request's deadline passed after 0.3")
+    assert fake.request_count == 1  # only the first: a squeezed-in attempt would time out
+
+
+async def test_an_attempt_is_cut_at_the_calls_deadline_when_the_provider_is_slower() -> None:
+    async with (
+        FakeProvider(latency=2.0) as fake,
+        PersonaClient([crun(fake)], retry=fast_retry(max_retries=0)) as client,
+    ):
+        started = time.monotonic()
+        with pytest.raises(OutcomeUnknownError) as info, anyio.fail_after(4):
+            await client.create_persona(req(0), deadline=0.5)
+        took = time.monotonic() - started
+    assert type(info.value.__cause__) is ProviderTimeoutError  # sent, then no answer in time
+    assert took < 2.0  # the deadline, not the provider's 60 s timeout
+
+
+async def test_a_retry_whose_deadline_passes_while_the_lane_is_busy_fails_with_its_last_answer(
+    fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One worker. Request 0 gets a 500 and is due again 0.05 s later, but request 1 holds the
+    # worker for a second by then: request 0's deadline passes in the queue. It was sent, so
+    # "never sent" would be a lie: it fails with what the provider last said.
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)
+    fake.inject(Fault.http(500))
+    fake.inject(Fault.slow(1.0))
+    lane = crun(fake, max_concurrency=1)
+    async with (
+        PersonaClient([lane], backoff_initial=0.05) as client,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(client.create_persona, req(1))  # queued behind request 0
+        started = time.monotonic()
+        with pytest.raises(PersonaError) as info, anyio.fail_after(5):
+            await client.create_persona(req(0), deadline=0.5)
+        elapsed = time.monotonic() - started
+    assert type(info.value) is ServerError
+    assert elapsed < 0.75  # at its last start time (0.375 s), not when the worker came free
+    assert (info.value.attempts, info.value.audio_id) == (1, "clip-0")
+    assert [(r.json or {}).get("suno_id") for r in fake.requests] == ["clip-0", "clip-1"]

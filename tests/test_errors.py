@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from _support import CRUN_PATH, FAMILY_PATH, crun, fast_retry, kie
 from _support import free_port as closed_port
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -50,8 +51,6 @@ from persona_async.testing import FakeProvider, Fault
 
 pytestmark = pytest.mark.anyio
 
-CRUN_PATH = "/api/v1/client/job/suno-persona-generate"
-FAMILY_PATH = "/api/v1/generate/generate-persona"
 
 DOCUMENTED = {
     401: AuthenticationError,
@@ -77,14 +76,6 @@ FAMILY_CODES = (401, 402, 404, 409, 422, 429, 451, 455, 500, 501, 505)
 MakeProvider = Callable[..., Provider]
 
 
-def crun(fake: FakeProvider, **kw: Any) -> Provider:
-    return CrunProvider(api_key=fake.api_key, base_url=fake.url, rate_limit=None, **kw)
-
-
-def kie(fake: FakeProvider, **kw: Any) -> Provider:
-    return KieProvider(api_key=fake.api_key, base_url=fake.url, rate_limit=None, **kw)
-
-
 PROVIDERS = [pytest.param(crun, id="crun"), pytest.param(kie, id="family")]
 
 
@@ -92,17 +83,12 @@ def request(audio_id: str = "clip_1") -> PersonaRequest:
     return PersonaRequest("task_1", audio_id, "Neon Siren", "Smoky late-night R&B")
 
 
-def client(provider: Provider, **kw: Any) -> PersonaClient:
-    # Retries that could hide the error under test end at once: no retry of 500s, a deadline
-    # shorter than any Retry-After used below, a maintenance wait of a few probes.
-    settings: dict[str, Any] = {
-        "backoff_initial": 0.01,
-        "backoff_max": 0.05,
-        "max_retries": 0,
-        "deadline": 5.0,
-        "max_maintenance_wait": 0.05,
-    }
-    return PersonaClient([provider], **{**settings, **kw})
+def client(provider: Provider, deadline: float = 5.0, **fields: Any) -> PersonaClient:
+    """``FAST_RETRY`` with retries off: the retries that could hide the error under test end at
+    once (no resend of a 500, a deadline shorter than any Retry-After used below, a maintenance
+    wait of a few probes); ``fields`` change the policy."""
+    retry = fast_retry(**{"max_retries": 0, "max_maintenance_wait": 0.05, **fields})
+    return PersonaClient([provider], retry=retry, deadline=deadline)
 
 
 async def raised(provider: Provider, req: PersonaRequest | None = None, **kw: Any) -> PersonaError:

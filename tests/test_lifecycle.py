@@ -1,4 +1,6 @@
-"""The client's lifetime: sessions left open are reported, closing is idempotent."""
+"""The client's lifetime: sessions left open are reported, closing is idempotent.
+
+What closing answers to the requests in flight or queued: test_lane_lifecycle.py."""
 
 from __future__ import annotations
 

@@ -5,33 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import anyio
 import pytest
+from _support import FAST_RETRY, crun, kie, req
 
 from persona_async import (
-    CrunProvider,
-    KieProvider,
+    KieJobsProvider,
     Outcome,
     OutcomeUnknownError,
     PersonaClient,
     PersonaRequest,
-    Provider,
+    PollPolicy,
+    ProviderConnectionError,
 )
 from persona_async.testing import FakeProvider, Fault
 
 pytestmark = pytest.mark.anyio
 
 REQUEST = PersonaRequest("task_1", "clip_1", "Neon Siren", "Smoky late-night R&B")
-
-
-def crun(fake: FakeProvider, **kw: Any) -> Provider:
-    return CrunProvider(api_key=fake.api_key, base_url=fake.url, **{"rate_limit": None, **kw})
-
-
-def kie(fake: FakeProvider, **kw: Any) -> Provider:
-    return KieProvider(api_key=fake.api_key, base_url=fake.url, **{"rate_limit": None, **kw})
 
 
 class Recorder:
@@ -176,3 +168,50 @@ async def test_a_persona_answered_just_as_its_caller_was_cancelled_is_reported(
     assert lane == "crun"
     assert outcome.persona is not None
     assert outcome.persona.persona_id in fake.personas
+
+
+# -- a caller leaving while its request waits to be resent, or its task polls --------------
+
+
+async def test_a_caller_leaving_while_a_lost_request_waits_to_be_resent_gets_it_reported(
+    fake: FakeProvider,
+) -> None:
+    # The family detects duplicates, so a request lost after it was sent is resent; this one's
+    # resend waits for the next window (one start per 0.6 s) when its caller leaves. It is never
+    # resent, and the lost attempt, which may have made a persona, is reported as an orphan.
+    fake.inject(Fault.reset_after())  # created, then the connection drops
+    orphans = Recorder()
+    provider = kie(fake, rate_limit=1, rate_period=0.6)
+    async with PersonaClient([provider], retry=FAST_RETRY, on_orphan=orphans) as client:
+        with anyio.move_on_after(0.3) as scope:
+            await client.create_persona(req(0))
+        assert scope.cancelled_caught
+        await anyio.sleep(0.6)  # past the window: a resend would have gone out by now
+    assert fake.request_count == 1
+    [(lane, outcome)] = orphans.calls
+    assert (lane, outcome.persona, outcome.attempts) == (provider.name, None, 1)
+    assert isinstance(outcome.error, ProviderConnectionError)  # what became of the attempt
+    assert outcome.error.sent is True
+
+
+async def test_a_persona_an_async_task_makes_after_its_caller_left_is_reported(
+    fake: FakeProvider,
+) -> None:
+    # kie's market route: the submit is answered with a task id at once and the task is polled
+    # (first after 0.2 s here). The caller leaves in between; the persona the task makes is
+    # handed to on_orphan, as it would be for a reply that came after its caller left.
+    orphans = Recorder()
+    poll = PollPolicy(initial=0.05, max_interval=0.2, min_interval=0.02, rate_limit=50)
+    provider = KieJobsProvider(api_key=fake.api_key, base_url=fake.url, poll=poll, rate_limit=None)
+    async with PersonaClient([provider], retry=FAST_RETRY, on_orphan=orphans) as client:
+        with anyio.move_on_after(0.1) as scope:
+            await client.create_persona(req(0))
+        assert scope.cancelled_caught
+        await orphans.wait(3.0)
+    [(lane, outcome)] = orphans.calls
+    assert lane == provider.name
+    assert outcome.persona is not None
+    assert outcome.persona.audio_id == "clip-0"
+    [task] = fake.tasks.values()
+    assert outcome.persona.persona_id == task.persona_id
+    assert outcome.persona.provider_task_id == task.task_id

@@ -11,21 +11,22 @@ import asyncio
 import time
 
 import pytest
+from _support import most_in_any_window
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from persona_async import CrunProvider
-from persona_async._exceptions import (
+from persona_async import (
     AuthenticationError,
+    CrunProvider,
     OverloadedError,
     PersonaError,
+    PollPolicy,
     ProviderTimeoutError,
     RateLimitError,
     ServerError,
 )
-from persona_async._polling import PollBudget, Poller, PollPolicy, Running
+from persona_async._polling import PollBudget, Poller, Running
 from persona_async._transport import SessionPool
-from tests._support import most_in_any_window
 
 pytestmark = pytest.mark.anyio
 

@@ -418,7 +418,8 @@ def test_every_new_kind_is_registered() -> None:
 
 
 def test_provider_error_tables_hold_every_documented_code() -> None:
-    from persona_async._exceptions import CODE_TO_EXCEPTION, HTTP_STATUS_TO_EXCEPTION
+    from persona_async import CODE_TO_EXCEPTION
+    from persona_async._exceptions import HTTP_STATUS_TO_EXCEPTION
     from persona_async._providers.acedata import ACEDATA_ERRORS
     from persona_async._providers.ttapi import TTAPI_ERRORS
 

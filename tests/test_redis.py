@@ -26,7 +26,7 @@ import anyio
 import pytest
 import redis.asyncio
 from _cli_support import KEYS, cli_env, config_text, items, read_journal, run_cli, write_jsonl
-from _support import JITTER, most_in_any_window
+from _support import FAST_RETRY, JITTER, most_in_any_window
 from _support import free_port as _free_port
 
 from persona_async import (
@@ -110,7 +110,7 @@ def _requests(n: int, prefix: str) -> list[PersonaRequest]:
 
 
 def _client(*providers: CrunProvider | KieProvider) -> PersonaClient:
-    return PersonaClient(providers, backoff_initial=0.01, backoff_max=0.05)
+    return PersonaClient(providers, retry=FAST_RETRY)
 
 
 # -- worker processes --------------------------------------------------------------------------

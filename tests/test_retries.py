@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pytest
+from _support import CRUN_PATH, crun, fast_retry, kie
 from _support import free_port as closed_port
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -39,24 +40,14 @@ from persona_async.testing import FakeProvider, Fault
 
 pytestmark = pytest.mark.anyio
 
-CRUN_PATH = "/api/v1/client/job/suno-persona-generate"
-
-
-def crun(fake: FakeProvider, **kw: Any) -> Provider:
-    return CrunProvider(api_key=fake.api_key, base_url=fake.url, rate_limit=None, **kw)
-
-
-def kie(fake: FakeProvider, **kw: Any) -> Provider:
-    return KieProvider(api_key=fake.api_key, base_url=fake.url, rate_limit=None, **kw)
-
-
 PROVIDERS = [pytest.param(crun, id="crun"), pytest.param(kie, id="family")]
 
 REQUEST = PersonaRequest("task_1", "clip_1", "Neon Siren", "Smoky late-night R&B")
 
 
-def client(provider: Provider, **kw: Any) -> PersonaClient:
-    return PersonaClient([provider], **{"backoff_initial": 0.01, "backoff_max": 0.05, **kw})
+def client(provider: Provider, deadline: float | None = None, **fields: Any) -> PersonaClient:
+    """A one-lane client resending as ``FAST_RETRY`` does, with ``fields`` changed."""
+    return PersonaClient([provider], retry=fast_retry(**fields), deadline=deadline)
 
 
 async def create(provider: Provider, **kw: Any) -> Persona:

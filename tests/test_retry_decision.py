@@ -3,7 +3,7 @@
 ``decide`` is pure (it reads the error, the request's attempt so far, the provider and the
 lane's clock and changes nothing), so each row is one call: the error, what is known of the
 request, and the action expected. The lane only carries actions out; the behaviour tests
-(test_retries, test_errors, test_lane_promises, test_deadline) show it does.
+(test_retries, test_errors, test_lane_retries, test_lane_maintenance, test_deadline) show it does.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from _support import CRUN_PATH, FAMILY_PATH, fast_retry
 from _support import free_port as closed_port
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -35,8 +36,6 @@ pytestmark = pytest.mark.anyio
 KEY = "sk-live-7f3a9c1e5b2d4068a1c3e5f7"
 OTHER_KEY = "kie-9b8a7c6d5e4f3a2b1c0d9e8f"
 ALL_CLASSES = [CrunProvider, ApikleyProvider, SunoApiProvider, KieProvider, ApiBoxProvider]
-CRUN_PATH = "/api/v1/client/job/suno-persona-generate"
-FAMILY_PATH = "/api/v1/generate/generate-persona"
 
 
 def leaks(text: str | bytes, key: str = KEY) -> bool:
@@ -70,6 +69,7 @@ async def fake() -> AsyncIterator[FakeProvider]:
 
 
 def make(cls: type[Provider], fake: FakeProvider, **kw: Any) -> Provider:
+    """A provider of ``cls`` at this module's fake, with ``KEY`` (not ``OTHER_KEY``)."""
     return cls(api_key=KEY, base_url=fake.url, rate_limit=None, **kw)
 
 
@@ -78,8 +78,8 @@ def request(audio_id: str = "clip_1", provider: str | None = None) -> PersonaReq
 
 
 def client(*providers: Provider, **kw: Any) -> PersonaClient:
-    settings: dict[str, Any] = {"backoff_initial": 0.01, "backoff_max": 0.05, "max_retries": 1}
-    return PersonaClient(list(providers), **{**settings, **kw})
+    """A client that resends once (``max_retries=1``): a leak on a resend shows too."""
+    return PersonaClient(list(providers), retry=fast_retry(**{"max_retries": 1, **kw}))
 
 
 async def error_from(provider: Provider, **kw: Any) -> PersonaError:

@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from _support import make
 
 from persona_async import (
     AuthenticationError,
@@ -22,13 +23,12 @@ from persona_async import (
     PersonaClient,
     PersonaError,
     PersonaRequest,
+    PollPolicy,
     Provider,
     SourceFailedError,
     SourceNotReadyError,
 )
-from persona_async._polling import PollPolicy
 from persona_async.testing import FakeProvider
-from tests._support import make
 
 pytestmark = pytest.mark.anyio
 

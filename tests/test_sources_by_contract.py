@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import pytest
+from _support import make
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -45,7 +46,6 @@ from persona_async._providers.ttapi import TTAPI_STATES
 from persona_async._sources import SourceState, read_status
 from persona_async._transport import RawResponse
 from persona_async.testing import FakeProvider
-from tests._support import make
 
 pytestmark = pytest.mark.anyio
 

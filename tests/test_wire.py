@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from _support import make
+from _support import CRUN_PATH, FAMILY_PATH, FAST_RETRY, make
 
 from persona_async import (
     ApiBoxProvider,
@@ -27,8 +27,6 @@ from persona_async.testing import FakeProvider, Fault, RequestRecord
 
 pytestmark = pytest.mark.anyio
 
-CRUN_PATH = "/api/v1/client/job/suno-persona-generate"
-FAMILY_PATH = "/api/v1/generate/generate-persona"
 FAMILY = [SunoApiProvider, KieProvider, ApiBoxProvider]
 
 
@@ -45,7 +43,7 @@ MINIMAL = PersonaRequest("task_1", "clip_1", "Neon Siren", "Smoky late-night R&B
 
 
 async def create(provider: Provider, req: PersonaRequest) -> Persona:
-    async with PersonaClient([provider], backoff_initial=0.01, backoff_max=0.05) as c:
+    async with PersonaClient([provider], retry=FAST_RETRY) as c:
         return await c.create_persona(req)
 
 

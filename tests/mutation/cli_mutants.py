@@ -44,8 +44,8 @@ from coverage import CoverageData
 from coverage.exceptions import CoverageException
 
 MODULES = ("persona_async/_cli/_journal.py", "persona_async/_cli/_batch.py")
-# In this order: the promise tests of these modules first (most of their mutants die there).
-TESTS = ("tests/test_journal_promises.py", "tests/test_cli*.py")
+# In this order: the journal's own tests first (most of their mutants die there).
+TESTS = ("tests/test_journal.py", "tests/test_cli*.py")
 MUTANTS = Path("mutants")
 REACH = MUTANTS / "cli-mutants-reach.json"
 # mutmut's exit codes: pytest's, and its own for "no tests" and "timeout".

@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "persona_async" / "redis.py"
-TESTS = ("tests/test_redis_holds.py", "tests/test_redis_promises.py", "tests/test_redis.py")
+TESTS = ("tests/test_redis_holds.py", "tests/test_redis_rules.py", "tests/test_redis.py")
 
 #: name -> (the script's text, the mutant's)
 MUTANTS: dict[str, tuple[str, str]] = {

@@ -6,6 +6,9 @@ are ``AdaptiveLimit``'s (pinned on virtual time in test_ratelimit.py), run by th
 inside Redis so that every process sharing a key runs at one limit; these tests pin the Lua's
 copy of them. Windows are compressed to a fraction of a second: a start that has to wait waits
 for most of a window, far longer than the ``QUICK`` a start granted at once may take.
+
+Neighbours: test_redis.py (RedisLimiter across real processes), test_redis_holds.py (a 455 or
+429 held for every process sharing a key).
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
-"""Promises about what is *not* sent, and when, each pinned by what the provider sees.
+"""What is *not* sent, and when, each pinned by what the provider sees: a call cancelled or a
+lane stopped before the send, an ``on_send`` hook that raises, a connection never opened (so
+resent safely) against a reply that never came (so a persona may exist), no attempt squeezed in
+just before the deadline, no keep-alive connection the server closed reused.
 
-A mutation check (one deliberate bug at a time, the whole suite after each) found these
-promises unguarded; every test here fails with its bug. Real loopback servers throughout: the
-:class:`FakeProvider`, and :class:`HeldPort` for a connection that takes long (or forever) to
-open. (Windows counted from the real send: test_transport.py.)
+Real loopback servers throughout: the :class:`FakeProvider`, and :class:`HeldPort` for a
+connection that takes long (or forever) to open. Neighbours: test_transport.py (windows counted
+from the real send), test_transport_replies.py (what the session pool makes of each reply),
+test_lane_stops.py (401/402), test_deadline.py, test_retries.py.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _support import HeldPort, req
+from _support import FAST_RETRY, HeldPort, crun, fast_retry, req
 from aiohttp import web
 
 from persona_async import (
@@ -29,9 +32,9 @@ from persona_async.testing import FakeProvider, Fault
 
 pytestmark = pytest.mark.anyio
 
-FAST: dict[str, Any] = {"backoff_initial": 0.01, "backoff_max": 0.02}
 
-def crun(url: str, **options: Any) -> CrunProvider:
+def crun_at(url: str, **options: Any) -> CrunProvider:
+    """A crun provider at ``url``, where no fake provider answers (a held or closed port)."""
     options.setdefault("api_key", "test-key")  # the fake's default key
     options.setdefault("rate_limit", None)
     return CrunProvider(base_url=url, **options)
@@ -47,8 +50,8 @@ def sent_audio_ids(fake: FakeProvider) -> list[str]:
 async def test_create_persona_cancelled_before_its_send_is_never_sent(fake: FakeProvider) -> None:
     # One start per 0.5 s and one worker: request 1 waits in the rate limiter, request 2 in the
     # queue behind it, when both callers are cancelled.
-    provider = crun(fake.url, rate_limit=1, rate_period=0.5, max_concurrency=1)
-    async with PersonaClient([provider], **FAST) as client:
+    provider = crun(fake, rate_limit=1, rate_period=0.5, max_concurrency=1)
+    async with PersonaClient([provider], retry=FAST_RETRY) as client:
         await client.create_persona(req(0))  # spends the window
         with anyio.move_on_after(0.1):
             async with anyio.create_task_group() as tg:
@@ -65,8 +68,8 @@ async def test_requests_waiting_for_the_window_when_a_401_stops_the_lane_are_nev
         fake.inject(Fault.envelope(401))
         # Two start at once; two more workers wait in the rate limiter until 0.5 s, long after
         # the 401 stopped the lane.
-        provider = crun(fake.url, rate_limit=2, rate_period=0.5, max_concurrency=4)
-        async with PersonaClient([provider], **FAST) as client:
+        provider = crun(fake, rate_limit=2, rate_period=0.5, max_concurrency=4)
+        async with PersonaClient([provider], retry=FAST_RETRY) as client:
             outcomes = [o async for o in client.create_many([req(i) for i in range(6)])]
             await anyio.sleep(0.6)  # past the window: a late send would have arrived by now
     assert fake.request_count == 2
@@ -80,7 +83,7 @@ async def test_a_request_whose_on_send_hook_raises_is_not_sent(fake: FakeProvide
         if request.audio_id == "clip-2":
             raise OSError(28, "No space left on device")  # the journal could not be written
 
-    async with PersonaClient([crun(fake.url)], **FAST) as client:
+    async with PersonaClient([crun(fake)], retry=FAST_RETRY) as client:
         stream = client.create_many([req(i) for i in range(5)], on_send=journal)
         outcomes = [o async for o in stream]
     assert sorted(sent_audio_ids(fake)) == ["clip-0", "clip-1", "clip-3", "clip-4"]
@@ -97,8 +100,8 @@ async def test_a_connect_timeout_sent_nothing_so_crun_retries_it_and_creates_one
     fake: FakeProvider,
 ) -> None:
     async with HeldPort() as port:
-        provider = crun(port.url, connect_timeout=0.2, timeout=5.0)
-        async with PersonaClient([provider], max_retries=5, **FAST) as client:
+        provider = crun_at(port.url, connect_timeout=0.2, timeout=5.0)
+        async with PersonaClient([provider], retry=fast_retry(max_retries=5)) as client:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(port.open_after, 0.3, fake.url)
                 persona = await client.create_persona(req(0))
@@ -111,8 +114,8 @@ async def test_a_connect_timeout_sent_nothing_so_crun_retries_it_and_creates_one
 
 async def test_a_connect_timeout_is_reported_as_not_sent_after_every_retry() -> None:
     async with HeldPort() as port:
-        provider = crun(port.url, connect_timeout=0.1, timeout=5.0)
-        async with PersonaClient([provider], max_retries=2, **FAST) as client:
+        provider = crun_at(port.url, connect_timeout=0.1, timeout=5.0)
+        async with PersonaClient([provider], retry=fast_retry(max_retries=2)) as client:
             with pytest.raises(ProviderTimeoutError) as info:
                 await client.create_persona(req(0))
     assert info.value.sent is False
@@ -124,8 +127,8 @@ async def test_a_reply_timeout_may_have_created_so_crun_reports_it_unknown_unsen
     fake: FakeProvider,
 ) -> None:
     fake.inject(Fault.slow(2.0))
-    provider = crun(fake.url, timeout=0.3)
-    async with PersonaClient([provider], max_retries=3, **FAST) as client:
+    provider = crun(fake, timeout=0.3)
+    async with PersonaClient([provider], retry=fast_retry(max_retries=3)) as client:
         with pytest.raises(OutcomeUnknownError) as info:
             await client.create_persona(req(0))
     assert info.value.attempts == 1
@@ -145,8 +148,9 @@ async def test_a_retry_is_never_squeezed_in_just_before_the_deadline(
     # live and could time out after the provider created the persona; one due 0.4 s in gets a
     # fair share (0.6 s) and goes.
     fake.inject(Fault.http(429, retry_after=retry_after))
-    provider = crun(fake.url, timeout=1.0)
-    async with PersonaClient([provider], deadline=1.0, retry_after_max=5.0, **FAST) as client:
+    provider = crun(fake, timeout=1.0)
+    retry = fast_retry(retry_after_max=5.0)
+    async with PersonaClient([provider], retry=retry, deadline=1.0) as client:
         try:
             await client.create_persona(req(0))
             error = None
@@ -182,7 +186,7 @@ async def test_a_keep_alive_connection_the_server_closed_while_idle_is_never_reu
     await site.start()
     try:
         port = runner.addresses[0][1]
-        provider = crun(f"http://127.0.0.1:{port}")
+        provider = crun_at(f"http://127.0.0.1:{port}")
         async with PersonaClient([provider], max_retries=0) as client:
             first = await client.create_persona(req(0))
             await anyio.sleep(0.4)  # the server has closed the idle connection by now

@@ -1,7 +1,13 @@
-"""The journal's and the batch run's promises, one test each, found by mutation testing
-(``tests/mutation/cli_mutants.py``): each test fails when the bug a surviving mutant made is
-there. The journal's own promises are tested in process against real files; the batch's by
-running ``python -m persona_async`` against a ``FakeProvider`` on loopback."""
+"""The journal and the batch run that writes it: what is recorded before and after each send,
+what a damaged or foreign file is met with, what a rerun sends again and what it counts as
+settled. The journal in process against real files; the batch by running
+``python -m persona_async`` against a ``FakeProvider`` on loopback. Each test fails with the bug
+it pins (``tests/mutation/cli_mutants.py`` repeats the check).
+
+Neighbours: test_cli_journal.py (the journal's shape as a user reads it), test_cli_resume.py
+(resuming after a crash), test_cli_batch.py (the batch command against a real rate limit, a
+failing disk, a refused certificate).
+"""
 
 from __future__ import annotations
 

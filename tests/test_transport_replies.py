@@ -3,7 +3,7 @@
 Loopback servers throughout: the ``FakeProvider``, aiohttp test servers and raw asyncio servers
 for replies no HTTP framework would send. (Windows counted from the real send, cookies and
 proxies: test_transport.py; connect vs reply timeouts and stale keep-alive connections:
-test_promises.py.)
+test_sending.py.)
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ client refuses or the system calls to see: real ``python -m persona_async`` subp
 
 Also the input and config paths no other test walks: CSV errors, a one-lane config whose lines
 name no provider, and ``retry_ambiguous = true`` on resume.
+
+Neighbours: test_cli.py (the command as a user meets it), test_journal.py (what the journal
+records), test_cli_resume.py, test_cli_sources.py, test_cli_tasks.py, test_cli_terminal.py.
 """
 
 from __future__ import annotations
