@@ -1,5 +1,5 @@
-"""api.box against the fake: its current page documents no 10-30 s window (PROVIDERS-MORE.md
-§16), so a longer window is sent and api.box judges it."""
+"""api.box against the fake: its current page (https://docs.api.box/suno-api/generate-persona)
+documents no 10-30 s window, so a longer window is sent and api.box judges it."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """CometAPI (the Suno-API gateway contract) against the fake: the codes its error page documents
-(PROVIDERS-MORE.md §16): 403, 500 ``invalid_request``, 524."""
+(https://apidoc.cometapi.com/errors/error-codes-handling): 403, 500 ``invalid_request``, 524."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """crun against the fake and a loopback server speaking its TaskInfo: 403 "API key disabled"
-and an upper-case ``SUCCESS`` (PROVIDERS-MORE.md §1, §16)."""
+and an upper-case ``SUCCESS``, both from third-party clients: crun's pages list neither."""
 
 from __future__ import annotations
 

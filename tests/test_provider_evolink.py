@@ -1,5 +1,5 @@
 """Evolink against the fake: ``result_data`` as an array, as its music tasks answer it on the
-same endpoint (PROVIDERS-MORE.md §5, §16)."""
+same endpoint (docs/response-schema.md in https://github.com/EvoLinkAI/awesome-suno-api)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """kie's legacy route and sunoapi.org (the family skeleton) against the fake: kie's 408 and the
-0.01 s step of the vocal window both document (PROVIDERS-MORE.md §16)."""
+0.01 s step of the vocal window both document
+(https://docs.kie.ai/old-model/suno-api/generate-persona,
+https://docs.sunoapi.org/suno-api/generate-persona)."""
 
 from __future__ import annotations
 

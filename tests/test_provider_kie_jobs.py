@@ -1,5 +1,6 @@
 """kie's market route (``KieJobsProvider``) against the fake: the wire variants its docs leave
-open (PROVIDERS-MORE.md §3, §16), read as other clients of the route read them."""
+open (https://docs.kie.ai/suno-api/generate-persona), read as other clients of the route read
+them."""
 
 from __future__ import annotations
 

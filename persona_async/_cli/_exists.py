@@ -1,7 +1,7 @@
 """Persona ids for ``exists`` outcomes, from the journal's own ``created`` records.
 
 A 409 ("this audio already has a persona") names no persona, and no provider documents a lookup
-by audio id (PROVIDERS-MORE.md, 13a). The one place the id can be is the journal itself: a
+by audio id (nor an idempotency key). The one place the id can be is the journal itself: a
 ``created`` record for the same lane and audio id, written under another identity (the same
 clip listed twice with different ``id``s, an input regenerated with new task ids) by this run or
 an earlier one. A lane is one account, and the sunoapi.org family allows one persona per audio

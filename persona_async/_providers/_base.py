@@ -147,7 +147,7 @@ class Provider(RequestRules):
     api_key_env: ClassVar[str]
     default_base_url: ClassVar[str]
     #: How much of the contract the provider's own docs publish: "in full", or "partly: what is
-    #: missing" (PROVIDERS-MORE.md), for the README and ``persona-async --help``.
+    #: missing" (as read from its public pages), for the README and ``persona-async --help``.
     documentation: ClassVar[str]
     path: ClassVar[str]
     wire: ClassVar[Wire]

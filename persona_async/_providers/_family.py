@@ -3,7 +3,8 @@
 ``POST {base}/api/v1/generate/generate-persona``, camelCase, ``Authorization: Bearer``. Each
 audio id can make one persona; a repeat is answered with 409, which makes an ambiguous create
 safe to resend. Source status at ``GET {base}/api/v1/generate/record-info?taskId=``
-(PROVIDERS-MORE.md §2b).
+(sunoapi.org's https://docs.sunoapi.org/suno-api/get-music-generation-details, kie's
+https://docs.kie.ai/suno-api/get-music-details).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ _LEGACY_RATE_CODES = frozenset({405, 430})
 _CREDIT_WORDS = ("credit", "balance", "insufficient")
 
 _R, _OK, _NO = TaskState.RUNNING, TaskState.READY, TaskState.FAILED
-#: record-info's ``status`` enum (§2b). Only SUCCESS means every track is done.
+#: record-info's ``status`` enum, as those pages list it. Only SUCCESS means every track is done.
 FAMILY_STATES = state_table(
     {
         "PENDING": _R,

@@ -2,8 +2,10 @@
 
 Bearer; the reply is the raw Suno persona object, whose ``id`` is the persona id; errors are
 HTTP statuses with ``{"error": {"message", "type", "code"}}``. Source status at
-``GET {base}/suno/fetch/{task_id}`` (PROVIDERS-MORE.md §8). One implementation; each host is a
-subclass of a few lines.
+``GET {base}/suno/fetch/{task_id}`` (CometAPI's persona page,
+https://apidoc.cometapi.com/api-18657315; new-api's fetch page,
+https://docs.aiid.edu.kg/api-reference/en/music-generation-task-format/query-a-music-task-by-id).
+One implementation; each host is a subclass of a few lines.
 """
 
 from __future__ import annotations
@@ -36,14 +38,15 @@ class _Body(msgspec.Struct):
     is_public: bool
 
 
-#: HTTP statuses as CometAPI's error page reads them (§16): 403 access blocked stops the lane as
-#: a 401 does; 524 is Cloudflare's origin timeout, after which the persona may exist.
+#: HTTP statuses as CometAPI's error page (https://apidoc.cometapi.com/errors/error-codes-handling)
+#: reads them: 403 access blocked stops the lane as a 401 does; 524 is Cloudflare's origin
+#: timeout, after which the persona may exist.
 GATEWAY_ERRORS: Mapping[Any, type[PersonaError]] = MappingProxyType(
     {**HTTP_STATUS_TO_EXCEPTION, 403: AuthenticationError, 524: ProviderTimeoutError}
 )
 
 _R = TaskState.RUNNING
-#: new-api's task ``status`` (§8b).
+#: new-api's task ``status``, as its fetch page (module docstring) lists it.
 GATEWAY_STATES = state_table(
     {
         "NOT_START": _R,

@@ -42,7 +42,8 @@ class TaskState(str, enum.Enum):
 
 
 #: Read as failure in every contract: other clients of kie's market route treat all three so
-#: (PROVIDERS-MORE.md §16), and none of the contracts uses one for anything else.
+#: (kie's own task-detail page, https://docs.kie.ai/market/common/get-task-detail, names only
+#: ``fail``), and none of the contracts uses one for anything else.
 FAILURE_WORDS = ("fail", "failed", "error")
 
 

@@ -1,5 +1,7 @@
 """AceData Cloud: ``POST /suno/persona``, Bearer, real HTTP statuses with string error codes;
-source status at ``POST /suno/tasks {"id", "action": "retrieve"}`` (PROVIDERS-MORE.md §4)."""
+source status at ``POST /suno/tasks {"id", "action": "retrieve"}``. Persona: AceData's page
+https://docs.acedata.cloud/api-reference/suno/suno-persona; tasks: its integration guide,
+docs/suno_tasks_api_integration_guide.md in https://github.com/AceDataCloud/SunoAPI."""
 
 from __future__ import annotations
 
@@ -58,7 +60,8 @@ ACEDATA_ERRORS: Mapping[Any, type[PersonaError]] = MappingProxyType(
     }
 )
 
-#: AceData's task states (§4b, from AceData's own MCP server).
+#: AceData's task states: its docs publish none; these are from AceData's own MCP server,
+#: https://glama.ai/mcp/servers/AceDataCloud/SunoMCP/tools/suno_get_task.
 ACEDATA_STATES = state_table(
     {
         "pending": TaskState.RUNNING,

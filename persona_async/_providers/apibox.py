@@ -9,8 +9,8 @@ __all__ = ["ApiBoxProvider"]
 
 class ApiBoxProvider(SunoApiFamilyProvider):
     """api.box (apibox.erweima.ai). Its current page documents no 10-30 s vocal window, only
-    "vocalEnd must be greater than vocalStart" (PROVIDERS-MORE.md §16), so only that is checked
-    here; api.box judges the rest itself."""
+    "vocalEnd must be greater than vocalStart" (https://docs.api.box/suno-api/generate-persona),
+    so only that is checked here; api.box judges the rest itself."""
 
     kind = "apibox"
     api_key_env = "APIBOX_API_KEY"

@@ -1,5 +1,7 @@
 """crun: ``POST /api/v1/client/job/suno-persona-generate``, snake_case, ``x-api-key``; source
-status at ``GET /api/v1/client/job/TaskInfo?task_id=`` (PROVIDERS-MORE.md §1)."""
+status at ``GET /api/v1/client/job/TaskInfo?task_id=`` (crun's pages,
+https://docs.crun.ai/suno-api/suno-persona-generate and
+https://docs.crun.ai/suno-api/suno-task-info)."""
 
 from __future__ import annotations
 
@@ -27,13 +29,13 @@ class _Body(msgspec.Struct, omit_defaults=True):
     style: str | None = None
 
 
-#: crun's codes (its wording is kie's), and 403 "API key disabled" from a client's error map
-#: (PROVIDERS-MORE.md §16): a refused key stops the lane as a 401 does.
+#: crun's codes (its wording is kie's), and 403 "API key disabled" from a third-party client's
+#: error map (crun's pages do not list 403): a refused key stops the lane as a 401 does.
 CRUN_ERRORS: Mapping[Any, type[PersonaError]] = MappingProxyType(
     {**CODE_TO_EXCEPTION, 403: AuthenticationError}
 )
 
-#: TaskInfo's ``status`` (§1b: crun's own pages show only "running"; the rest is from a
+#: TaskInfo's ``status`` (crun's task-info page shows only "running"; the rest is from a
 #: third-party schema; some clients see ``SUCCESS``, hence no regard to case).
 CRUN_STATES = state_table(
     {

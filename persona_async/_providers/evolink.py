@@ -1,8 +1,11 @@
 """Evolink: ``POST /v1/audios/generations`` with ``model: "suno-persona"``, an async task
 polled at ``GET /v1/tasks/{id}``, the endpoint that also answers for the source song
-(PROVIDERS-MORE.md §5, §16). The persona id arrives as ``result_data.persona_id``; music tasks
-answer ``result_data`` as an array (or, per Evolink's playground, ``result_data.songs[]``), so an
-array is read for a persona too."""
+(https://docs.evolink.ai/en/api-manual/audio-series/suno/suno-persona-creation,
+https://docs.evolink.ai/en/api-manual/task-management/get-task-detail). The persona id arrives as
+``result_data.persona_id``; music tasks answer ``result_data`` as an array (docs/response-schema.md
+in https://github.com/EvoLinkAI/awesome-suno-api; or, per Evolink's playground,
+``result_data.songs[]``), so an array is read for a persona too (not documented for a persona;
+assumed from the music tasks)."""
 
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ class _Body(msgspec.Struct):
     model_params: _Params
 
 
-#: Evolink's task ``status`` (§5a/§5b).
+#: Evolink's task ``status``, as its task page (module docstring) lists it.
 EVOLINK_STATES = state_table(
     {
         "pending": TaskState.RUNNING,

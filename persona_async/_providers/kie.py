@@ -11,9 +11,10 @@ from ._family import SunoApiFamilyProvider
 
 __all__ = ["KIE_ERRORS", "KieProvider"]
 
-#: kie's codes. 408 is "no result has been returned for over 10 minutes" (PROVIDERS-MORE.md §16):
-#: the persona may exist, so it is a sent-and-lost reply, resent only where a repeat is refused
-#: with 409 (the legacy route) or when ``retry_ambiguous=True``.
+#: kie's codes. kie's error schema documents 408 as "no result has been returned for over 10
+#: minutes" (https://docs.kie.ai/old-model/suno-api/generate-persona): the persona may exist,
+#: so it is a sent-and-lost reply, resent only where a repeat is refused with 409 (the legacy
+#: route) or when ``retry_ambiguous=True``.
 KIE_ERRORS: Mapping[Any, type[PersonaError]] = MappingProxyType(
     {**CODE_TO_EXCEPTION, 408: ProviderTimeoutError}
 )

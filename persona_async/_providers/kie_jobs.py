@@ -1,6 +1,7 @@
 """kie.ai's market route: ``POST /api/v1/jobs/createTask`` with ``model:
 "ai-music-api/generate-persona"``, an async task polled at ``GET /api/v1/jobs/recordInfo``, the
-endpoint that also answers for the source song (PROVIDERS-MORE.md §3, §16).
+endpoint that also answers for the source song (https://docs.kie.ai/suno-api/generate-persona,
+https://docs.kie.ai/market/common/get-task-detail).
 
 kie marks the legacy ``generate-persona`` route (``KieProvider``) as the old version; its V6
 models ride only this one. kie does not publish the submit reply in full nor the key of the
@@ -41,7 +42,8 @@ class _Body(msgspec.Struct):
 
 _envelope = code_envelope("msg")
 
-#: recordInfo's ``state`` (§3b); ``failed`` and ``error`` are failure too (§16).
+#: recordInfo's ``state``, as kie's task-detail page lists it; ``failed`` and ``error`` are
+#: failure too, as other clients of the route read them (``_status.FAILURE_WORDS``).
 KIE_JOBS_STATES = state_table(
     {
         "waiting": TaskState.RUNNING,

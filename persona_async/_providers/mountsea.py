@@ -1,5 +1,6 @@
 """MountSea: ``POST /suno/v2/persona``, Bearer, the persona object back with HTTP 201; source
-status at ``GET /suno/v2/status?taskId=`` (PROVIDERS-MORE.md §9)."""
+status at ``GET /suno/v2/status?taskId=`` (https://docs.mountsea.ai/api-reference/suno/persona,
+https://docs.mountsea.ai/api-reference/suno/task)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ class _Body(msgspec.Struct, omit_defaults=True):
 
 
 _R = TaskState.RUNNING
-#: MountSea's task ``status`` (§9; ``queued`` and ``awaiting`` from a mirror). ``ready`` is not
+#: MountSea's task ``status`` (its task page; ``queued`` and ``awaiting`` from a mirror,
+#: https://mountsea.mintlify.app/api-reference/suno/task). ``ready`` is not
 #: terminal there (terminal: success, failed, timeout); ``stream`` is audio still streaming.
 MOUNTSEA_STATES = state_table(
     {

@@ -1,5 +1,6 @@
 """TTAPI: ``POST /suno/v1/persona``, ``TT-API-KEY`` header, ``{status, message, data}``; source
-status at ``GET /suno/v2/fetch?jobId=`` (PROVIDERS-MORE.md §6)."""
+status at ``GET /suno/v2/fetch?jobId=`` (https://docs.ttapi.io/api/en/suno/suno_persona,
+https://docs.ttapi.io/api/cn/suno/suno_fetch_v2)."""
 
 from __future__ import annotations
 
@@ -42,8 +43,8 @@ TTAPI_ERRORS: Mapping[Any, type[PersonaError]] = MappingProxyType(
     }
 )
 
-#: TTAPI's body ``status`` (§6: the fetch page's ON_QUEUE/SUCCESS/FAILED, and PENDING_QUEUE
-#: from its response page).
+#: TTAPI's body ``status`` (the fetch page's ON_QUEUE/SUCCESS/FAILED, and PENDING_QUEUE from its
+#: response page, https://docs.ttapi.io/grids/en/development/response).
 TTAPI_STATES = state_table(
     {
         "PENDING_QUEUE": TaskState.RUNNING,

@@ -1,6 +1,6 @@
 """One provider contract as the fake needs to know it: field names, limits, state rules, how its
-replies look (the reply styles of PROVIDERS-MORE.md §13d) and its status endpoint. Each contract's
-module builds one ``_Contract``; ``_registry`` lists them."""
+replies look (a code inside HTTP 200, real HTTP statuses, a bare object...) and its status
+endpoint. Each contract's module builds one ``_Contract``; ``_registry`` lists them."""
 
 from __future__ import annotations
 

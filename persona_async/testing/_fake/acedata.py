@@ -1,6 +1,8 @@
-"""AceData Cloud's contract (PROVIDERS-MORE.md §4): Bearer, real HTTP statuses, string codes.
+"""AceData Cloud's contract (https://docs.acedata.cloud/api-reference/suno/suno-persona): Bearer,
+real HTTP statuses, string codes.
 
-Songs: ``POST /suno/tasks {"id", "action": "retrieve"}`` (§4b): ``state`` pending/processing/
+Songs: ``POST /suno/tasks {"id", "action": "retrieve"}`` (AceData's tasks guide, in
+https://github.com/AceDataCloud/SunoAPI; states from its MCP server): ``state`` pending/processing/
 complete/failed, clips at ``response.data[]`` (an empty ``response`` until complete).
 """
 

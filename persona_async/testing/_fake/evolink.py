@@ -1,7 +1,8 @@
-"""Evolink's contract (PROVIDERS-MORE.md §5): ``POST /v1/audios/generations`` answers a task
-object; ``GET /v1/tasks/{id}`` answers its ``status`` and ``result_data.persona_id``. The same
-endpoint answers for songs: ``status``, clips at ``result_data[]`` (``result_id``,
-``duration``); the server routes by task id as for kie."""
+"""Evolink's contract
+(https://docs.evolink.ai/en/api-manual/audio-series/suno/suno-persona-creation):
+``POST /v1/audios/generations`` answers a task object; ``GET /v1/tasks/{id}`` answers its
+``status`` and ``result_data.persona_id``. The same endpoint answers for songs: ``status``, clips
+at ``result_data[]`` (``result_id``, ``duration``); the server routes by task id as for kie."""
 
 from __future__ import annotations
 

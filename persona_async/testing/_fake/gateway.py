@@ -1,7 +1,9 @@
-"""The Suno-API gateways' contract (CometAPI, DeerAPI; PROVIDERS-MORE.md §8): the raw Suno
-persona object back, its ``id`` the persona id; errors as HTTP statuses.
+"""The Suno-API gateways' contract (CometAPI, https://apidoc.cometapi.com/api-18657315; DeerAPI):
+the raw Suno persona object back, its ``id`` the persona id; errors as HTTP statuses.
 
-Songs: ``GET /suno/fetch/{task_id}`` (§8b): ``code: "success"``, ``data.status``
+Songs: ``GET /suno/fetch/{task_id}`` (new-api's fetch page,
+https://docs.aiid.edu.kg/api-reference/en/music-generation-task-format/query-a-music-task-by-id):
+``code: "success"``, ``data.status``
 NOT_START/QUEUED/IN_PROGRESS/SUCCESS/FAILURE, clips at ``data.data[]`` with raw Suno's
 ``metadata.duration``.
 """

@@ -1,4 +1,5 @@
-"""kie's market route (PROVIDERS-MORE.md §3): ``POST /api/v1/jobs/createTask`` answers a task
+"""kie's market route (https://docs.kie.ai/suno-api/generate-persona,
+https://docs.kie.ai/market/common/get-task-detail): ``POST /api/v1/jobs/createTask`` answers a task
 id; ``GET /api/v1/jobs/recordInfo?taskId=`` answers its ``state`` and, on success, a
 ``resultJson`` *string* holding the persona id. The same endpoint answers for songs: ``state``
 waiting/queuing/generating/success/fail, the music in ``resultJson`` (clips at its ``data[]``),

@@ -1,4 +1,5 @@
-"""MountSea's contract (PROVIDERS-MORE.md §9): Bearer, the persona object back with HTTP 201.
+"""MountSea's contract (https://docs.mountsea.ai/api-reference/suno/persona): Bearer, the persona
+object back with HTTP 201.
 
 Songs: ``GET /suno/v2/status?taskId=``: ``status`` queued/running/stream/success/failed,
 ``failCode``/``failReason``, ``data: {}`` (its clips are not documented).

@@ -1,4 +1,5 @@
-"""TTAPI's contract (PROVIDERS-MORE.md §6): ``TT-API-KEY``, ``{status, message, data}``.
+"""TTAPI's contract (https://docs.ttapi.io/api/en/suno/suno_persona): ``TT-API-KEY``,
+``{status, message, data}``.
 
 Songs: ``GET /suno/v2/fetch?jobId=``: ``status`` ON_QUEUE/SUCCESS/FAILED, clips at
 ``data.musics[]`` (``musicId``, ``duration`` a *string*).
