@@ -28,7 +28,9 @@ from test_redis import Worker, _fake_process, _fake_stats, redis_server  # noqa:
 from persona_async import CrunProvider, PersonaClient, PersonaRequest
 from persona_async.testing import RATE_SHAPES, FakeProvider, RateShape, RequestRecord
 
-pytestmark = pytest.mark.anyio
+# Rates measured in real time: these run one at a time on one worker (--dist loadgroup), so
+# that they do not compete with each other for the CPU.
+pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("real_time_rates")]
 
 REAL = 5  # the provider's limit per window
 PERIOD = 0.5

@@ -29,7 +29,9 @@ from persona_async.testing import FakeProvider, Fault
 from persona_async.testing._fake import RateWindow
 from persona_async.testing.nginx import NginxLimiter
 
-pytestmark = pytest.mark.anyio
+# Rates measured in real time: these run one at a time on one worker (--dist loadgroup), so
+# that they do not compete with each other for the CPU.
+pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("real_time_rates")]
 
 RATE = 10  # nginx's rate=10r/s: one request per 100 ms
 

@@ -335,7 +335,20 @@ async def test_a_certificate_the_client_refuses_sends_nothing_and_the_next_run_s
 # -- what a stopped run says it left -------------------------------------------------------------
 
 
-async def _interrupt_while_waiting(args: list[str], stdin: bytes | None = None) -> bytes:
+def _holds_open(fds: Path, target: Path) -> bool:
+    """Does the process whose ``/proc/PID/fd`` is ``fds`` hold ``target`` open?"""
+    for fd in fds.iterdir():
+        try:
+            if Path(os.readlink(fd)) == target:
+                return True
+        except OSError:  # closed meanwhile
+            continue
+    return False
+
+
+async def _interrupt_while_waiting(
+    args: list[str], journal: Path, stdin: bytes | None = None
+) -> bytes:
     """Run the CLI, let it settle into waiting for its window, press Ctrl-C: its stdout."""
     async with await anyio.open_process(
         command(*args), env=cli_env(), stdin=subprocess.PIPE if stdin else None
@@ -343,7 +356,13 @@ async def _interrupt_while_waiting(args: list[str], stdin: bytes | None = None) 
         if stdin is not None:
             assert process.stdin is not None
             await process.stdin.send(stdin)  # left open: the rest of the input never comes
-        await anyio.sleep(1.5)  # reading ahead, sending the first, then waiting 30 s
+        # However slow the machine is to start it: once it holds its journal open, it has
+        # its signal handlers and is running.
+        fds = Path(f"/proc/{process.pid}/fd")
+        with anyio.fail_after(20):
+            while not _holds_open(fds, journal):  # noqa: ASYNC110 (no event to wait on)
+                await anyio.sleep(0.02)
+        await anyio.sleep(1.0)  # reading ahead, sending the first, then waiting 30 s
         process.send_signal(signal.SIGINT)
         with anyio.fail_after(10):
             await process.wait()
@@ -373,7 +392,7 @@ async def test_a_resumed_run_stopped_early_counts_only_the_items_it_left_unsent(
             config_text(fake.url, lanes=("crun",), rate_limit=1, rate_period=30.0)
         )
         sent_before = fake.request_count
-        stdout = await _interrupt_while_waiting(batch_args(tmp_path))
+        stdout = await _interrupt_while_waiting(batch_args(tmp_path), tmp_path / "results.jsonl")
         sent = fake.request_count - sent_before
     assert sent <= 1
     assert b"%d item(s) were not sent because the run stopped." % (40 - sent) in stdout, stdout
@@ -388,7 +407,7 @@ async def test_a_run_reading_stdin_stopped_early_says_the_rest_was_not_read(
             config_text(fake.url, lanes=("crun",), rate_limit=1, rate_period=30.0)
         )
         args = ["batch", "-", *batch_args(tmp_path)[2:]]  # stdin
-        stdout = await _interrupt_while_waiting(args, stdin=stdin)
+        stdout = await _interrupt_while_waiting(args, tmp_path / "results.jsonl", stdin=stdin)
     assert re.search(
         rb"\n(\d+) item\(s\) read were not sent and the rest of the input was not read, because "
         rb"the run stopped\.\n",

@@ -25,7 +25,9 @@ from persona_async.testing.nginx import NginxLimiter
 CRUN = "/api/v1/client/job/suno-persona-generate"
 BODY = {"task_id": "task-1", "suno_id": "clip-1", "name": "Neon", "description": "Smoky"}
 
-pytestmark = pytest.mark.anyio
+# Rates measured in real time: these run one at a time on one worker (--dist loadgroup), so
+# that they do not compete with each other for the CPU.
+pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("real_time_rates")]
 
 
 async def burst(url: str, fake: FakeProvider, n: int) -> list[tuple[int, float]]:

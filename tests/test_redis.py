@@ -40,7 +40,9 @@ from persona_async.redis import RedisLimiter
 from persona_async.testing import FakeProvider, Fault
 from persona_async.testing.nginx import NginxLimiter
 
-pytestmark = pytest.mark.anyio
+# Rates measured in real time: these run one at a time on one worker (--dist loadgroup), so
+# that they do not compete with each other for the CPU.
+pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("real_time_rates")]
 
 API_KEY = "test-key"  # the fake's default key
 PASSWORD = "s3cret"  # the Redis password that must never show
