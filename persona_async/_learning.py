@@ -68,7 +68,7 @@ PACE_MARGIN = 0.03
 #: level doubles it (6%, 12%, 24%); past it, a refusal says the rate is too high.
 MAX_PACE_MARGIN = 0.24
 #: A widened margin halves back toward PACE_MARGIN every this many periods after it widened.
-MARGIN_HALF_LIFE = 8
+MARGIN_HALF_LIFE = 2
 
 
 class AdaptiveLimit:
