@@ -365,7 +365,9 @@ def test_a_lane_paced_at_a_leaky_providers_rate_keeps_it_when_its_sends_jitter()
     sim = simulate("leaky", REAL, 400, jitter=0.015)
     assert sim.limiter is not None
     assert sim.limiter.limit == REAL
-    assert sim.rejected_per_100(since=3 * PERIOD) <= 2, sim.rejected_per_100(since=3 * PERIOD)
+    # Jitter that never ends costs a refusal each time the margin halves back (every
+    # MARGIN_HALF_LIFE periods), about one per 20 requests here; a lowered rate cost far more.
+    assert sim.rejected_per_100(since=3 * PERIOD) <= 5, sim.rejected_per_100(since=3 * PERIOD)
     assert sim.share(since=3 * PERIOD) >= 0.8, sim.share(since=3 * PERIOD)
 
 
