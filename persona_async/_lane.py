@@ -54,11 +54,12 @@ from ._exceptions import (
 )
 from ._job import Deliver, OnSend, OnSubmitted, _Job
 from ._lanestate import LaneStatus
+from ._limiter import LaneLimiter, SentHook, Start, advice
 from ._models import Persona, PersonaRequest
 from ._polling import Poller
 from ._providers import Provider
 from ._queue import WorkerPark
-from ._ratelimit import LaneLimiter, SentHook, SlidingWindowLimiter, Start, advice
+from ._ratelimit import SlidingWindowLimiter
 from ._retry import (
     Cool,
     Pause,

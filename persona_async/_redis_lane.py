@@ -21,17 +21,16 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from ._exceptions import PersonaError, RedisUnavailableError
-from ._providers import Provider
-from ._ratelimit import (
+from ._learning import (
     MARGIN_HALF_LIFE,
     MAX_PACE_MARGIN,
     MAX_PATIENCE,
     PACE_MARGIN,
     PROBE_FRACTION,
-    Hold,
-    SlidingWindowLimiter,
-    Start,
 )
+from ._limiter import Hold, Start
+from ._providers import Provider
+from ._ratelimit import SlidingWindowLimiter
 from ._redis_script import SCRIPT
 
 __all__ = ["RedisLane", "RedisOwner"]

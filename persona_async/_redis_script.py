@@ -17,7 +17,7 @@ __all__ = ["SCRIPT"]
 # MAX_PACE_MARGIN; MARGIN_HALF_LIFE.
 # Returns {1 if admitted, microseconds to wait otherwise, limit (0: none), sustained (0: none),
 # microseconds since the first decrease, the hold's state if an acquire waits for one else ''}.
-# The rules are AdaptiveLimit's (persona_async._ratelimit), step for step, so every process
+# The rules are AdaptiveLimit's (persona_async._learning), step for step, so every process
 # sharing a key runs at one learned limit. Times are integer microseconds of Redis's clock,
 # formatted with %d before reaching redis.call (Lua's own conversion keeps only 14 digits).
 SCRIPT = """

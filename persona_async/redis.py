@@ -62,8 +62,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from ._exceptions import RedisUnavailableError
+from ._limiter import DEFAULT_WINDOW_MARGIN, LaneLimiter
 from ._providers import Provider
-from ._ratelimit import DEFAULT_WINDOW_MARGIN, LaneLimiter
 from ._redis_lane import RedisLane
 from ._redis_sharing import DEFAULT_LEASE, RedisFlights
 

@@ -45,7 +45,7 @@ from persona_async import (
     _redis_lane,
 )
 from persona_async._cli import _progress
-from persona_async._ratelimit import Hold
+from persona_async._limiter import Hold
 from persona_async.redis import RedisLimiter
 from persona_async.testing import FakeProvider, Fault
 
