@@ -58,7 +58,8 @@ from .._providers import Provider
 from ._exists import name_existing
 from ._gate import Gate, Interrupted
 from ._input import Input, InputError, Invalid, Item, duplicate
-from ._journal import ErrorInfo, Journal, JournalWriteError, State, sent_again
+from ._journal import Journal, JournalWriteError
+from ._journal_records import ErrorInfo, State, sent_again
 from ._pipe import threaded
 from ._progress import Progress, Terminal
 from ._report import Report, journal_error

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from .._providers import Provider
 from ._input import Item
-from ._journal import Resume, sent_again
+from ._journal_records import Resume, sent_again
 from ._progress import duration
 
 __all__ = ["Estimate"]

@@ -24,7 +24,8 @@ from ._demo import DEFAULT_COUNT, run_demo
 from ._estimate import Estimate
 from ._gate import RESTART_SLACK, Gate
 from ._input import Format, InputError, Invalid, Item, duplicate, open_input
-from ._journal import Journal, JournalError, State, read_resume
+from ._journal import Journal
+from ._journal_records import JournalError, State, read_resume
 from ._progress import Terminal, TerminalLogHandler, progress_wanted
 
 __all__ = ["main"]

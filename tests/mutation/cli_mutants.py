@@ -43,7 +43,11 @@ from typing import Any
 from coverage import CoverageData
 from coverage.exceptions import CoverageException
 
-MODULES = ("persona_async/_cli/_journal.py", "persona_async/_cli/_batch.py")
+MODULES = (
+    "persona_async/_cli/_journal.py",
+    "persona_async/_cli/_journal_records.py",
+    "persona_async/_cli/_batch.py",
+)
 # In this order: the promise tests of these modules first (most of their mutants die there).
 TESTS = ("tests/test_journal_promises.py", "tests/test_cli*.py")
 MUTANTS = Path("mutants")
