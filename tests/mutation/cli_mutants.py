@@ -47,6 +47,8 @@ MODULES = (
     "persona_async/_cli/_journal.py",
     "persona_async/_cli/_journal_records.py",
     "persona_async/_cli/_batch.py",
+    "persona_async/_cli/_batch_reading.py",
+    "persona_async/_cli/_batch_stopping.py",
 )
 # In this order: the promise tests of these modules first (most of their mutants die there).
 TESTS = ("tests/test_journal_promises.py", "tests/test_cli*.py")
