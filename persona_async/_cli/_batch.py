@@ -56,7 +56,8 @@ from ._batch_reading import BatchReading
 from ._batch_stopping import BatchStopping
 from ._exists import name_existing
 from ._gate import Gate, Interrupted
-from ._input import Input, InputError, Invalid, Item
+from ._input import Input, InputError
+from ._items import Invalid, Item
 from ._journal import Journal, JournalWriteError
 from ._journal_records import ErrorInfo
 from ._progress import Progress, Terminal

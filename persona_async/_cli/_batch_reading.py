@@ -16,7 +16,8 @@ import msgspec
 
 from .._models import PersonaRequest
 from .._providers import Provider
-from ._input import Input, InputError, Invalid, Item, duplicate
+from ._input import Input, InputError
+from ._items import Invalid, Item, duplicate
 from ._journal import Journal
 from ._journal_records import ErrorInfo, State, sent_again
 from ._pipe import threaded

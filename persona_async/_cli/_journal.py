@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 import anyio
 import msgspec
 
-from ._input import Invalid, Item
+from ._items import Invalid, Item
 from ._journal_records import (
     ErrorInfo,
     JournalError,

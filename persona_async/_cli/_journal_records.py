@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from ._input import identity_key
+from ._items import identity_key
 
 __all__ = [
     "STATUSES",
