@@ -1,10 +1,10 @@
-"""How a :class:`FakeProvider` answers one request, and the knobs that change it.
+"""How a :class:`FakeProvider` answers one request.
 
 A request is recorded, then judged in order: an injected or random :class:`Fault`, maintenance
 (455), the key (401), the per-key rate window (429), and the contract's own rules (422, 409);
 what passes creates a persona, or submits an async task, or answers a task's status query.
-``FakeProvider`` (``_server``) sets the state up and runs the server; this mixin holds the
-slots of the state it reads and changes.
+``FakeProvider`` (``_server``) sets the state up and runs the server; this base class holds the
+slots of the state it reads and changes, ``Knobs`` (``_knobs``) those of what a test sets.
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ import asyncio
 import collections
 import random
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
 
 from ._contract import _Contract, _record, find_status
-from ._faults import _PASS_THROUGH, DEFAULT_FAULT_MIX, Fault, _Injection, _reset_connection
-from ._limits import RATE_SHAPES, RateShape, RateWindow
-from ._registry import ASYNC, BY_PATH, CONTRACTS
+from ._faults import _PASS_THROUGH, Fault, _reset_connection
+from ._knobs import Knobs
+from ._limits import RateWindow
+from ._registry import ASYNC, BY_PATH
 from ._songs import Songs
 from ._tasks import TaskBook
 from ._wire import (
@@ -40,29 +40,20 @@ def _reject(contract: _Contract, code: int, message: str) -> _Outcome:
     return status, code, body, None
 
 
-class Behaviour:
-    """The request handling and behaviour knobs of :class:`FakeProvider` (a mixin)."""
+class Behaviour(Knobs):
+    """The request handling of :class:`FakeProvider` (a base class)."""
 
     __slots__ = (
         "_codes",
-        "_count_rejected",
-        "_fault_mix",
-        "_fault_rate",
         "_faults_served",
-        "_injections",
         "_keys",
         "_kinds",
-        "_maintenance_until",
         "_next_persona",
-        "_rate_limit",
-        "_rate_period",
-        "_rate_shape",
         "_record_requests",
         "_request_count",
         "_resets",
         "_rng",
         "_tasks",
-        "_windows",
         "creations",
         "failing_tasks",
         "in_flight",
@@ -101,84 +92,8 @@ class Behaviour:
     _resets: int
     _faults_served: int
     _next_persona: int
-    _windows: dict[str, RateWindow]
-    _rate_limit: int | None
-    _rate_period: float
-    _rate_shape: RateShape
-    _count_rejected: bool
-    _injections: list[_Injection]
     _rng: random.Random
-    _fault_rate: float
-    _fault_mix: tuple[Fault, ...]
-    _maintenance_until: float
     _tasks: TaskBook
-
-    # -- behaviour knobs -------------------------------------------------------------------
-
-    def set_rate_limit(
-        self,
-        limit: int | None,
-        period: float | None = None,
-        *,
-        shape: RateShape | None = None,
-        count_rejected: bool | None = None,
-    ) -> None:
-        """Change the per-key rate limit; ``None`` keeps that setting as it is.
-
-        A new limit, period or shape starts every key's window afresh.
-        """
-        if shape is not None and shape not in RATE_SHAPES:
-            raise ValueError(f"rate_shape must be one of {', '.join(RATE_SHAPES)}, got {shape!r}")
-        if limit is not None and limit < 1:
-            raise ValueError("rate_limit must be >= 1 or None")
-        period = self._rate_period if period is None else period
-        if period <= 0:
-            raise ValueError("rate_period must be > 0")
-        self._rate_limit = limit
-        self._rate_period = period
-        if shape is not None:
-            self._rate_shape = shape
-        if count_rejected is not None:
-            self._count_rejected = count_rejected
-        self._windows.clear()
-
-    def maintenance(self, seconds: float) -> None:
-        """Answer every contract request with code 455 for the next ``seconds``."""
-        self._maintenance_until = time.monotonic() + seconds
-
-    def end_maintenance(self) -> None:
-        self._maintenance_until = 0.0
-
-    def inject(self, fault: Fault, times: int = 1, path: str | None = None) -> None:
-        """Queue ``fault`` for the next ``times`` contract requests.
-
-        Queued faults are used first-in first-out, one per request, before random ones.
-        ``path`` names a contract kind (``"crun"``, ``"family"``, ``"acedata"``, ...), or an
-        async contract's status queries (``"kie-jobs-status"``, ``"evolink-status"``), and
-        reserves the fault for those requests; other requests pass it by. Requests to unknown
-        paths never consume faults.
-        """
-        if times < 1:
-            raise ValueError("times must be >= 1")
-        kinds = {c.kind for c in CONTRACTS} | {f"{c.kind}-status" for c in ASYNC}
-        if path is not None and path not in kinds:
-            raise ValueError(f"path must be None or one of {', '.join(sorted(kinds))}")
-        self._injections.append(_Injection(fault, times, path))
-
-    def random_faults(self, rate: float, faults: Sequence[Fault] | None = None) -> None:
-        """Give each contract request a ``rate`` chance of a fault drawn from ``faults``.
-
-        ``faults`` defaults to :data:`DEFAULT_FAULT_MIX`; repeat an entry to weight it.
-        Draws use the generator seeded at construction, so a run is reproducible as long as
-        requests arrive in the same order.
-        """
-        if not 0.0 <= rate <= 1.0:
-            raise ValueError("fault rate must be between 0 and 1")
-        mix = DEFAULT_FAULT_MIX if faults is None else tuple(faults)
-        if rate and not mix:
-            raise ValueError("faults must not be empty")
-        self._fault_rate = rate
-        self._fault_mix = mix
 
     # -- request handling ------------------------------------------------------------------
 
