@@ -37,7 +37,8 @@ from typing import Any
 from _common import API_KEY, FakeProcess, machine, persona_requests, table
 
 from persona_async import CrunProvider, PersonaClient
-from persona_async._ratelimit import LaneLimiter, SlidingWindowLimiter
+from persona_async._limiter import LaneLimiter
+from persona_async._ratelimit import SlidingWindowLimiter
 from persona_async.redis import RedisLimiter
 
 

@@ -26,7 +26,7 @@ from ._exceptions import (
     ProviderTimeoutError,
     RateLimitError,
 )
-from ._ratelimit import Hold
+from ._limiter import Hold
 from ._retry import THROTTLES
 
 if TYPE_CHECKING:

@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 import msgspec
 
 from ._exceptions import PersonaError
+from ._limiter import Start
 from ._models import Persona, PersonaRequest
-from ._ratelimit import Start
 
 __all__ = ["Deliver", "OnSend", "OnSubmitted", "_Job"]
 

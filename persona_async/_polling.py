@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from ._exceptions import PersonaError
-from ._ratelimit import SlidingWindowLimiter, Start
+from ._limiter import Start
+from ._ratelimit import SlidingWindowLimiter
 from ._retry import THROTTLES
 
 __all__ = [

@@ -30,7 +30,7 @@ import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal, Protocol
 
 import anyio
 
@@ -44,10 +44,7 @@ from ._exceptions import (
 from ._models import Persona
 from ._providers import Provider
 
-if TYPE_CHECKING:
-    from .redis import RedisLimiter
-
-__all__ = ["DEFAULT_LEASE", "RedisFlights"]
+__all__ = ["DEFAULT_LEASE", "FlightsOwner", "RedisFlights"]
 
 logger = logging.getLogger("persona_async")
 
@@ -87,12 +84,21 @@ return ''
 """
 
 
+class FlightsOwner(Protocol):
+    """What the flights read of their ``RedisLimiter`` (a protocol, so that this module need
+    not import ``persona_async.redis``, which imports it)."""
+
+    prefix: str
+    lease: float
+    fallback: Literal["local"] | None
+
+
 class RedisFlights:
     """One lane's ``FlightStore`` on its ``RedisLimiter``'s Redis. See the module docstring."""
 
     __slots__ = ("_owner", "_prefix", "_provider", "_run")
 
-    def __init__(self, owner: RedisLimiter, provider: Provider, run: RunScript) -> None:
+    def __init__(self, owner: FlightsOwner, provider: Provider, run: RunScript) -> None:
         self._owner = owner
         self._provider = provider
         self._run = run  # the lane limiter's: its connection, its outage state and log

@@ -6,7 +6,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ._ratelimit import Hold, advice
+from ._limiter import Hold, advice
 
 __all__ = ["LaneState", "LaneStats"]
 

@@ -43,12 +43,11 @@ from _cli_support import (
 )
 
 from persona_async import KieProvider, PersonaClient, PersonaRequest
-from persona_async._cli._input import Invalid, Item, identity_key
-from persona_async._cli._journal import (
+from persona_async._cli._items import Invalid, Item, identity_key
+from persona_async._cli._journal import Journal, JournalWriteError
+from persona_async._cli._journal_records import (
     ErrorInfo,
-    Journal,
     JournalError,
-    JournalWriteError,
     State,
     read_resume,
     sent_again,

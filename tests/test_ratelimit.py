@@ -19,16 +19,9 @@ import aiolimiter
 import pytest
 from _support import most_in_any_window
 
-from persona_async._ratelimit import (
-    MARGIN_HALF_LIFE,
-    MAX_PACE_MARGIN,
-    PACE_MARGIN,
-    AdaptiveLimit,
-    Hold,
-    SlidingWindowLimiter,
-    Start,
-    advice,
-)
+from persona_async._learning import MARGIN_HALF_LIFE, MAX_PACE_MARGIN, PACE_MARGIN, AdaptiveLimit
+from persona_async._limiter import Hold, Start, advice
+from persona_async._ratelimit import SlidingWindowLimiter
 from persona_async.testing import RATE_SHAPES, RateShape
 from persona_async.testing._fake import RateWindow
 

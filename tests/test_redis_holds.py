@@ -42,10 +42,10 @@ from persona_async import (
     ProviderTimeoutError,
     RateLimitError,
     _deadline,
+    _redis_lane,
 )
-from persona_async import redis as redis_module
 from persona_async._cli import _progress
-from persona_async._ratelimit import Hold
+from persona_async._limiter import Hold
 from persona_async.redis import RedisLimiter
 from persona_async.testing import FakeProvider, Fault
 
@@ -181,5 +181,5 @@ def test_every_hold_state_has_its_error_its_words_and_its_reply() -> None:
     assert states == {"cooling", "paused"}
     assert set(_deadline._HELD) == states  # what a deadline inside it fails with
     assert set(_progress._HELD_WORDS) == states  # what the live line says
-    assert {state.encode() for state in states} <= set(redis_module._HOLDS)  # Redis's reply
-    assert set(redis_module._HOLDS.values()) == states
+    assert {state.encode() for state in states} <= set(_redis_lane._HOLDS)  # Redis's reply
+    assert set(_redis_lane._HOLDS.values()) == states

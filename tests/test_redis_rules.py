@@ -29,7 +29,7 @@ from _support import HeldPort, free_port, most_in_any_window
 from test_redis import API_KEY, PASSWORD, RedisServer, redis_server  # noqa: F401
 
 from persona_async import CrunProvider, RedisUnavailableError
-from persona_async._ratelimit import LaneLimiter, Start
+from persona_async._limiter import LaneLimiter, Start
 from persona_async.redis import RedisLimiter
 
 pytestmark = pytest.mark.anyio

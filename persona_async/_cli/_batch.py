@@ -28,16 +28,13 @@ sent. A second signal aborts at once, leaving the ``pending`` records for the ne
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
 import anyio
 import anyio.lowlevel
-import msgspec
 
 from .._client import PersonaClient
 from .._exceptions import (
@@ -55,11 +52,14 @@ from .._exceptions import (
 from .._lane import LaneStats
 from .._models import Outcome, PersonaRequest
 from .._providers import Provider
+from ._batch_reading import BatchReading
+from ._batch_stopping import BatchStopping
 from ._exists import name_existing
 from ._gate import Gate, Interrupted
-from ._input import Input, InputError, Invalid, Item, duplicate
-from ._journal import ErrorInfo, Journal, JournalWriteError, State, sent_again
-from ._pipe import threaded
+from ._input import Input, InputError
+from ._items import Invalid, Item
+from ._journal import Journal, JournalWriteError
+from ._journal_records import ErrorInfo
 from ._progress import Progress, Terminal
 from ._report import Report, journal_error
 from ._summary import Tally, render_summary
@@ -83,18 +83,7 @@ EXIT_INPUT = 2
 EXIT_INTERRUPTED = 130
 #: Seconds the first Ctrl-C waits for requests on the wire before giving up on them.
 DEFAULT_GRACE = 30.0
-# The reader yields to the event loop this often while it skips settled items, so signals
-# and the progress line are served during a long resume.
-_CHECKPOINT_EVERY = 256
 _TICK = 0.2
-# While stopping: how often to look whether requests are still on the wire.
-_POLL = 0.05
-_SETTLE = 0.01
-# Invalid lines the summary names (the journal and ``validate`` have them all).
-_INVALID_SHOWN = 3
-# After closing the client at the end of the grace period: how long its last outcomes may take
-# to come out before the run stops without them (their records then stay pending).
-_DRAIN = 2.0
 
 # Failures that say nothing about the item itself: the account, the key or the endpoint was
 # wrong, so the next run (after the user fixes it) sends the item again.
@@ -111,7 +100,7 @@ _NOT_SENT_AGAIN = ErrorInfo(
 )
 
 
-class Batch:
+class Batch(BatchReading, BatchStopping):
     """Runs ``entries`` through a client built from ``providers``; ``await run()`` -> exit code."""
 
     def __init__(
@@ -270,122 +259,6 @@ class Batch:
     def _lane_stats(self) -> Mapping[str, LaneStats]:
         return {} if self._client is None else self._client.stats()
 
-    def _stopping_words(self) -> str | None:
-        if not self._stopping:
-            return None
-        left = self._on_wire_left
-        if left is None or not left:
-            return "stopping"
-        return f"stopping: waiting for {left} request(s) in flight"
-
-    # -- reading: what to send ------------------------------------------------------------------
-
-    async def _requests(self) -> AsyncIterator[PersonaRequest]:
-        """The items to send; a read error ends them, as the end of the input would: what was
-        read is sent, and ``_finish`` says where reading stopped."""
-        try:
-            async for request in self._read_requests():
-                yield request
-        except InputError as exc:  # a read error, or stdin in UTF-16
-            self._unreadable = exc
-
-    async def _read_requests(self) -> AsyncIterator[PersonaRequest]:
-        lines = self._entries.blocking_lines
-        if lines is None:  # a file: its reads return at once
-            for entry in self._reading:
-                if self._stopping:  # this entry counts among the unread ones
-                    return
-                if self._lines_read % _CHECKPOINT_EVERY == 0:
-                    await anyio.lowlevel.checkpoint()
-                if (item := self._read(entry)) is not None:
-                    yield item.request
-        else:  # stdin, a FIFO: read off the event loop, which a waiting read would stop
-            async with contextlib.aclosing(threaded(self._reading, lines)) as entries:
-                async for entry in entries:
-                    if self._stopping:
-                        return
-                    if self._lines_read % _CHECKPOINT_EVERY == 0:
-                        await anyio.lowlevel.checkpoint()
-                    if (item := self._read(entry)) is not None:
-                        yield item.request
-
-    def _read(self, entry: Item | Invalid) -> Item | None:
-        """Count ``entry`` as read; the item if it is to be sent."""
-        self._lines_read += 1
-        self._last_line = entry.line
-        if isinstance(entry, Invalid):
-            self._invalid(entry)
-        elif self._admit(entry):
-            self._pulled[id(entry.request)] = entry
-            return entry
-        return None
-
-    def _admit(self, item: Item) -> bool:
-        """Apply the resume rules; True when ``item`` is to be sent."""
-        resume = self._journal.resume
-        state = resume.take(item.key, item.line)
-        if state is None:
-            self._invalid(duplicate(item, resume.first_line(item.key)))
-            return False
-        tally = self.tally
-        if self._sends(item, state):
-            item.sent_before = state is not State.NEW and state is not State.RETRY
-            task_id = resume.task_ids.get(item.key)
-            if task_id is not None:  # submitted by an earlier run: poll it, never resubmit
-                item.request = msgspec.structs.replace(item.request, provider_task_id=task_id)
-                self._polling(item)
-            return True
-        if state is State.DONE:
-            tally.skipped["done"] += 1
-        elif state is State.FAILED:
-            tally.skipped["failed"] += 1
-        elif state is State.UNKNOWN:
-            tally.skipped["unknown"] += 1
-        else:  # PENDING on a provider that would make a second persona
-            provider = self._providers[item.lane]
-            request = item.request
-            message = (
-                "an earlier run sent this request and stopped before its outcome was recorded; "
-                f"a persona may or may not exist. {provider.kind} documents no duplicate "
-                "detection, so it was not sent again: check the provider's dashboard for a "
-                f"persona of audio_id {request.audio_id!r} (task_id {request.task_id!r}); if "
-                "there is none, run the same command with --resend-unknown"
-            )
-            error = ErrorInfo("OutcomeUnknownError", None, message, False)
-            self._journal.outcome(item, "failed", error=error)
-            tally.lane(item.lane).failed["OutcomeUnknownError"] += 1
-            tally.unknown += 1
-        tally.done += 1
-        return False
-
-    def _sends(self, item: Item, state: State) -> bool:
-        """Whether an item left in ``state`` by the earlier runs is sent by this one."""
-        return sent_again(
-            state, resends_pending=self._resends(item.lane), resend_unknown=self._resend_unknown
-        )
-
-    def _resends(self, lane: str) -> bool:
-        provider = self._providers[lane]
-        return provider.detects_duplicates or provider.retry_ambiguous
-
-    def _invalid(self, entry: Invalid, *, own: bool = False) -> None:
-        """Record an invalid line. Unless it is the record of the item itself (``own``), a line
-        sharing the identity of a valid item is written without that identity, so it never
-        becomes the last record, the state, of that item."""
-        resume = self._journal.resume
-        key = entry.key
-        if not own and key is not None and resume.known(key):
-            entry = entry.detached()
-        known = resume.invalid_lines
-        self.tally.done += 1
-        if entry.line in known and known[entry.line] in (key, entry.key):
-            self.tally.skipped["invalid"] += 1  # reported by an earlier run
-            return
-        self._journal.invalid(entry)
-        self.tally.lane(entry.provider).invalid += 1
-        if len(self._invalid_shown) < _INVALID_SHOWN:
-            self._invalid_shown.append(entry)
-
     # -- sending and outcomes -------------------------------------------------------------------
 
     def _on_send(self, request: PersonaRequest) -> Awaitable[None]:
@@ -401,10 +274,6 @@ class Batch:
         item = self._pulled[id(request)]
         self._journal.submitted(item, provider_task_id)
         self._polling(item)
-
-    def _polling(self, item: Item) -> None:
-        item.polled = True
-        self.tally.tasks_running += 1
 
     async def _durable(self, item: Item) -> None:
         try:
@@ -511,95 +380,3 @@ class Batch:
         for provider in self._providers.values():
             message = provider.redact(message)
         return ErrorInfo(type(err).__name__, err.code, message, next_run_retries)
-
-    # -- stopping -------------------------------------------------------------------------------
-
-    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
-        installed: list[int] = []
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            # Not available on Windows; Ctrl-C then aborts through KeyboardInterrupt.
-            try:
-                loop.add_signal_handler(signum, self._on_signal, signum)
-            except (NotImplementedError, RuntimeError):
-                continue
-            installed.append(signum)
-        return installed
-
-    def _on_signal(self, signum: int) -> None:
-        if self._signalled:
-            self._abort()
-            return
-        self._signalled = True
-        self._stop(f"{signal.Signals(signum).name}: stopping", "Press Ctrl-C again to abort now.")
-
-    def _on_journal_failure(self, exc: OSError) -> None:
-        self._stop(
-            f"error: the journal {self._journal.path} could not be written "
-            f"({exc.strerror or exc}): stopping",
-            "",
-        )
-
-    def _stop(self, why: str, then: str) -> None:
-        """Send nothing more (at once, even what waits for the window); the watcher then
-        waits for what is on the wire."""
-        if self._stopping:
-            return
-        self._stopping = True
-        self._stop_reason = why
-        self._stop_then = then
-        self._gate.close()
-        self._stop_requested.set()
-
-    async def _watch_stop(self) -> None:
-        await self._stop_requested.wait()
-        # A moment for the requests that waited for the window to come out unsent.
-        await anyio.sleep(_SETTLE)
-        left = self._on_wire()
-        self._say_stopping(left)
-        with anyio.move_on_after(self._grace):
-            while left:
-                self._on_wire_left = left
-                await anyio.sleep(_POLL)
-                left = self._on_wire()
-        self._on_wire_left = left
-        if not self._aborted:
-            await self._close_early(left)
-
-    def _say_stopping(self, left: int) -> None:
-        if self._stop_said:
-            return
-        self._stop_said = True
-        waiting = (
-            f"waiting up to {self._grace:g}s for {left} request(s) in flight"
-            if left
-            else "no request is in flight"
-        )
-        self._say(
-            f"persona-async: {self._stop_reason}. Nothing more is sent; {waiting}. "
-            + self._stop_then
-        )
-
-    def _on_wire(self) -> int:
-        """Requests between leaving and their answer (the gate is closed: no worker waits
-        for the window any more)."""
-        assert self._client is not None
-        return sum(stats.in_flight for stats in self._client.stats().values())
-
-    async def _close_early(self, left: int) -> None:
-        if left:
-            self._say(f"persona-async: grace period over: closing; {left} request(s) still open")
-        self._closing = True
-        assert self._client is not None
-        # Every request still open gets its outcome now and the loop writes it; the stream
-        # then ends by itself and cancels this task.
-        await self._client.aclose()
-        await anyio.sleep(_DRAIN)
-        self._abort()
-
-    def _abort(self) -> None:
-        self._aborted = True
-        if self._abort_scope is not None:
-            self._abort_scope.cancel()
-
-    def _say(self, text: str) -> None:
-        self._terminal.say(text, self._err)

@@ -18,7 +18,7 @@ from .._polling import Poller, Running
 from .._providers import Provider
 from .._sources import SourceInfo, SourceState, lookup, verdict
 from .._transport import SessionPool
-from ._input import Item
+from ._items import Item
 
 __all__ = ["LOOKUP_DEADLINE", "SourceLine", "check_sources"]
 

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from .._limiter import SharedLimiter
 from .._providers import PROVIDER_KINDS, Provider
 from .._providers._base import _check_base_url
-from .._ratelimit import SharedLimiter
 from .._retry import FIELD_RULES, RetryPolicy
 
 if sys.version_info >= (3, 11):

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .._providers import Provider
-from ._input import Item
-from ._journal import Resume, sent_again
+from ._items import Item
+from ._journal_records import Resume, sent_again
 from ._progress import duration
 
 __all__ = ["Estimate"]

@@ -21,7 +21,8 @@ from collections.abc import Collection, Iterator
 import anyio
 import msgspec
 
-from ._journal import Journal, Record
+from ._journal import Journal
+from ._journal_records import Record
 
 __all__ = ["Known", "known_persona_ids", "name_existing"]
 

@@ -19,8 +19,9 @@ from collections.abc import Mapping, Sequence
 import anyio
 
 from .._exceptions import PersonaError
+from .._limiter import Hold, LaneLimiter, SharedLimiter, Start
 from .._providers import Provider
-from .._ratelimit import Hold, LaneLimiter, SharedLimiter, SlidingWindowLimiter, Start
+from .._ratelimit import SlidingWindowLimiter
 
 __all__ = ["Gate", "Interrupted", "RESTART_SLACK"]
 

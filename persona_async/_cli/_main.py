@@ -23,8 +23,10 @@ from ._config import ConfigError, load_config
 from ._demo import DEFAULT_COUNT, run_demo
 from ._estimate import Estimate
 from ._gate import RESTART_SLACK, Gate
-from ._input import Format, InputError, Invalid, Item, duplicate, open_input
-from ._journal import Journal, JournalError, State, read_resume
+from ._input import Format, InputError, open_input
+from ._items import Invalid, Item, duplicate
+from ._journal import Journal
+from ._journal_records import JournalError, State, read_resume
 from ._progress import Terminal, TerminalLogHandler, progress_wanted
 
 __all__ = ["main"]

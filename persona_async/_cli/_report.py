@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ._input import InputError, InputReadError, Invalid
+from ._input import InputError, InputReadError
+from ._items import Invalid
 from ._summary import Tally
 
 __all__ = ["Report", "journal_error"]

@@ -23,7 +23,7 @@ from ._status import StatusRoute
 from ._styles import Reply, ReplyStyle
 
 if TYPE_CHECKING:
-    from .._ratelimit import SharedLimiter
+    from .._limiter import SharedLimiter
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",

@@ -43,7 +43,13 @@ from typing import Any
 from coverage import CoverageData
 from coverage.exceptions import CoverageException
 
-MODULES = ("persona_async/_cli/_journal.py", "persona_async/_cli/_batch.py")
+MODULES = (
+    "persona_async/_cli/_journal.py",
+    "persona_async/_cli/_journal_records.py",
+    "persona_async/_cli/_batch.py",
+    "persona_async/_cli/_batch_reading.py",
+    "persona_async/_cli/_batch_stopping.py",
+)
 # In this order: the journal's own tests first (most of their mutants die there).
 TESTS = ("tests/test_journal.py", "tests/test_cli*.py")
 MUTANTS = Path("mutants")

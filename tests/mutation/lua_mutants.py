@@ -1,6 +1,6 @@
 """Hand-made mutants of the Redis limiter's Lua script, which mutmut does not touch.
 
-mutmut mutates Python functions only; ``persona_async/redis.py`` keeps its rules (one decrease
+mutmut mutates Python functions only; ``_redis_script.py`` keeps its rules (one decrease
 per congestion event, at most half, growth only after a saturated clean window, never above the
 configured limit, the window's margin) in one Lua string. Each entry below changes one of those
 decisions. Run from the project root; each mutant is applied to a copy of the package in a
@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "persona_async" / "redis.py"
+SCRIPT = ROOT / "persona_async" / "_redis_script.py"
 TESTS = ("tests/test_redis_holds.py", "tests/test_redis_rules.py", "tests/test_redis.py")
 
 #: name -> (the script's text, the mutant's)
@@ -117,7 +117,7 @@ def mutated(source: str, name: str) -> str:
     """``source`` with mutant ``name`` applied; its text must occur exactly once."""
     old, new = MUTANTS[name]
     if source.count(old) != 1:
-        raise ValueError(f"{name}: its text occurs {source.count(old)} times in redis.py")
+        raise ValueError(f"{name}: its text occurs {source.count(old)} times in {SCRIPT.name}")
     return source.replace(old, new)
 
 
@@ -126,7 +126,7 @@ def run(name: str | None) -> bool:
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copytree(ROOT / "persona_async", Path(tmp) / "persona_async")
         if name is not None:
-            script = Path(tmp) / "persona_async" / "redis.py"
+            script = Path(tmp) / SCRIPT.relative_to(ROOT)
             script.write_text(mutated(SCRIPT.read_text(), name))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([tmp, os.environ.get("PYTHONPATH", "")]))
         done = subprocess.run(

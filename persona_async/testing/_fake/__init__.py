@@ -1,5 +1,5 @@
 """The fake provider: one module per contract (its status endpoint included), listed in
-``_registry``; the server in ``_server`` iterates that list."""
+``_registry``; the server (``_server``, answering through ``_behaviour``) iterates that list."""
 
 from ._faults import DEFAULT_FAULT_MIX, Fault
 from ._limits import RATE_SHAPES, RateShape, RateWindow
