@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ._exceptions import (
+    THROTTLES,
     MaintenanceError,
     OverloadedError,
     PersonaError,
@@ -27,7 +28,6 @@ from ._exceptions import (
     RateLimitError,
 )
 from ._limiter import Hold
-from ._retry import THROTTLES
 
 if TYPE_CHECKING:
     from ._job import _Job

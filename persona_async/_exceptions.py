@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 __all__ = [
     "CODE_TO_EXCEPTION",
     "HTTP_STATUS_TO_EXCEPTION",
+    "LANE_STOPPERS",
     "AuthenticationError",
     "FeatureDisabledError",
     "GenerationFailedError",
@@ -56,6 +57,7 @@ __all__ = [
     "RateLimitError",
     "RedisUnavailableError",
     "SOURCE_NOT_READY_WORDINGS",
+    "THROTTLES",
     "ServerError",
     "SourceFailedError",
     "SourceNotReadyError",
@@ -365,3 +367,12 @@ def source_not_ready(message: str) -> bool:
     """True when a 422's ``message`` says the source song is still being generated."""
     text = message.lower()
     return any(wording in text for wording in SOURCE_NOT_READY_WORDINGS)
+
+
+#: A provider's "slow down": the lane cools, a status poll slows, and neither counts as a failure.
+THROTTLES: tuple[type[RateLimitError], type[OverloadedError]] = (RateLimitError, OverloadedError)
+#: Errors about the account, not the request: the lane stops and sends nothing more.
+LANE_STOPPERS: tuple[type[AuthenticationError], type[InsufficientCreditsError]] = (
+    AuthenticationError,
+    InsufficientCreditsError,
+)

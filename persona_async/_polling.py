@@ -31,10 +31,9 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from ._exceptions import PersonaError
+from ._exceptions import THROTTLES, PersonaError
 from ._limiter import Start
 from ._ratelimit import SlidingWindowLimiter
-from ._retry import THROTTLES
 
 __all__ = [
     "DEFAULT_POLL_POLICY",

@@ -20,8 +20,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from ._exceptions import (
-    AuthenticationError,
-    InsufficientCreditsError,
+    LANE_STOPPERS,
+    THROTTLES,
     MaintenanceError,
     OutcomeUnknownError,
     OverloadedError,
@@ -77,13 +77,6 @@ DEFAULT_RETRY_BUDGET = 10
 #: within two of the lane's rate periods); after longer with nothing but 503s it is down.
 OVERLOAD_ALIVE = 5.0
 
-#: A provider's "slow down": the lane cools, a status poll slows, and neither counts as a failure.
-THROTTLES: tuple[type[RateLimitError], type[OverloadedError]] = (RateLimitError, OverloadedError)
-#: Errors about the account, not the request: the lane stops and sends nothing more.
-LANE_STOPPERS: tuple[type[AuthenticationError], type[InsufficientCreditsError]] = (
-    AuthenticationError,
-    InsufficientCreditsError,
-)
 
 
 def _at_least(bound: float) -> Callable[[float], bool]:

@@ -20,12 +20,11 @@ from typing import TYPE_CHECKING
 import anyio.abc
 
 from ._decoding import interpret_task
-from ._exceptions import MalformedResponseError, PersonaError, ProviderTimeoutError
+from ._exceptions import LANE_STOPPERS, MalformedResponseError, PersonaError, ProviderTimeoutError
 from ._models import Persona
 from ._polling import Poller, Running
 from ._providers import Provider
 from ._providers._styles import FinishedSubmit
-from ._retry import LANE_STOPPERS
 from ._transport import SessionPool
 
 if TYPE_CHECKING:
