@@ -39,6 +39,7 @@ __all__ = [
     "cannot_start_error",
     "check_deadline",
     "give_up_error",
+    "held_elsewhere_error",
     "maintenance_error",
     "min_attempt_time",
 ]
@@ -136,6 +137,15 @@ def cannot_start_error(
     return clone
 
 
+def held_elsewhere_error(held: Hold, resumes_in: float, left: float, lane: str) -> PersonaError:
+    """A request that cannot start before a hold a process sharing the limiter set, failed at
+    once (as ``cannot_start_error`` fails one in a lane that saw the 429 or 455 itself)."""
+    said, kind = _HELD[held]
+    seen = kind(f"{said} (seen by a process sharing this lane's limiter)", provider=lane)
+    assert isinstance(seen, (RateLimitError, OverloadedError, MaintenanceError))
+    return cannot_start_error(seen, resumes_in, left, lane)
+
+
 def _held_error(held: Hold, lane: str, waited: float) -> PersonaError:
     """The lane's shared limiter held every start: a process sharing it was told to wait."""
     said, kind = _HELD[held]
@@ -214,6 +224,12 @@ class Deadlines:
             line = self._line
             while line and not line[0].armed:
                 line.popleft()
+
+    def armed_before(self, t: float) -> list[_Job]:
+        """The waiting jobs whose last start time comes before ``t``."""
+        jobs = [job for job in self._line if job.armed and job.last_start < t]
+        jobs.extend(job for _, _, job in self._heap if job.armed and job.last_start < t)
+        return jobs
 
     def close(self) -> None:
         if self._handle is not None:

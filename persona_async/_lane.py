@@ -87,6 +87,7 @@ class Lane(LaneWorkers):
                 clock=clock,
             )
         )
+        self._limiter.watch_holds(self._held_elsewhere)
         self._advised: int | None = None  # the learned limit last told to the log
         self._deadlines = Deadlines(self._expire, clock)  # fails waiting jobs at last_start
         # A leaky bucket is the right shape for a retry budget: bursts allowed, long-run capped.

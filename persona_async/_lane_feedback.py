@@ -16,11 +16,17 @@ from collections.abc import Callable
 
 import aiolimiter
 
-from ._deadline import Deadlines, cannot_start_error, give_up_error, maintenance_error
+from ._deadline import (
+    Deadlines,
+    cannot_start_error,
+    give_up_error,
+    held_elsewhere_error,
+    maintenance_error,
+)
 from ._exceptions import MaintenanceError, OverloadedError, PersonaError, RateLimitError
 from ._job import _Job
 from ._lanestate import LaneStatus
-from ._limiter import LaneLimiter, advice
+from ._limiter import Hold, LaneLimiter, advice
 from ._models import Persona
 from ._providers import Provider
 from ._queue import WorkerPark
@@ -86,6 +92,17 @@ class LaneFeedback:
         if said is None or resumes <= job.last_start:
             return None
         return cannot_start_error(said, resumes - now, job.last_start - now, self.provider.name)
+
+    def _held_elsewhere(self, held: Hold, seconds: float) -> None:
+        """A process sharing the lane's limiter saw a 429 or a 455: every start waits
+        ``seconds``. A waiting request whose last start comes first fails now, unsent, with the
+        error a lane that saw the answer itself gives; the others wait it out."""
+        now = self._clock()
+        for job in self._deadlines.armed_before(now + seconds):
+            if not job.done:
+                left = job.last_start - now
+                err = held_elsewhere_error(held, seconds, left, self.provider.name)
+                self._finish(job, None, err)
 
     def _give_up(self, job: _Job) -> PersonaError:
         now = self._clock()

@@ -9,7 +9,7 @@ when it settled below its configured limit.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
 
 import msgspec
@@ -95,6 +95,12 @@ class LaneLimiter(Protocol):
     @property
     def holding(self) -> Hold | None:
         """Why ``acquire`` waits right now, when a process sharing this limiter said to."""
+        ...
+
+    def watch_holds(self, on_hold: Callable[[Hold, float], None]) -> None:
+        """Call ``on_hold(state, seconds)`` when a process sharing this limiter makes every
+        start wait ``seconds`` (a 429's cooldown, a 455's pause it saw), as ``acquire`` learns
+        it: the lane fails at once the requests that cannot start before then."""
         ...
 
     def take(self) -> Start | None:

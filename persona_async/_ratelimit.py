@@ -155,6 +155,9 @@ class SlidingWindowLimiter:
     def holding(self) -> Hold | None:
         return None  # nothing shares it: its lane's own state says why it waits
 
+    def watch_holds(self, on_hold: Callable[[Hold, float], None]) -> None:
+        """Nothing shares it: no hold comes from elsewhere."""
+
     def take(self) -> Start | None:
         """A start now if the window has room and nobody waits for it, else None."""
         adaptive = self._adaptive

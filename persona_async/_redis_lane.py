@@ -13,7 +13,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
 
 from redis.asyncio import Redis
@@ -72,6 +72,7 @@ class RedisLane:
         "_limit",
         "_local",
         "_lock",
+        "_on_hold",
         "_owner",
         "_period_us",
         "_provider",
@@ -107,6 +108,7 @@ class RedisLane:
         self._down: RedisUnavailableError | None = None  # the current outage, if any
         self._retry_at = 0.0  # monotonic time when Redis may be tried again
         self._held: Hold | None = None  # the hold the last acquire was told to wait for
+        self._on_hold: Callable[[Hold, float], None] | None = None  # the lane's, told of holds
         self._unused: list[str] = []  # starts admitted but never sent, to take back from Redis
 
     @property
@@ -125,6 +127,9 @@ class RedisLane:
     def holding(self) -> Hold | None:
         # Fresh while it matters: a worker told to wait asks again when the hold ends.
         return self._held
+
+    def watch_holds(self, on_hold: Callable[[Hold, float], None]) -> None:
+        self._on_hold = on_hold
 
     def take(self) -> Start | None:
         return None  # only Redis knows: acquire asks it
@@ -149,6 +154,8 @@ class RedisLane:
                     return await self._without_redis(err)
                 if admitted:
                     return Start(time.monotonic(), member)
+                if self._held is not None and self._on_hold is not None:
+                    self._on_hold(self._held, wait_us / 1e6)
                 await asyncio.sleep(wait_us / 1e6)
 
     def accepted(self, start: Start) -> None:

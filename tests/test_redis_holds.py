@@ -1,9 +1,9 @@
 """A lane held by a process sharing its Redis limiter says why, to its callers and its user.
 
 One process is answered 455 (maintenance) or 429 with a Retry-After, and holds every start of
-the shared key for a while. A request in a second process, whose deadline passes while it
-waits for that hold, fails unsent with what the first process was told (a ``MaintenanceError``
-or a ``RateLimitError``, as it would in the first process), not with a bare timeout; the second
+the shared key for a while. A request in a second process that cannot start before that hold
+ends fails at once, unsent, with what the first process was told (a ``MaintenanceError`` or a
+``RateLimitError`` with its ``retry_after``, as it would in the first process); the second
 process's ``LaneStats.held`` and its CLI's live line say the lane is held, and by what. The
 clients here have limiters of their own on one key, as two processes have.
 """
@@ -73,7 +73,7 @@ async def _until_held(url: str) -> None:
     ],
     ids=["paused", "cooling"],
 )
-async def test_a_deadline_passing_in_a_hold_from_another_process_says_what_it_was_told(
+async def test_a_call_that_cannot_start_before_another_processs_hold_fails_at_once(
     redis_server: RedisServer,  # noqa: F811
     fault: Fault,
     expected: type[PersonaError],
@@ -105,9 +105,13 @@ async def test_a_deadline_passing_in_a_hold_from_another_process_says_what_it_wa
     assert type(err) is expected, err
     assert err.message.startswith(words), err
     assert "seen by a process sharing this lane's limiter" in err.message
-    assert err.message.endswith("it was never sent")
+    # The hold (3 s) ends after the call's last start (0.375 s in): it fails as soon as Redis
+    # says so, not at its last start, as a lane that saw the answer itself fails it.
+    assert err.message.endswith("it was not sent, and failed at once"), err
     assert (err.provider, err.task_id, err.attempts) == ("crun", "task_here", 0)
-    assert waited < 1.0  # its own deadline, not the hold's end
+    assert waited < 0.25, waited
+    if isinstance(err, RateLimitError):
+        assert err.retry_after == 3.0  # whole seconds until the shared cooldown ends
     # Its own lane saw nothing: it runs, held by what the other process saw.
     assert (stats.state, stats.held) == (
         LaneState.RUNNING,

@@ -14,7 +14,7 @@ anything.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import anyio
 
@@ -100,6 +100,9 @@ class _GatedLimiter:
     @property
     def holding(self) -> Hold | None:
         return self._inner.holding
+
+    def watch_holds(self, on_hold: Callable[[Hold, float], None]) -> None:
+        self._inner.watch_holds(on_hold)
 
     def take(self) -> Start | None:
         return None if self._gate.closed else self._inner.take()
