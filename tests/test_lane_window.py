@@ -28,7 +28,9 @@ from persona_async import (
 )
 from persona_async.testing import FakeProvider, Fault
 
-pytestmark = pytest.mark.anyio
+# Windows measured in real time: one at a time on one worker with the other rate tests
+# (--dist loadgroup), so that they do not compete with each other for the CPU.
+pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("real_time_rates")]
 
 
 async def test_create_many_over_three_lanes_never_breaks_a_window_and_uses_it_fully() -> None:
