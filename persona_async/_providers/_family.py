@@ -15,7 +15,16 @@ import msgspec
 
 from .._models import PersonaRequest
 from ._base import Provider, Wire
-from ._status import Refusal, StatusRoute, TaskInfo, TaskState, clips_of, state_of, state_table
+from ._status import (
+    Refusal,
+    StatusRoute,
+    TaskInfo,
+    TaskState,
+    clips_of,
+    envelope_refusal,
+    state_of,
+    state_table,
+)
 from ._styles import CodeEnvelopeReply, code_envelope
 
 __all__ = ["FAMILY_STATES", "SunoApiFamilyProvider"]
@@ -75,8 +84,8 @@ _task = msgspec.json.Decoder(_Task).decode
 def decode_status(status: int, body: bytes) -> TaskInfo | Refusal:
     """record-info: ``data.status``; clips at ``data.response.sunoData[]`` with ``duration``."""
     envelope = _envelope(body)
-    if envelope.code != 200 or status >= 400:
-        return Refusal(envelope.code if envelope.code != 200 else status, envelope.message or "")
+    if (refusal := envelope_refusal(envelope, status)) is not None:
+        return refusal
     task = _task(envelope.data)
     clips = clips_of(task.response.suno_data if task.response is not None else None)
     state = state_of(FAMILY_STATES, task.status)

@@ -18,7 +18,7 @@ import enum
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "TaskState",
     "clips_of",
     "duration",
+    "envelope_refusal",
     "state_of",
     "state_table",
 ]
@@ -82,6 +83,14 @@ class Refusal(NamedTuple):
 
     code: int | str
     message: str
+
+
+def envelope_refusal(envelope: Any, status: int) -> Refusal | None:
+    """The refusal a ``{code, message, data}`` reply (``code_envelope``) says: its code unless
+    200, else an error HTTP status; None when the query was answered."""
+    if envelope.code != 200 or status >= 400:
+        return Refusal(envelope.code if envelope.code != 200 else status, envelope.message or "")
+    return None
 
 
 Decode = Callable[[int, bytes], "TaskInfo | Refusal"]

@@ -13,7 +13,16 @@ import msgspec
 
 from .._exceptions import CODE_TO_EXCEPTION, AuthenticationError, PersonaError
 from ._base import Provider, Wire
-from ._status import Refusal, StatusRoute, TaskInfo, TaskState, duration, state_of, state_table
+from ._status import (
+    Refusal,
+    StatusRoute,
+    TaskInfo,
+    TaskState,
+    duration,
+    envelope_refusal,
+    state_of,
+    state_table,
+)
 from ._styles import CodeEnvelopeReply, code_envelope
 
 __all__ = ["CRUN_ERRORS", "CRUN_STATES", "CrunProvider"]
@@ -68,8 +77,8 @@ _task = msgspec.json.Decoder(_Task).decode
 def decode_status(status: int, body: bytes) -> TaskInfo | Refusal:
     """TaskInfo: ``data.status``; on success, clips at ``data.result.suno_data[]`` (assumed)."""
     envelope = _envelope(body)
-    if envelope.code != 200 or status >= 400:
-        return Refusal(envelope.code if envelope.code != 200 else status, envelope.message or "")
+    if (refusal := envelope_refusal(envelope, status)) is not None:
+        return refusal
     task = _task(envelope.data)
     result = task.result or _Result()
     clips: dict[str, float | None] | None = None

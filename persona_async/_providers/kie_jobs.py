@@ -16,7 +16,16 @@ import msgspec
 
 from .._models import PersonaRequest
 from ._base import Provider, Wire, request_struct
-from ._status import Refusal, StatusRoute, TaskInfo, TaskState, duration, state_of, state_table
+from ._status import (
+    Refusal,
+    StatusRoute,
+    TaskInfo,
+    TaskState,
+    duration,
+    envelope_refusal,
+    state_of,
+    state_table,
+)
 from ._styles import CodeEnvelopeReply, code_envelope
 from .kie import KIE_ERRORS
 
@@ -85,8 +94,8 @@ def decode_status(status: int, body: bytes) -> TaskInfo | Refusal:
     """recordInfo, for a persona task and a music task alike: ``data.state``; on success the
     persona id, or the song's clips at ``resultJson``'s ``data[]`` (``id``, ``duration``)."""
     envelope = _envelope(body)
-    if envelope.code != 200 or status >= 400:
-        return Refusal(envelope.code if envelope.code != 200 else status, envelope.message or "")
+    if (refusal := envelope_refusal(envelope, status)) is not None:
+        return refusal
     record = _record(envelope.data)
     state = state_of(KIE_JOBS_STATES, record.state)
     persona_id, clips = None, None

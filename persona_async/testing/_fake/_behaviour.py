@@ -70,17 +70,26 @@ class Behaviour(Knobs):
     )
 
     # The state read and changed here (its slots are here too); FakeProvider sets it up in
-    # __init__ and documents the public part.
+    # __init__. The public part:
+    #: Every request received, in arrival order (empty if ``record_requests`` is off).
     requests: list[RequestRecord]
+    #: Personas created per ``(kind, audio_id)``; a crun count above 1 is a duplicate.
     creations: collections.Counter[tuple[str, str]]
+    #: Persona id -> what it was created from (kind, task_id, audio_id, name, ...).
     personas: dict[str, dict[str, Any]]
+    #: Task ids that answer 422 as if not found / not finished.
     missing_tasks: set[str]
+    #: Music tasks the status endpoints answer for (see ``status.Songs``).
     songs: Songs
+    #: Requests rejected by the rate window.
     window_violations: int
+    #: Most contract requests ever handled at once, and how many are being handled now.
     max_concurrent: int
     in_flight: int
     latency: float
+    #: Async contracts: seconds a persona task runs after its submit.
     task_seconds: float
+    #: Async contracts: clip ids whose persona task fails (``failCode`` / ``error``).
     failing_tasks: set[str]
     rate_limit_http: bool
     retry_after: float | None
